@@ -1,0 +1,411 @@
+//! meterbase-catalog owns the durable, rarely-changing metadata: organisations, API keys
+//! (stored only as SHA-256 hashes, checked in constant time) and event type definitions.
+//! It persists one JSON document in the data directory with write-temp, fsync, rename.
+//!
+//! It must not touch events, the write-ahead log or the object store.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+use meterbase_schema::EventTypeDef;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CatalogError {
+    #[error("catalog I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("catalog file {path} is unreadable: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Organisation {
+    pub id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ApiKeyRecord {
+    id: String,
+    org_id: String,
+    /// Hex SHA-256 of the key; the key itself is never stored.
+    sha256: String,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredEventType {
+    pub org_id: String,
+    pub def: EventTypeDef,
+}
+
+/// A billable metric as stored: its definition is owned by the metrics layer, kept opaque here.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredMetric {
+    pub org_id: String,
+    pub slug: String,
+    /// Event type slugs the metric reads, so deleting one of them can be refused.
+    pub reads: Vec<String>,
+    pub body: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    version: u64,
+    organisations: Vec<Organisation>,
+    api_keys: Vec<ApiKeyRecord>,
+    event_types: Vec<StoredEventType>,
+    #[serde(default)]
+    metrics: Vec<StoredMetric>,
+}
+
+pub struct Catalog {
+    path: PathBuf,
+    state: RwLock<State>,
+    /// Serialises read-modify-persist so two changes never race on the file.
+    write: Mutex<()>,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+fn hash_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+impl Catalog {
+    pub fn open(path: impl Into<PathBuf>) -> Result<Catalog, CatalogError> {
+        let path = path.into();
+        let state = match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| CatalogError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => return Err(CatalogError::Io { path, source: e }),
+        };
+        Ok(Catalog {
+            path,
+            state: RwLock::new(state),
+            write: Mutex::new(()),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `f` to a copy, persists the copy, then publishes it.
+    fn update<R>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<R, CatalogError>,
+    ) -> Result<R, CatalogError> {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = self.read().clone();
+        let out = f(&mut next)?;
+        next.version += 1;
+        persist(&self.path, &next)?;
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(out)
+    }
+
+    pub fn version(&self) -> u64 {
+        self.read().version
+    }
+
+    pub fn has_organisations(&self) -> bool {
+        !self.read().organisations.is_empty()
+    }
+
+    pub fn create_organisation(&self, name: &str) -> Result<(Organisation, String), CatalogError> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 128 {
+            return Err(CatalogError::Invalid(
+                "organisation name must be 1-128 characters".into(),
+            ));
+        }
+        let key = format!("mb_{}", random_hex(24));
+        let org = Organisation {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.to_string(),
+            created_at: Utc::now(),
+        };
+        let key_hash = hex::encode(hash_key(&key));
+        self.update(|s| {
+            if s.organisations.iter().any(|o| o.name == name) {
+                return Err(CatalogError::Conflict(format!(
+                    "organisation {name:?} exists"
+                )));
+            }
+            s.organisations.push(org.clone());
+            s.api_keys.push(ApiKeyRecord {
+                id: format!("key_{}", random_hex(8)),
+                org_id: org.id.clone(),
+                sha256: key_hash,
+                created_at: Utc::now(),
+            });
+            Ok(())
+        })?;
+        Ok((org, key))
+    }
+
+    pub fn organisations(&self) -> Vec<Organisation> {
+        self.read().organisations.clone()
+    }
+
+    /// By id or by name.
+    pub fn find_organisation(&self, id_or_name: &str) -> Option<Organisation> {
+        self.read()
+            .organisations
+            .iter()
+            .find(|o| o.id == id_or_name || o.name == id_or_name)
+            .cloned()
+    }
+
+    /// Returns (key id, key).
+    pub fn create_api_key(&self, org: &str) -> Result<(String, String), CatalogError> {
+        let org = self
+            .find_organisation(org)
+            .ok_or_else(|| CatalogError::NotFound(format!("organisation {org:?} not found")))?;
+        let key = format!("mb_{}", random_hex(24));
+        let id = format!("key_{}", random_hex(8));
+        let record = ApiKeyRecord {
+            id: id.clone(),
+            org_id: org.id,
+            sha256: hex::encode(hash_key(&key)),
+            created_at: Utc::now(),
+        };
+        self.update(|s| {
+            s.api_keys.push(record);
+            Ok(())
+        })?;
+        Ok((id, key))
+    }
+
+    pub fn delete_api_key(&self, id: &str) -> Result<(), CatalogError> {
+        self.update(|s| {
+            let before = s.api_keys.len();
+            s.api_keys.retain(|k| k.id != id);
+            if s.api_keys.len() == before {
+                return Err(CatalogError::NotFound(format!("API key {id:?} not found")));
+            }
+            Ok(())
+        })
+    }
+
+    /// The organisation a key belongs to. Every stored hash is compared, in constant time, so
+    /// timing reveals neither which key matched nor how much of it.
+    pub fn authenticate(&self, key: &str) -> Option<Organisation> {
+        let presented = hash_key(key);
+        let state = self.read();
+        let mut found: Option<&str> = None;
+        for record in &state.api_keys {
+            let mut stored = [0u8; 32];
+            if hex::decode_to_slice(&record.sha256, &mut stored).is_err() {
+                continue;
+            }
+            if bool::from(stored.ct_eq(&presented)) {
+                found = Some(&record.org_id);
+            }
+        }
+        let org_id = found?;
+        state.organisations.iter().find(|o| o.id == org_id).cloned()
+    }
+
+    pub fn event_types(&self, org_id: &str) -> Vec<EventTypeDef> {
+        self.read()
+            .event_types
+            .iter()
+            .filter(|t| t.org_id == org_id)
+            .map(|t| t.def.clone())
+            .collect()
+    }
+
+    pub fn all_event_types(&self) -> Vec<StoredEventType> {
+        self.read().event_types.clone()
+    }
+
+    pub fn event_type(&self, org_id: &str, slug: &str) -> Option<EventTypeDef> {
+        self.read()
+            .event_types
+            .iter()
+            .find(|t| t.org_id == org_id && t.def.api_slug == slug)
+            .map(|t| t.def.clone())
+    }
+
+    pub fn create_event_type(&self, org_id: &str, def: EventTypeDef) -> Result<(), CatalogError> {
+        self.update(|s| {
+            if s.event_types
+                .iter()
+                .any(|t| t.org_id == org_id && t.def.api_slug == def.api_slug)
+            {
+                return Err(CatalogError::Conflict(format!(
+                    "an event type with api_slug {:?} exists",
+                    def.api_slug
+                )));
+            }
+            s.event_types.push(StoredEventType {
+                org_id: org_id.to_string(),
+                def,
+            });
+            Ok(())
+        })
+    }
+
+    pub fn replace_event_type(&self, org_id: &str, def: EventTypeDef) -> Result<(), CatalogError> {
+        self.update(|s| {
+            let slot = s
+                .event_types
+                .iter_mut()
+                .find(|t| t.org_id == org_id && t.def.id == def.id)
+                .ok_or_else(|| {
+                    CatalogError::NotFound(format!("event type {:?} not found", def.api_slug))
+                })?;
+            slot.def = def;
+            Ok(())
+        })
+    }
+
+    pub fn delete_event_type(
+        &self,
+        org_id: &str,
+        slug: &str,
+    ) -> Result<EventTypeDef, CatalogError> {
+        self.update(|s| {
+            if let Some(m) = s
+                .metrics
+                .iter()
+                .find(|m| m.org_id == org_id && m.reads.iter().any(|r| r == slug))
+            {
+                return Err(CatalogError::Conflict(format!(
+                    "billable metric {:?} reads event type {slug:?}; delete the metric first",
+                    m.slug
+                )));
+            }
+            let pos = s
+                .event_types
+                .iter()
+                .position(|t| t.org_id == org_id && t.def.api_slug == slug)
+                .ok_or_else(|| CatalogError::NotFound(format!("event type {slug:?} not found")))?;
+            Ok(s.event_types.remove(pos).def)
+        })
+    }
+
+    pub fn metrics(&self, org_id: &str) -> Vec<StoredMetric> {
+        self.read()
+            .metrics
+            .iter()
+            .filter(|m| m.org_id == org_id)
+            .cloned()
+            .collect()
+    }
+
+    pub fn metric(&self, org_id: &str, slug: &str) -> Option<StoredMetric> {
+        self.read()
+            .metrics
+            .iter()
+            .find(|m| m.org_id == org_id && m.slug == slug)
+            .cloned()
+    }
+
+    pub fn create_metric(&self, metric: StoredMetric) -> Result<(), CatalogError> {
+        self.update(|s| {
+            if s.metrics
+                .iter()
+                .any(|m| m.org_id == metric.org_id && m.slug == metric.slug)
+            {
+                return Err(CatalogError::Conflict(format!(
+                    "billable metric {:?} exists",
+                    metric.slug
+                )));
+            }
+            s.metrics.push(metric);
+            Ok(())
+        })
+    }
+
+    pub fn delete_metric(&self, org_id: &str, slug: &str) -> Result<(), CatalogError> {
+        self.update(|s| {
+            let before = s.metrics.len();
+            s.metrics
+                .retain(|m| !(m.org_id == org_id && m.slug == slug));
+            if s.metrics.len() == before {
+                return Err(CatalogError::NotFound(format!(
+                    "billable metric {slug:?} not found"
+                )));
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Write-temp, fsync, rename, fsync the directory: the file is either the old or the new
+/// document after any crash.
+fn persist(path: &Path, state: &State) -> Result<(), CatalogError> {
+    let io = |e| CatalogError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let bytes =
+        serde_json::to_vec_pretty(state).map_err(|e| CatalogError::Invalid(e.to_string()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io)?;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = File::create(&tmp).map_err(io)?;
+    f.write_all(&bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_authenticate_only_their_organisation_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.json");
+        let cat = Catalog::open(&path).unwrap();
+        let (acme, acme_key) = cat.create_organisation("acme").unwrap();
+        let (globex, globex_key) = cat.create_organisation("globex").unwrap();
+        assert!(cat.create_organisation("acme").is_err());
+        assert_eq!(cat.authenticate(&acme_key).unwrap().id, acme.id);
+        assert_eq!(cat.authenticate(&globex_key).unwrap().id, globex.id);
+        assert!(cat.authenticate("mb_nope").is_none());
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&acme_key), "keys are stored only as hashes");
+
+        let (key_id, second) = cat.create_api_key("acme").unwrap();
+        assert_eq!(cat.authenticate(&second).unwrap().id, acme.id);
+        cat.delete_api_key(&key_id).unwrap();
+        assert!(cat.authenticate(&second).is_none());
+
+        let reopened = Catalog::open(&path).unwrap();
+        assert_eq!(reopened.authenticate(&acme_key).unwrap().id, acme.id);
+        assert_eq!(reopened.organisations().len(), 2);
+    }
+}

@@ -1,0 +1,134 @@
+//! The `meterbase` command: `serve` runs the server. It owns argument parsing and logging
+//! set-up only; everything else lives in the library crates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use meterbase_server::{ServerConfig, run};
+
+#[derive(Parser)]
+#[command(
+    name = "meterbase",
+    version,
+    about = "Usage-metering store for usage-based billing"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Where the write-ahead log, catalog and (by default) the Parquet files live.
+    #[arg(long, env = "METERBASE_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Address to listen on; port 0 picks a free port (written to <data-dir>/listen-addr).
+    #[arg(long, env = "METERBASE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Object store for Parquet files and manifests: file:///abs/path (default <data-dir>/store).
+    #[arg(long, env = "METERBASE_OBJECT_STORE")]
+    object_store: Option<String>,
+    /// Token for the /admin endpoints (Authorization: Bearer TOKEN). Admin API is off without it.
+    #[arg(long, env = "METERBASE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Largest request body after decompression, in bytes.
+    #[arg(long, env = "METERBASE_MAX_BODY_BYTES", default_value_t = 32 << 20)]
+    max_body_bytes: usize,
+    /// Most events in one request.
+    #[arg(long, env = "METERBASE_MAX_EVENTS", default_value_t = 100_000)]
+    max_events: usize,
+    /// How far in the future an event timestamp may be, in seconds.
+    #[arg(long, env = "METERBASE_MAX_FUTURE_SECS", default_value_t = 86_400)]
+    max_future_secs: u64,
+    /// Persist a table's buffer to Parquet once it holds this many bytes.
+    #[arg(long, env = "METERBASE_FLUSH_BYTES", default_value_t = 64 << 20)]
+    flush_bytes: usize,
+    /// Persist a table's buffer once its oldest event has waited this many milliseconds.
+    #[arg(long, env = "METERBASE_FLUSH_AGE_MS", default_value_t = 10_000)]
+    flush_age_ms: u64,
+    /// Refuse writes (503) once this many bytes wait in memory for the object store.
+    #[arg(long, env = "METERBASE_MAX_BUFFER_BYTES", default_value_t = 1 << 30)]
+    max_buffer_bytes: usize,
+    /// Memory cap per SQL query, in bytes.
+    #[arg(long, env = "METERBASE_QUERY_MEMORY_BYTES", default_value_t = 512 << 20)]
+    query_memory_bytes: usize,
+    /// Time cap per SQL query, in milliseconds.
+    #[arg(long, env = "METERBASE_QUERY_TIMEOUT_MS", default_value_t = 60_000)]
+    query_timeout_ms: u64,
+    /// Threads for SQL queries.
+    #[arg(long, env = "METERBASE_QUERY_THREADS", default_value_t = 2)]
+    query_threads: usize,
+    /// `data` (default) syncs the write-ahead log before every acknowledgement; `none` does
+    /// not and may lose acknowledged events on a crash (benchmarks of the rest only).
+    #[arg(long, env = "METERBASE_SYNC", default_value = "data", value_parser = ["data", "none"])]
+    sync: String,
+    /// Start even if the write-ahead log is corrupted mid-log, discarding the damaged records.
+    #[arg(long, env = "METERBASE_WAL_SKIP_CORRUPTION")]
+    wal_skip_corruption: bool,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "METERBASE_LOG_JSON")]
+    log_json: bool,
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("METERBASE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(a) => {
+            init_logging(a.log_json);
+            let mut config = ServerConfig::new(a.data_dir);
+            config.listen = a.listen;
+            config.object_store = a.object_store;
+            config.admin_token = a.admin_token.filter(|t| !t.is_empty());
+            config.max_body_bytes = a.max_body_bytes;
+            config.max_events = a.max_events;
+            config.max_future = Duration::from_secs(a.max_future_secs);
+            config.flush_bytes = a.flush_bytes;
+            config.flush_age = Duration::from_millis(a.flush_age_ms);
+            config.max_buffer_bytes = a.max_buffer_bytes;
+            config.query.memory_limit = a.query_memory_bytes;
+            config.query.timeout = Duration::from_millis(a.query_timeout_ms);
+            config.query.threads = a.query_threads;
+            config.sync = a.sync == "data";
+            config.skip_wal_corruption = a.wal_skip_corruption;
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("meterbase: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("meterbase: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

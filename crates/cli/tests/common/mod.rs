@@ -1,0 +1,277 @@
+//! Test harness: starts the real `meterbase` binary on an ephemeral loopback port and talks
+//! HTTP to it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub addr: String,
+    pub key: String,
+    pub dir: PathBuf,
+    pub args: Vec<String>,
+    agent: ureq::Agent,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub text: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .new_agent()
+}
+
+impl Server {
+    /// Starts a server on `dir` (created if needed) and waits for `/healthz`.
+    pub fn start(dir: &Path, args: &[&str]) -> Server {
+        let mut s = Server {
+            child: None,
+            addr: String::new(),
+            key: String::new(),
+            dir: dir.to_path_buf(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            agent: agent(),
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.dir.join("listen-addr"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.with_extension("log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_meterbase"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--admin-token")
+            .arg(ADMIN_TOKEN)
+            .args(&self.args)
+            .env("METERBASE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start meterbase");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "server did not become healthy; see {}",
+                self.dir.with_extension("log").display()
+            );
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "server exited with {status}; see {}",
+                    self.dir.with_extension("log").display()
+                );
+            }
+            if let Ok(addr) = std::fs::read_to_string(self.dir.join("listen-addr")) {
+                self.addr = format!("http://{}", addr.trim());
+                if let Ok(r) = self.agent.get(format!("{}/healthz", self.addr)).call()
+                    && r.status().as_u16() == 200
+                {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.key = std::fs::read_to_string(self.dir.join("default-api-key"))
+            .expect("default-api-key")
+            .trim()
+            .to_string();
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        c.wait().expect("wait")
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Reply {
+        let url = format!("{}{}", self.addr, path);
+        let mut req = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(k) = key {
+            req = req.header("x-api-key", k);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = match body {
+            Some(b) => self.agent.run(req.body(b.to_vec()).expect("request")),
+            None => self.agent.run(req.body(()).expect("request")),
+        };
+        let mut resp = resp.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_string()
+            .unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            body,
+            text,
+            headers,
+        }
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> Reply {
+        self.post_as(&self.key, path, body)
+    }
+
+    pub fn post_as(&self, key: &str, path: &str, body: &Value) -> Reply {
+        self.request(
+            "POST",
+            path,
+            Some(key),
+            &[("content-type", "application/json")],
+            Some(body.to_string().as_bytes()),
+        )
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, Some(&self.key), &[], None)
+    }
+
+    pub fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let b = body.map(|b| b.to_string());
+        self.request(
+            method,
+            path,
+            None,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            b.as_deref().map(str::as_bytes),
+        )
+    }
+
+    /// Rows of a SQL query as JSON objects; panics unless 200.
+    pub fn sql(&self, sql: &str) -> Vec<Value> {
+        self.sql_as(&self.key, sql)
+    }
+
+    pub fn sql_as(&self, key: &str, sql: &str) -> Vec<Value> {
+        let r = self.post_as(key, "/sql", &json!({ "sql": sql }));
+        assert_eq!(r.status, 200, "{sql}: {}", r.text);
+        r.body["rows"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn create_compute_events(&self) {
+        let r = self.post_json("/rawmetrics", &compute_events_definition());
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+
+    /// Waits until every buffer is persisted (the metric `meterbase_buffer_bytes` is 0).
+    pub fn wait_flushed(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let m = self.request("GET", "/metrics", None, &[], None).text;
+            if m.lines().any(|l| l == "meterbase_buffer_bytes 0") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("buffers were not persisted in time");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn compute_events_definition() -> Value {
+    json!({
+        "name": "Compute events",
+        "api_slug": "compute_events",
+        "dataschema": {
+            "data": {"cpu_hours_consumed": "Float64", "region": "String"},
+            "timestamp": "DateTime64",
+            "customer_id": "String"
+        },
+        "column_order": ["timestamp"]
+    })
+}
+
+pub fn num(v: &Value) -> f64 {
+    match v {
+        Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+        Value::String(s) => s.parse().unwrap_or(f64::NAN),
+        _ => f64::NAN,
+    }
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("meterbase-test")
+        .tempdir()
+        .expect("tempdir")
+}

@@ -1,0 +1,215 @@
+//! Tenant SQL: a fresh, read-only session per query holding only the caller's tables, on a
+//! dedicated runtime, with a memory pool and a deadline.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::datasource::view::ViewTable;
+use datafusion::error::DataFusionError;
+use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
+use datafusion::execution::cache::default_cache::DefaultCache;
+use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use meterbase_storage::TableSnapshot;
+use object_store::ObjectStore;
+use thiserror::Error;
+use url::Url;
+
+use crate::view::table_view;
+
+/// Every snapshot's files are addressed relative to this URL, which maps to the store.
+pub const STORE_URL: &str = "meterbase://store/";
+
+#[derive(Debug, Error)]
+pub enum QueryError {
+    /// The query is wrong: parse, plan, unknown table or column, forbidden statement.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("query exceeded its memory limit of {limit} bytes: {detail}")]
+    MemoryLimit { limit: usize, detail: String },
+    #[error("query exceeded its time limit of {0:?}")]
+    Timeout(Duration),
+    #[error("query failed: {0}")]
+    Execution(String),
+}
+
+impl QueryError {
+    fn from_df(e: DataFusionError, limit: usize) -> QueryError {
+        let root = e.find_root();
+        match root {
+            DataFusionError::ResourcesExhausted(d) => QueryError::MemoryLimit {
+                limit,
+                detail: d.clone(),
+            },
+            DataFusionError::SQL(..)
+            | DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::NotImplemented(_) => QueryError::Invalid(root.to_string()),
+            _ => {
+                let text = e.to_string();
+                if text.contains("Resources exhausted") {
+                    QueryError::MemoryLimit {
+                        limit,
+                        detail: text,
+                    }
+                } else {
+                    QueryError::Execution(text)
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    pub memory_limit: usize,
+    pub timeout: Duration,
+    pub threads: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            memory_limit: 512 << 20,
+            timeout: Duration::from_secs(60),
+            threads: 2,
+        }
+    }
+}
+
+pub struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+pub struct QueryEngine {
+    config: QueryConfig,
+    /// Always `Some` until drop; dropping a runtime inside async code panics, so drop hands it
+    /// to `shutdown_background`.
+    runtime: Option<tokio::runtime::Runtime>,
+    registry: Arc<dyn ObjectStoreRegistry>,
+    metadata_cache: Arc<FileMetadataCache>,
+}
+
+impl Drop for QueryEngine {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Aborts the query task when the caller stops waiting (client gone, deadline passed).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl QueryEngine {
+    pub fn new(
+        config: QueryConfig,
+        store: Arc<dyn ObjectStore>,
+    ) -> Result<QueryEngine, QueryError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.threads.max(1))
+            .thread_name("query")
+            .enable_all()
+            .build()
+            .map_err(|e| QueryError::Execution(format!("cannot start the query runtime: {e}")))?;
+        let registry: Arc<dyn ObjectStoreRegistry> = Arc::new(DefaultObjectStoreRegistry::new());
+        let url = Url::parse(STORE_URL).map_err(|e| QueryError::Execution(e.to_string()))?;
+        registry.register_store(&url, store);
+        Ok(QueryEngine {
+            config,
+            runtime: Some(runtime),
+            registry,
+            metadata_cache: Arc::new(DefaultCache::new(256 << 20)),
+        })
+    }
+
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    fn context(
+        &self,
+        tables: &[TableSnapshot],
+        as_of: Option<i64>,
+    ) -> Result<SessionContext, QueryError> {
+        let df = |e| QueryError::from_df(e, self.config.memory_limit);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(self.config.memory_limit, 1.0)
+            .with_object_store_registry(self.registry.clone())
+            .with_cache_manager(
+                CacheManagerConfig::default()
+                    .with_file_metadata_cache(Some(self.metadata_cache.clone())),
+            )
+            .build_arc()
+            .map_err(df)?;
+        let mut config = SessionConfig::new()
+            .with_target_partitions(self.config.threads.max(1))
+            .with_information_schema(false)
+            .with_default_catalog_and_schema("meterbase", "public");
+        let opts = config.options_mut();
+        opts.execution.parquet.pushdown_filters = true;
+        opts.execution.parquet.reorder_filters = true;
+        opts.execution.parquet.enable_page_index = true;
+        opts.execution.parquet.bloom_filter_on_read = true;
+        opts.sql_parser.enable_ident_normalization = true;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        for snap in tables {
+            let plan: LogicalPlan = table_view(snap, as_of).map_err(df)?;
+            let view = ViewTable::new(plan, None);
+            ctx.register_table(snap.slug.as_str(), Arc::new(view))
+                .map_err(df)?;
+        }
+        Ok(ctx)
+    }
+
+    /// Runs one read-only statement over `tables` (the caller's whole world).
+    pub async fn execute(
+        &self,
+        tables: Vec<TableSnapshot>,
+        sql: String,
+        params: HashMap<String, ScalarValue>,
+        as_of: Option<i64>,
+    ) -> Result<QueryOutput, QueryError> {
+        let ctx = self.context(&tables, as_of)?;
+        let limit = self.config.memory_limit;
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| QueryError::Execution("query engine is shut down".into()))?;
+        let task = runtime.spawn(async move {
+            let options = SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false);
+            let df = ctx.sql_with_options(&sql, options).await?;
+            let df = if params.is_empty() {
+                df
+            } else {
+                df.with_param_values(ParamValues::from(params))?
+            };
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let batches = df.collect().await?;
+            Ok::<_, DataFusionError>(QueryOutput { schema, batches })
+        });
+        let mut guard = AbortOnDrop(task);
+        let joined = tokio::time::timeout(self.config.timeout, &mut guard.0).await;
+        match joined {
+            Err(_) => Err(QueryError::Timeout(self.config.timeout)),
+            Ok(Err(join)) => Err(QueryError::Execution(format!("query task ended: {join}"))),
+            Ok(Ok(result)) => result.map_err(|e| QueryError::from_df(e, limit)),
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! meterbase-query owns SQL: it turns storage snapshots into DataFusion tables (one logical
+//! view per event type that deduplicates unique keys only where sources overlap), runs
+//! tenant SQL in a read-only sandbox with memory and time caps on its own runtime, and
+//! renders results as JSON, NDJSON, CSV, Arrow IPC or Parquet.
+//!
+//! It must not write anything: no storage mutation, no catalog change, no file or URL access.
+
+mod engine;
+pub mod format;
+mod provider;
+mod view;
+
+pub use engine::{QueryConfig, QueryEngine, QueryError, QueryOutput, STORE_URL};
+pub use view::table_view;

@@ -1,0 +1,205 @@
+//! The logical view of one event type: raw sources split into those that cannot hold two
+//! versions of a key (read straight) and those that may (deduplicated, latest `_seq` wins).
+
+use std::sync::Arc;
+
+use datafusion::common::{Result, ScalarValue};
+use datafusion::datasource::provider_as_source;
+use datafusion::functions::core::expr_fn::named_struct;
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::expr::Sort;
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, Operator, col, lit,
+};
+use meterbase_schema::{INGESTED_AT_COLUMN, SEQ_COLUMN};
+use meterbase_storage::{FileMeta, TableSnapshot};
+
+use crate::provider::RawSource;
+
+const ROW_NUMBER: &str = "__meterbase_version";
+
+/// Groups sources whose time ranges overlap. Returns (clean files, files that need dedup).
+fn split_sources(snap: &TableSnapshot) -> (Vec<FileMeta>, Vec<FileMeta>) {
+    let files = &snap.manifest.files;
+    let key_has_time = snap.def.unique_key.iter().any(|k| k == "timestamp");
+    if !key_has_time {
+        // Without the timestamp in the key, two versions can sit anywhere in time.
+        return if files.len() == 1 && !files[0].has_duplicate_keys && snap.buffer.is_empty() {
+            (files.clone(), Vec::new())
+        } else {
+            (Vec::new(), files.clone())
+        };
+    }
+    // Intervals: files, plus the buffer as one always-dirty source.
+    let mut items: Vec<(i64, i64, Option<&FileMeta>)> = files
+        .iter()
+        .map(|f| (f.min_ts, f.max_ts, Some(f)))
+        .collect();
+    if let Some((lo, hi)) = snap.buffer_ts_range {
+        items.push((lo, hi, None));
+    }
+    items.sort_by_key(|(lo, hi, _)| (*lo, *hi));
+    let (mut clean, mut dirty) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < items.len() {
+        let mut j = i + 1;
+        let mut reach = items[i].1;
+        while j < items.len() && items[j].0 <= reach {
+            reach = reach.max(items[j].1);
+            j += 1;
+        }
+        let group = &items[i..j];
+        let single_clean_file =
+            group.len() == 1 && group[0].2.is_some_and(|f| !f.has_duplicate_keys);
+        for (_, _, f) in group {
+            if let Some(f) = f {
+                if single_clean_file {
+                    clean.push((*f).clone());
+                } else {
+                    dirty.push((*f).clone());
+                }
+            }
+        }
+        i = j;
+    }
+    (clean, dirty)
+}
+
+/// The plan a table name resolves to. `as_of` (µs) hides every version that arrived later.
+pub fn table_view(snap: &TableSnapshot, as_of: Option<i64>) -> Result<LogicalPlan> {
+    let (clean, dirty) = split_sources(snap);
+    let schema = snap.schema.clone();
+    let as_of_filter = |b: LogicalPlanBuilder| -> Result<LogicalPlanBuilder> {
+        match as_of {
+            Some(t) => b.filter(col(INGESTED_AT_COLUMN).lt_eq(lit(
+                ScalarValue::TimestampMicrosecond(Some(t), Some("UTC".into())),
+            ))),
+            None => Ok(b),
+        }
+    };
+    let mut parts: Vec<LogicalPlan> = Vec::new();
+    if !clean.is_empty() || (dirty.is_empty() && snap.buffer.is_empty()) {
+        let src = Arc::new(RawSource {
+            schema: schema.clone(),
+            files: clean,
+            batches: Vec::new(),
+        });
+        parts.push(
+            as_of_filter(LogicalPlanBuilder::scan(
+                "raw",
+                provider_as_source(src),
+                None,
+            )?)?
+            .build()?,
+        );
+    }
+    if !dirty.is_empty() || !snap.buffer.is_empty() {
+        let src = Arc::new(RawSource {
+            schema: schema.clone(),
+            files: dirty,
+            batches: snap.buffer.clone(),
+        });
+        let keys: Vec<Expr> = snap
+            .def
+            .unique_key
+            .iter()
+            .map(|k| col(k.as_str()))
+            .collect();
+        let version = row_number()
+            .partition_by(keys)
+            .order_by(vec![Sort::new(col(SEQ_COLUMN), false, false)])
+            .build()?
+            .alias(ROW_NUMBER);
+        let columns: Vec<Expr> = schema
+            .fields()
+            .iter()
+            .map(|f| col(f.name().as_str()))
+            .collect();
+        let plan = as_of_filter(LogicalPlanBuilder::scan(
+            "raw",
+            provider_as_source(src),
+            None,
+        )?)?
+        .window(vec![version])?
+        .filter(col(ROW_NUMBER).eq(lit(1u64)))?
+        .project(columns)?
+        .build()?;
+        parts.push(plan);
+    }
+    let mut builder = LogicalPlanBuilder::from(parts.remove(0));
+    for p in parts {
+        builder = builder.union(p)?;
+    }
+    let mut out: Vec<Expr> = schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != SEQ_COLUMN)
+        .map(|f| col(f.name().as_str()))
+        .collect();
+    let fields: Vec<&str> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|n| {
+            !matches!(
+                *n,
+                "customer_id" | "timestamp" | INGESTED_AT_COLUMN | SEQ_COLUMN
+            )
+        })
+        .collect();
+    if !fields.is_empty() {
+        let args: Vec<Expr> = fields.iter().flat_map(|f| [lit(*f), col(*f)]).collect();
+        out.push(named_struct(args).alias("data"));
+    }
+    builder.project(out)?.build()
+}
+
+fn micros_of(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::TimestampMicrosecond(Some(x), _) => Some(*x),
+        ScalarValue::TimestampNanosecond(Some(x), _) => Some(x.div_euclid(1000)),
+        ScalarValue::TimestampMillisecond(Some(x), _) => x.checked_mul(1000),
+        ScalarValue::TimestampSecond(Some(x), _) => x.checked_mul(1_000_000),
+        _ => None,
+    }
+}
+
+/// `[lo, hi)` in microseconds implied by `timestamp <op> literal` conjuncts; unbounded sides
+/// are `i64::MIN` / `i64::MAX`. Used only to skip whole files and batches.
+pub(crate) fn time_bounds(filters: &[Expr]) -> (i64, i64) {
+    let (mut lo, mut hi) = (i64::MIN, i64::MAX);
+    let mut visit = |e: &Expr| {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+            return;
+        };
+        let (column, value, op) = match (left.as_ref(), right.as_ref()) {
+            (Expr::Column(c), Expr::Literal(v, _)) => (c, v, *op),
+            (Expr::Literal(v, _), Expr::Column(c)) => match op.swap() {
+                Some(op) => (c, v, op),
+                None => return,
+            },
+            _ => return,
+        };
+        if column.name != "timestamp" {
+            return;
+        }
+        let Some(v) = micros_of(value) else { return };
+        match op {
+            Operator::Gt => lo = lo.max(v.saturating_add(1)),
+            Operator::GtEq => lo = lo.max(v),
+            Operator::Lt => hi = hi.min(v),
+            Operator::LtEq => hi = hi.min(v.saturating_add(1)),
+            Operator::Eq => {
+                lo = lo.max(v);
+                hi = hi.min(v.saturating_add(1));
+            }
+            _ => {}
+        }
+    };
+    for f in filters {
+        for conj in datafusion::logical_expr::utils::split_conjunction(f) {
+            visit(conj);
+        }
+    }
+    (lo, hi)
+}

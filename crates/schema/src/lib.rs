@@ -1,0 +1,24 @@
+//! meterbase-schema owns the shape of usage events: the field types of the contract, event
+//! type definitions (slugs, `column_order`, `unique_key`), the Arrow schema of a stored table,
+//! and the decoder that turns untrusted JSON bytes into validated Arrow columns.
+//!
+//! It must not touch the disk, the network or any other crate of the workspace: everything
+//! here is pure and deterministic so the parsers can be property-tested and fuzzed in
+//! isolation.
+
+mod decode;
+mod definition;
+mod error;
+mod field_type;
+pub mod scalar;
+pub mod timestamp;
+
+pub use decode::{
+    DecodeLimits, DecodeOutcome, EventDecoder, EventError, InputFormat, split_ndjson,
+};
+pub use definition::{
+    EventTypeDef, EventTypeSpec, INGESTED_AT_COLUMN, SEQ_COLUMN, derive_slug, validate_field_name,
+    validate_slug,
+};
+pub use error::SchemaError;
+pub use field_type::{BaseType, FieldType};

@@ -1,0 +1,190 @@
+//! RFC 9457 problem details: the one place internal errors become HTTP statuses.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Response, StatusCode, header};
+use meterbase_catalog::CatalogError;
+use meterbase_query::QueryError;
+use meterbase_schema::{EventError, SchemaError};
+use meterbase_storage::StorageError;
+use meterbase_wal::WalError;
+use serde_json::{Map, Value, json};
+
+pub type HttpResponse = Response<Full<Bytes>>;
+
+#[derive(Debug)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub title: String,
+    pub detail: String,
+    pub errors: Vec<Value>,
+    pub extra: Map<String, Value>,
+    pub retry_after: Option<u32>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, title: &str, detail: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            title: title.to_string(),
+            detail: detail.into(),
+            errors: Vec::new(),
+            extra: Map::new(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, "Bad request", detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, "Not found", detail)
+    }
+
+    pub fn unavailable(detail: impl Into<String>, retry_after: u32) -> Problem {
+        let mut p = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service unavailable",
+            detail,
+        );
+        p.retry_after = Some(retry_after);
+        p
+    }
+
+    pub fn internal(detail: impl Into<String>) -> Problem {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal server error",
+            detail,
+        )
+    }
+
+    pub fn with_event_errors(mut self, errors: &[EventError]) -> Problem {
+        self.errors = errors
+            .iter()
+            .map(|e| {
+                let mut m = Map::new();
+                if let Some(i) = e.index {
+                    m.insert("index".into(), json!(i));
+                }
+                if let Some(l) = e.line {
+                    m.insert("line".into(), json!(l));
+                }
+                m.insert("pointer".into(), json!(e.pointer));
+                m.insert("message".into(), json!(e.message));
+                Value::Object(m)
+            })
+            .collect();
+        self
+    }
+
+    pub fn with(mut self, key: &str, value: Value) -> Problem {
+        self.extra.insert(key.into(), value);
+        self
+    }
+
+    pub fn type_uri(&self) -> String {
+        let slug: String = self
+            .title
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        format!("https://meterbase.dev/problems/{slug}")
+    }
+
+    pub fn into_response(self) -> HttpResponse {
+        let mut body = Map::new();
+        body.insert("type".into(), json!(self.type_uri()));
+        body.insert("title".into(), json!(self.title));
+        body.insert("status".into(), json!(self.status.as_u16()));
+        body.insert("detail".into(), json!(self.detail));
+        if !self.errors.is_empty() {
+            body.insert("errors".into(), Value::Array(self.errors));
+        }
+        for (k, v) in self.extra {
+            body.insert(k, v);
+        }
+        let mut resp = Response::new(Full::new(Bytes::from(Value::Object(body).to_string())));
+        *resp.status_mut() = self.status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(s));
+        }
+        resp
+    }
+}
+
+impl From<CatalogError> for Problem {
+    fn from(e: CatalogError) -> Problem {
+        match e {
+            CatalogError::NotFound(d) => Problem::not_found(d),
+            CatalogError::Conflict(d) => Problem::new(StatusCode::CONFLICT, "Conflict", d),
+            CatalogError::Invalid(d) => Problem::bad_request(d),
+            other => Problem::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<SchemaError> for Problem {
+    fn from(e: SchemaError) -> Problem {
+        Problem::bad_request(e.to_string())
+    }
+}
+
+fn is_disk_full(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT)
+}
+
+impl From<StorageError> for Problem {
+    fn from(e: StorageError) -> Problem {
+        match e {
+            StorageError::BufferFull { .. } => Problem::unavailable(
+                format!("{e}; retry shortly, nothing from this request was stored"),
+                1,
+            ),
+            StorageError::Wal(WalError::QueueFull) => Problem::unavailable(
+                "the write-ahead log queue is full; retry shortly, nothing from this request was stored",
+                1,
+            ),
+            StorageError::Wal(WalError::Io { ref source, .. }) if is_disk_full(source) => {
+                let mut p = Problem::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "Insufficient storage",
+                    e.to_string(),
+                );
+                p.retry_after = Some(5);
+                p
+            }
+            StorageError::Wal(WalError::Poisoned(ref why)) => Problem::internal(format!(
+                "the write-ahead log failed ({why}); this request was not stored and the server refuses writes until it is restarted"
+            )),
+            StorageError::UnknownTable => Problem::not_found("event type not found"),
+            other => Problem::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<QueryError> for Problem {
+    fn from(e: QueryError) -> Problem {
+        match e {
+            QueryError::Invalid(d) => Problem::new(StatusCode::BAD_REQUEST, "Invalid query", d),
+            QueryError::MemoryLimit { .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Query memory limit exceeded",
+                e.to_string(),
+            ),
+            QueryError::Timeout(_) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Query time limit exceeded",
+                e.to_string(),
+            ),
+            QueryError::Execution(d) => Problem::internal(d),
+        }
+    }
+}

@@ -1,0 +1,613 @@
+//! Request routing and handlers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use datafusion::common::ScalarValue;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, header};
+use meterbase_catalog::Organisation;
+use meterbase_schema::timestamp::parse_timestamp;
+use meterbase_schema::{
+    DecodeLimits, DecodeOutcome, EventDecoder, EventTypeDef, EventTypeSpec, InputFormat,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use subtle::ConstantTimeEq;
+
+use crate::metrics::{Metrics, render};
+use crate::problem::{HttpResponse, Problem};
+use crate::{App, Shared};
+
+type Req = Request<Incoming>;
+type Result<T> = std::result::Result<T, Problem>;
+
+/// Decoders are built once per (event type, schema version).
+#[derive(Default)]
+pub struct DecoderCache {
+    map: Mutex<HashMap<(String, u32), Arc<EventDecoder>>>,
+}
+
+impl DecoderCache {
+    fn get(&self, def: &EventTypeDef) -> Result<Arc<EventDecoder>> {
+        let key = (def.id.clone(), def.schema_version);
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = map.get(&key) {
+            return Ok(d.clone());
+        }
+        let d = Arc::new(EventDecoder::new(def)?);
+        map.insert(key, d.clone());
+        Ok(d)
+    }
+}
+
+const SMALL_BODY: usize = 1 << 20;
+
+fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
+    bytes_response(status, "application/json", Bytes::from(body.to_string()))
+}
+
+fn bytes_response(status: StatusCode, content_type: &'static str, body: Bytes) -> HttpResponse {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) async fn handle(shared: Arc<Shared>, req: Req) -> HttpResponse {
+    let ready = shared.ready.load(std::sync::atomic::Ordering::SeqCst);
+    if req.uri().path() == "/healthz" {
+        return if ready {
+            json_response(StatusCode::OK, &json!({"status": "ok"}))
+        } else {
+            Problem::unavailable("replaying the write-ahead log", 1).into_response()
+        };
+    }
+    let Some(app) = shared.app.get().filter(|_| ready) else {
+        return Problem::unavailable("the server is starting (replaying the write-ahead log)", 1)
+            .into_response();
+    };
+    match route(app, req).await {
+        Ok(r) => r,
+        Err(p) => {
+            if p.status == StatusCode::SERVICE_UNAVAILABLE {
+                Metrics::add(&app.metrics.requests_rejected_overload, 1);
+            }
+            p.into_response()
+        }
+    }
+}
+
+async fn route(app: &Arc<App>, req: Req) -> Result<HttpResponse> {
+    let path = req.uri().path().to_string();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    match (segs.as_slice(), &method) {
+        (["metrics"], &Method::GET) => Ok(bytes_response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            Bytes::from(render(app)),
+        )),
+        (["admin", rest @ ..], _) => {
+            check_admin(app, &req)?;
+            match (rest, &method) {
+                (["organisations"], &Method::POST) => create_org(app, req).await,
+                (["organisations"], &Method::GET) => list_orgs(app),
+                (["organisations", org, "api_keys"], &Method::POST) => create_key(app, org),
+                (["api_keys", id], &Method::DELETE) => {
+                    app.catalog.delete_api_key(id)?;
+                    Ok(Response::builder()
+                        .status(StatusCode::NO_CONTENT)
+                        .body(Full::new(Bytes::new()))
+                        .unwrap_or_default())
+                }
+                _ => Err(not_routed(&method, &path)),
+            }
+        }
+        _ => {
+            let org = authenticate(app, &req)?;
+            match (segs.as_slice(), &method) {
+                (["rawmetrics"], &Method::POST) => create_event_type(app, &org, req).await,
+                (["rawmetrics"], &Method::GET) => {
+                    let items: Vec<Value> = app
+                        .catalog
+                        .event_types(&org.id)
+                        .iter()
+                        .map(def_json)
+                        .collect();
+                    Ok(json_response(StatusCode::OK, &json!({ "items": items })))
+                }
+                (["rawmetrics", slug], &Method::GET) => {
+                    let def = find_type(app, &org, slug)?;
+                    Ok(json_response(StatusCode::OK, &def_json(&def)))
+                }
+                (["rawmetrics", slug], &Method::PATCH) => {
+                    patch_event_type(app, &org, slug, req).await
+                }
+                (["rawmetrics", slug], &Method::DELETE) => {
+                    delete_event_type(app, &org, slug, &req).await
+                }
+                (["usage", slug], &Method::POST) => ingest(app, &org, slug, req).await,
+                (["sql"], &Method::POST) => sql(app, &org, req).await,
+                _ => Err(not_routed(&method, &path)),
+            }
+        }
+    }
+}
+
+fn not_routed(method: &Method, path: &str) -> Problem {
+    Problem::not_found(format!("no endpoint {method} {path}"))
+}
+
+fn check_admin(app: &App, req: &Req) -> Result<()> {
+    let Some(token) = &app.config.admin_token else {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "the admin API is disabled: start the server with --admin-token or METERBASE_ADMIN_TOKEN",
+        ));
+    };
+    let given = bearer(req).ok_or_else(|| {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "admin endpoints need Authorization: Bearer <admin token>",
+        )
+    })?;
+    if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        return Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "wrong admin token",
+        ));
+    }
+    Ok(())
+}
+
+fn bearer(req: &Req) -> Option<&str> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn authenticate(app: &App, req: &Req) -> Result<Organisation> {
+    let key = req
+        .headers()
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .or_else(|| bearer(req))
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "missing API key: send x-api-key or Authorization: Bearer",
+            )
+        })?;
+    let org = app
+        .catalog
+        .authenticate(key)
+        .ok_or_else(|| Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", "unknown API key"))?;
+    if let Some(claimed) = req.headers().get("organisation") {
+        let claimed = claimed.to_str().unwrap_or_default().trim();
+        if claimed != org.id && claimed != org.name {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!(
+                    "the organisation header names {claimed:?}, but the API key belongs to another organisation"
+                ),
+            ));
+        }
+    }
+    Ok(org)
+}
+
+async fn read_body(req: Req, limit: usize) -> Result<Bytes> {
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload too large",
+                format!("the request body is larger than {limit} bytes"),
+            ))
+        }
+        Err(e) => Err(Problem::bad_request(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
+fn query_params(req: &Req) -> Vec<(String, String)> {
+    req.uri()
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
+}
+
+// ---- admin ----------------------------------------------------------------------------------
+
+async fn create_org(app: &App, req: Req) -> Result<HttpResponse> {
+    #[derive(Deserialize)]
+    struct Body {
+        name: String,
+    }
+    let body = read_body(req, SMALL_BODY).await?;
+    let b: Body = parse_json(&body)?;
+    let (org, key) = app.catalog.create_organisation(&b.name)?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"id": org.id, "name": org.name, "api_key": key}),
+    ))
+}
+
+fn list_orgs(app: &App) -> Result<HttpResponse> {
+    let items: Vec<Value> = app
+        .catalog
+        .organisations()
+        .iter()
+        .map(|o| json!({"id": o.id, "name": o.name, "created_at": o.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}))
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "items": items })))
+}
+
+fn create_key(app: &App, org: &str) -> Result<HttpResponse> {
+    let (id, key) = app.catalog.create_api_key(org)?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"id": id, "api_key": key}),
+    ))
+}
+
+// ---- event types ----------------------------------------------------------------------------
+
+fn def_json(def: &EventTypeDef) -> Value {
+    let mut v = serde_json::to_value(def).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert("endpoint".into(), json!(format!("/usage/{}", def.api_slug)));
+        m.insert(
+            "created_at".into(),
+            json!(
+                def.created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        );
+    }
+    v
+}
+
+fn find_type(app: &App, org: &Organisation, slug: &str) -> Result<EventTypeDef> {
+    app.catalog
+        .event_type(&org.id, &slug.to_ascii_lowercase())
+        .ok_or_else(|| Problem::not_found(format!("no event type with api_slug {slug:?}")))
+}
+
+async fn create_event_type(app: &App, org: &Organisation, req: Req) -> Result<HttpResponse> {
+    let body = read_body(req, SMALL_BODY).await?;
+    let spec: EventTypeSpec = parse_json(&body)?;
+    let def = EventTypeDef::from_spec(
+        spec,
+        uuid::Uuid::new_v4().simple().to_string(),
+        chrono::Utc::now(),
+    )?;
+    app.catalog.create_event_type(&org.id, def.clone())?;
+    app.store.create_table(&org.id, def.clone())?;
+    Ok(json_response(StatusCode::CREATED, &def_json(&def)))
+}
+
+async fn patch_event_type(
+    app: &App,
+    org: &Organisation,
+    slug: &str,
+    req: Req,
+) -> Result<HttpResponse> {
+    let def = find_type(app, org, slug)?;
+    let body = read_body(req, SMALL_BODY).await?;
+    let patch: Map<String, Value> = parse_json(&body)?;
+    let next = def.patched(&patch)?;
+    app.catalog.replace_event_type(&org.id, next.clone())?;
+    if let Some(t) = app.store.table(&org.id, &next.id) {
+        t.set_def(next.clone())?;
+    }
+    Ok(json_response(StatusCode::OK, &def_json(&next)))
+}
+
+async fn delete_event_type(
+    app: &App,
+    org: &Organisation,
+    slug: &str,
+    req: &Req,
+) -> Result<HttpResponse> {
+    let def = find_type(app, org, slug)?;
+    let force = param(&query_params(req), "force") == Some("true");
+    if let Some(t) = app.store.table(&org.id, &def.id)
+        && t.holds_rows()
+        && !force
+    {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "event type {:?} holds events; DELETE with ?force=true to delete them too",
+                def.api_slug
+            ),
+        ));
+    }
+    app.catalog.delete_event_type(&org.id, &def.api_slug)?;
+    app.store
+        .drop_table(&org.id, &def.id, &def.api_slug)
+        .await?;
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_default())
+}
+
+// ---- ingest ---------------------------------------------------------------------------------
+
+fn input_format(req: &Req) -> Result<InputFormat> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        // curl sends form-urlencoded when -d is given without -H 'Content-Type'; the body is
+        // still the JSON the user typed.
+        "application/json" | "" | "application/x-www-form-urlencoded" | "text/plain" => {
+            Ok(InputFormat::Json)
+        }
+        "application/x-ndjson"
+        | "application/jsonl"
+        | "application/ndjson"
+        | "application/jsonlines" => Ok(InputFormat::Ndjson),
+        other => Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            format!(
+                "Content-Type {other:?} is not accepted here: use application/json or application/x-ndjson"
+            ),
+        )),
+    }
+}
+
+async fn ingest(app: &App, org: &Organisation, slug: &str, req: Req) -> Result<HttpResponse> {
+    let def = find_type(app, org, slug)?;
+    let table = app
+        .store
+        .table(&org.id, &def.id)
+        .ok_or_else(|| Problem::not_found(format!("no event type with api_slug {slug:?}")))?;
+    let format = input_format(&req)?;
+    if let Some(enc) = req.headers().get(header::CONTENT_ENCODING) {
+        let enc = enc.to_str().unwrap_or("?");
+        if !enc.eq_ignore_ascii_case("identity") {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+                format!("Content-Encoding {enc:?} is not supported"),
+            ));
+        }
+    }
+    let body = read_body(req, app.config.max_body_bytes).await?;
+    let decoder = app.decoders.get(&def)?;
+    let limits = DecodeLimits {
+        max_events: app.config.max_events,
+        max_errors: 100,
+        now: now_micros(),
+        max_future: app.config.max_future.as_micros() as i64,
+    };
+    let body_len = body.len();
+    let outcome = if body_len > 256 << 10 {
+        let d = decoder.clone();
+        tokio::task::spawn_blocking(move || d.decode(&body, format, limits))
+            .await
+            .map_err(|e| Problem::internal(format!("decoder task failed: {e}")))?
+    } else {
+        decoder.decode(&body, format, limits)
+    };
+    match outcome {
+        DecodeOutcome::Valid(batch) => {
+            let n = batch.num_rows();
+            if n > 0 {
+                app.store.append(&table, batch).await?;
+            }
+            Metrics::add(&app.metrics.events_ingested, n as u64);
+            Metrics::add(&app.metrics.bytes_ingested, body_len as u64);
+            Ok(json_response(StatusCode::OK, &json!({ "accepted": n })))
+        }
+        DecodeOutcome::Invalid {
+            errors,
+            invalid_events,
+            events,
+        } => {
+            Metrics::add(&app.metrics.events_rejected, invalid_events as u64);
+            let detail = if events == 0 {
+                "the request body is not valid; nothing was stored".to_string()
+            } else {
+                format!(
+                    "{invalid_events} of {events} events are invalid; nothing from this request was stored"
+                )
+            };
+            Err(
+                Problem::new(StatusCode::BAD_REQUEST, "Invalid events", detail)
+                    .with_event_errors(&errors)
+                    .with("invalid_events", json!(invalid_events)),
+            )
+        }
+        DecodeOutcome::TooManyEvents { limit } => Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload too large",
+            format!("more than {limit} events in one request; split it into smaller requests"),
+        )),
+    }
+}
+
+// ---- SQL ------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+    #[serde(default)]
+    params: Map<String, Value>,
+    #[serde(default)]
+    as_of: Option<String>,
+}
+
+fn scalar_param(name: &str, v: &Value) -> Result<ScalarValue> {
+    Ok(match v {
+        Value::Null => ScalarValue::Null,
+        Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
+        Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                ScalarValue::Int64(Some(i))
+            } else if let Some(u) = n.as_u64() {
+                ScalarValue::UInt64(Some(u))
+            } else {
+                ScalarValue::Float64(n.as_f64())
+            }
+        }
+        _ => {
+            return Err(Problem::bad_request(format!(
+                "parameter {name:?} must be a string, number, boolean or null"
+            )));
+        }
+    })
+}
+
+enum OutputFormat {
+    Json,
+    Ndjson,
+    Csv,
+    Arrow,
+    Parquet,
+}
+
+fn output_format(req: &Req) -> Result<OutputFormat> {
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    for part in accept.split(',') {
+        let mime = part
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match mime.as_str() {
+            "application/json" | "*/*" | "application/*" | "" => return Ok(OutputFormat::Json),
+            "application/x-ndjson" | "application/jsonl" | "application/ndjson" => {
+                return Ok(OutputFormat::Ndjson);
+            }
+            "text/csv" => return Ok(OutputFormat::Csv),
+            "application/vnd.apache.arrow.stream" => return Ok(OutputFormat::Arrow),
+            "application/vnd.apache.parquet" => return Ok(OutputFormat::Parquet),
+            _ => {}
+        }
+    }
+    Err(Problem::new(
+        StatusCode::NOT_ACCEPTABLE,
+        "Not acceptable",
+        "supported results: application/json, application/x-ndjson, text/csv, application/vnd.apache.arrow.stream, application/vnd.apache.parquet",
+    ))
+}
+
+async fn sql(app: &App, org: &Organisation, req: Req) -> Result<HttpResponse> {
+    let format = output_format(&req)?;
+    let body = read_body(req, SMALL_BODY).await?;
+    let r: SqlRequest = parse_json(&body)?;
+    let as_of = match &r.as_of {
+        None => None,
+        Some(t) => Some(
+            parse_timestamp(t).map_err(|e| Problem::bad_request(format!("as_of {t:?}: {e}")))?,
+        ),
+    };
+    let mut params = HashMap::new();
+    for (k, v) in &r.params {
+        params.insert(k.clone(), scalar_param(k, v)?);
+    }
+    let tables = app
+        .store
+        .org_tables(&org.id)
+        .iter()
+        .map(|t| t.snapshot())
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let started = Instant::now();
+    Metrics::add(&app.metrics.queries, 1);
+    let result = app.engine.execute(tables, r.sql, params, as_of).await;
+    Metrics::add(
+        &app.metrics.query_micros,
+        started.elapsed().as_micros() as u64,
+    );
+    let out = result.inspect_err(|_| Metrics::add(&app.metrics.query_errors, 1))?;
+    use meterbase_query::format as f;
+    Ok(match format {
+        OutputFormat::Json => bytes_response(
+            StatusCode::OK,
+            "application/json",
+            Bytes::from(f::to_json(&out.schema, &out.batches)),
+        ),
+        OutputFormat::Ndjson => bytes_response(
+            StatusCode::OK,
+            "application/x-ndjson",
+            Bytes::from(f::to_ndjson(&out.schema, &out.batches)),
+        ),
+        OutputFormat::Csv => bytes_response(
+            StatusCode::OK,
+            "text/csv",
+            Bytes::from(f::to_csv(&out.schema, &out.batches)?),
+        ),
+        OutputFormat::Arrow => bytes_response(
+            StatusCode::OK,
+            "application/vnd.apache.arrow.stream",
+            Bytes::from(f::to_arrow_ipc(&out.schema, &out.batches)?),
+        ),
+        OutputFormat::Parquet => bytes_response(
+            StatusCode::OK,
+            "application/vnd.apache.parquet",
+            Bytes::from(f::to_parquet(&out.schema, &out.batches)?),
+        ),
+    })
+}

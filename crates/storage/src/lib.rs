@@ -1,0 +1,65 @@
+//! meterbase-storage owns everything between a validated batch and a durable, queryable row:
+//! the in-memory buffer per (organisation, event type), the write-ahead log records that carry
+//! it, the persister that turns frozen buffer chunks into sorted Parquet files in the object
+//! store, and the per-table manifest that publishes them. It hands the query layer one
+//! consistent `TableSnapshot` (files + buffer) per table.
+//!
+//! It must not parse HTTP or SQL, and must not know about organisations beyond their ids.
+
+mod manifest;
+mod persist;
+mod record;
+mod store;
+mod table;
+mod url;
+
+pub use manifest::{FileMeta, Manifest};
+pub use record::WalRecord;
+pub use store::{StorageConfig, StorageStats, Store};
+pub use table::{Table, TableSnapshot, adapt_batch, record_seq, ts_range as batch_ts_range};
+pub use url::{ObjectStoreHandle, parse_object_store_url};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("object store error on {path}: {source}")]
+    ObjectStore {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("manifest {path} is unreadable: {reason}")]
+    CorruptManifest { path: String, reason: String },
+    #[error("Arrow error: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("Parquet error: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error(transparent)]
+    Wal(#[from] meterbase_wal::WalError),
+    #[error(transparent)]
+    Schema(#[from] meterbase_schema::SchemaError),
+    #[error("write-ahead log record is malformed: {0}")]
+    BadRecord(String),
+    #[error("buffer is full ({used} of {limit} bytes waiting for the object store)")]
+    BufferFull { used: usize, limit: usize },
+    #[error("invalid object store URL {0:?}: {1}")]
+    BadUrl(String, String),
+    #[error("event type not found")]
+    UnknownTable,
+}
+
+impl StorageError {
+    pub(crate) fn store(path: impl ToString, source: object_store::Error) -> StorageError {
+        StorageError::ObjectStore {
+            path: path.to_string(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The per-table manifest: which Parquet files are live and up to which write-ahead log
+//! sequence the table is persisted. Each version is a new immutable object created with
+//! `PutMode::Create`, so two writers can never both commit the same version.
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::{ObjectStoreHandle, StorageError};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileMeta {
+    /// Object path relative to the store root.
+    pub path: String,
+    pub size: u64,
+    pub rows: u64,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub min_seq: u64,
+    pub max_seq: u64,
+    pub schema_version: u32,
+    /// True when two rows of this file share a unique key (an in-file replacement).
+    pub has_duplicate_keys: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub version: u64,
+    /// Every write-ahead log record of this table with a sequence up to here is in `files`.
+    pub persisted_seq: u64,
+    pub files: Vec<FileMeta>,
+}
+
+pub(crate) fn manifest_dir(org_id: &str, slug: &str, type_id: &str) -> Path {
+    Path::from(format!("{org_id}/{slug}/_manifest/{type_id}"))
+}
+
+impl Manifest {
+    /// The newest version under `dir`, or an empty manifest when there is none.
+    pub(crate) async fn load_latest(
+        store: &ObjectStoreHandle,
+        dir: &Path,
+    ) -> Result<Manifest, StorageError> {
+        let metas: Vec<_> = store
+            .store
+            .list(Some(dir))
+            .try_collect()
+            .await
+            .map_err(|e| StorageError::store(dir, e))?;
+        let latest = metas
+            .iter()
+            .filter_map(|m| {
+                let name = m.location.filename()?;
+                let v: u64 = name.strip_suffix(".json")?.parse().ok()?;
+                Some((v, m.location.clone()))
+            })
+            .max_by_key(|(v, _)| *v);
+        let Some((_, path)) = latest else {
+            return Ok(Manifest::default());
+        };
+        let bytes = store
+            .store
+            .get(&path)
+            .await
+            .map_err(|e| StorageError::store(&path, e))?
+            .bytes()
+            .await
+            .map_err(|e| StorageError::store(&path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| StorageError::CorruptManifest {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Publishes this manifest as version `self.version`; fails if that version exists.
+    pub(crate) async fn commit(
+        &self,
+        store: &ObjectStoreHandle,
+        dir: &Path,
+    ) -> Result<(), StorageError> {
+        let path = dir.clone().join(format!("{:020}.json", self.version));
+        let bytes = serde_json::to_vec(self).map_err(|e| StorageError::BadRecord(e.to_string()))?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        store
+            .store
+            .put_opts(&path, PutPayload::from(bytes), opts)
+            .await
+            .map_err(|e| StorageError::store(&path, e))?;
+        store.sync_object(&path)?;
+        // Older versions are no longer needed once this one is durable; keep a few for
+        // inspection. Failing to delete them is harmless.
+        if self.version > 3 {
+            let old = dir.clone().join(format!("{:020}.json", self.version - 3));
+            let _ = store.store.delete(&old).await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,180 @@
+//! Frozen chunk → sorted, zstd-compressed Parquet files, one per UTC day, with page
+//! statistics, the page index and a bloom filter on `customer_id`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, UInt32Array};
+use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::datatypes::{SchemaRef, TimestampMicrosecondType, UInt64Type};
+use arrow::record_batch::RecordBatch;
+use arrow::row::{RowConverter, SortField};
+use meterbase_schema::timestamp::{MICROS_PER_DAY, format_date};
+use meterbase_schema::{EventTypeDef, SEQ_COLUMN};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+use crate::table::{Chunk, adapt_batch, record_seq, ts_range};
+use crate::{FileMeta, StorageError};
+
+pub(crate) struct EncodedFile {
+    pub path: String,
+    pub bytes: Vec<u8>,
+    pub meta: FileMeta,
+}
+
+/// Sorts the chunk by the table's `column_order` (then arrival), splits it by UTC day and
+/// encodes each day. CPU-bound: run it off the async workers.
+pub(crate) fn encode_chunk(
+    org_id: &str,
+    def: &EventTypeDef,
+    schema: &SchemaRef,
+    chunk: &Chunk,
+) -> Result<Vec<EncodedFile>, StorageError> {
+    let adapted = chunk
+        .batches
+        .iter()
+        .map(|b| adapt_batch(b, schema))
+        .collect::<Result<Vec<_>, _>>()?;
+    let all = concat_batches(schema, &adapted)?;
+    let sorted = sort_batch(&all, def)?;
+    let mut out = Vec::new();
+    for (day, part) in split_by_day(&sorted)? {
+        let path = format!(
+            "{org_id}/{}/date={}/{}-{:020}-{:020}.parquet",
+            def.api_slug,
+            format_date(day),
+            def.id,
+            chunk.min_seq,
+            chunk.max_seq
+        );
+        let bytes = write_parquet(&part, def, schema)?;
+        let (min_ts, max_ts) = ts_range(&part).unwrap_or((0, 0));
+        let seqs = part
+            .column_by_name(SEQ_COLUMN)
+            .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+            .ok_or_else(|| StorageError::BadRecord("batch without _seq".into()))?;
+        let min_seq = arrow::compute::min(seqs).map(record_seq).unwrap_or(0);
+        let max_seq = arrow::compute::max(seqs).map(record_seq).unwrap_or(0);
+        out.push(EncodedFile {
+            meta: FileMeta {
+                path: path.clone(),
+                size: bytes.len() as u64,
+                rows: part.num_rows() as u64,
+                min_ts,
+                max_ts,
+                min_seq,
+                max_seq,
+                schema_version: def.schema_version,
+                has_duplicate_keys: has_duplicate_keys(&part, def)?,
+            },
+            path,
+            bytes,
+        });
+    }
+    Ok(out)
+}
+
+fn sort_batch(batch: &RecordBatch, def: &EventTypeDef) -> Result<RecordBatch, StorageError> {
+    let mut cols: Vec<SortColumn> = Vec::new();
+    for name in def
+        .column_order
+        .iter()
+        .map(String::as_str)
+        .chain([SEQ_COLUMN])
+    {
+        if let Some(c) = batch.column_by_name(name) {
+            cols.push(SortColumn {
+                values: c.clone(),
+                options: None,
+            });
+        }
+    }
+    let idx = lexsort_to_indices(&cols, None)?;
+    Ok(take_record_batch(batch, &idx)?)
+}
+
+fn split_by_day(batch: &RecordBatch) -> Result<Vec<(i32, RecordBatch)>, StorageError> {
+    let ts = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+    let day = |i: usize| ts.value(i).div_euclid(MICROS_PER_DAY) as i32;
+    if batch.num_rows() == 0 {
+        return Ok(vec![]);
+    }
+    let first = day(0);
+    if (0..batch.num_rows()).all(|i| day(i) == first) {
+        return Ok(vec![(first, batch.clone())]);
+    }
+    let mut groups: BTreeMap<i32, Vec<u32>> = BTreeMap::new();
+    for i in 0..batch.num_rows() {
+        groups.entry(day(i)).or_default().push(i as u32);
+    }
+    groups
+        .into_iter()
+        .map(|(d, idx)| Ok((d, take_record_batch(batch, &UInt32Array::from(idx))?)))
+        .collect()
+}
+
+fn has_duplicate_keys(batch: &RecordBatch, def: &EventTypeDef) -> Result<bool, StorageError> {
+    let cols: Vec<_> = def
+        .unique_key
+        .iter()
+        .filter_map(|k| batch.column_by_name(k).cloned())
+        .collect();
+    let converter = RowConverter::new(
+        cols.iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect(),
+    )?;
+    let rows = converter.convert_columns(&cols)?;
+    let mut keys: Vec<_> = rows.iter().collect();
+    keys.sort_unstable();
+    Ok(keys.windows(2).any(|w| w[0] == w[1]))
+}
+
+fn write_parquet(
+    batch: &RecordBatch,
+    def: &EventTypeDef,
+    schema: &SchemaRef,
+) -> Result<Vec<u8>, StorageError> {
+    let customers = batch.column(0).as_string::<i32>();
+    let distinct = customers.iter().flatten().collect::<HashSet<_>>().len() as u64;
+    let sorting: Vec<SortingColumn> = def
+        .column_order
+        .iter()
+        .filter_map(|c| schema.index_of(c).ok())
+        .map(|i| SortingColumn {
+            column_idx: i as i32,
+            descending: false,
+            nulls_first: false,
+        })
+        .collect();
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(1_000_000))
+        .set_data_page_row_count_limit(16 * 1024)
+        .set_sorting_columns(Some(sorting))
+        .set_column_bloom_filter_enabled(ColumnPath::from("customer_id"), true)
+        .set_column_bloom_filter_fpp(ColumnPath::from("customer_id"), 0.01)
+        .set_column_bloom_filter_max_ndv(ColumnPath::from("customer_id"), distinct.max(16))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new("meterbase.event_type".into(), def.id.clone()),
+            KeyValue::new(
+                "meterbase.schema_version".into(),
+                def.schema_version.to_string(),
+            ),
+        ]));
+    for c in ["timestamp", "_ingested_at", SEQ_COLUMN] {
+        props = props
+            .set_column_dictionary_enabled(ColumnPath::from(c), false)
+            .set_column_encoding(ColumnPath::from(c), Encoding::DELTA_BINARY_PACKED);
+    }
+    let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 4);
+    let mut writer = ArrowWriter::try_new(&mut buf, Arc::clone(schema), Some(props.build()))?;
+    writer.write(batch)?;
+    writer.close()?;
+    Ok(buf)
+}

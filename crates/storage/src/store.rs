@@ -1,0 +1,479 @@
+//! The storage engine: tables, the write-ahead log that feeds them, and the persister.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use futures::TryStreamExt;
+use meterbase_catalog::StoredEventType;
+use meterbase_schema::EventTypeDef;
+use meterbase_wal::{Ack, Apply, Seq, Wal, WalConfig, WalError};
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use tracing::{info, warn};
+
+use crate::manifest::manifest_dir;
+use crate::persist::encode_chunk;
+use crate::table::{MAX_ROWS_PER_RECORD, PersistJob};
+use crate::{Manifest, ObjectStoreHandle, StorageError, Table, WalRecord};
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub wal: WalConfig,
+    /// A table's active chunk is persisted once it holds this many bytes...
+    pub flush_bytes: usize,
+    /// ...or once its oldest row has waited this long.
+    pub flush_age: Duration,
+    /// Above this many buffered bytes in all, writes are refused (503) until persists catch up.
+    pub max_buffer_bytes: usize,
+    /// Start of every retry back-off after a failed persist.
+    pub retry_base: Duration,
+    pub skip_wal_corruption: bool,
+}
+
+impl StorageConfig {
+    pub fn new(wal_dir: impl Into<PathBuf>) -> StorageConfig {
+        StorageConfig {
+            wal: WalConfig::new(wal_dir),
+            flush_bytes: 64 << 20,
+            flush_age: Duration::from_secs(10),
+            max_buffer_bytes: 1 << 30,
+            retry_base: Duration::from_millis(200),
+            skip_wal_corruption: false,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct StorageStats {
+    pub flushes: AtomicU64,
+    pub flush_failures: AtomicU64,
+    pub files_written: AtomicU64,
+    pub rows_persisted: AtomicU64,
+    pub wal_segments_retired: AtomicU64,
+}
+
+type TableKey = (String, String);
+
+/// The shared table map; also the write-ahead log's apply hook.
+struct Tables {
+    map: RwLock<HashMap<TableKey, Arc<Table>>>,
+}
+
+struct Pending {
+    table: Arc<Table>,
+    batch: RecordBatch,
+}
+
+impl Apply<Pending> for Tables {
+    fn apply(&self, ack: Ack, item: Pending) {
+        if let Err(e) = item.table.push(ack, item.batch) {
+            // Cannot happen for batches built against the table's schema; the rows are still
+            // in the log and come back on replay.
+            warn!(seq = ack.seq, "could not buffer a durable record: {e}");
+        }
+    }
+}
+
+pub struct Store {
+    pub handle: ObjectStoreHandle,
+    config: StorageConfig,
+    tables: Arc<Tables>,
+    buffered_bytes: Arc<AtomicUsize>,
+    wal: OnceLock<Wal<Pending>>,
+    pub stats: StorageStats,
+    pub replay: OnceLock<meterbase_wal::ReplayStats>,
+}
+
+impl Store {
+    /// Loads every table's manifest, replays the write-ahead log into the buffers and starts
+    /// the log writer. Nothing is accepted before this returns.
+    pub async fn open(
+        handle: ObjectStoreHandle,
+        config: StorageConfig,
+        event_types: Vec<StoredEventType>,
+    ) -> Result<Arc<Store>, StorageError> {
+        let buffered_bytes = Arc::new(AtomicUsize::new(0));
+        let mut map = HashMap::new();
+        for t in event_types {
+            let dir = manifest_dir(&t.org_id, &t.def.api_slug, &t.def.id);
+            let manifest = Manifest::load_latest(&handle, &dir).await?;
+            let key = (t.org_id.clone(), t.def.id.clone());
+            map.insert(
+                key,
+                Arc::new(Table::new(
+                    &t.org_id,
+                    t.def,
+                    manifest,
+                    buffered_bytes.clone(),
+                )?),
+            );
+        }
+        let store = Arc::new(Store {
+            handle,
+            tables: Arc::new(Tables {
+                map: RwLock::new(map),
+            }),
+            buffered_bytes,
+            wal: OnceLock::new(),
+            stats: StorageStats::default(),
+            replay: OnceLock::new(),
+            config,
+        });
+        let started = Instant::now();
+        let replay_store = store.clone();
+        let stats = tokio::task::spawn_blocking(move || replay_store.replay_wal())
+            .await
+            .map_err(|e| StorageError::BadRecord(format!("replay task failed: {e}")))??;
+        info!(
+            records = stats.records,
+            bytes = stats.bytes,
+            segments = stats.segments,
+            last_seq = stats.last_seq,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "write-ahead log replayed"
+        );
+        let sink: Arc<dyn Apply<Pending>> = store.tables.clone();
+        let wal = Wal::start(
+            store.config.wal.clone(),
+            stats.last_seq,
+            stats.last_ingested_at,
+            sink,
+        )?;
+        let _ = store.wal.set(wal);
+        let _ = store.replay.set(stats);
+        Ok(store)
+    }
+
+    fn replay_wal(&self) -> Result<meterbase_wal::ReplayStats, StorageError> {
+        let mut skipped_unknown = 0u64;
+        let stats = meterbase_wal::replay(
+            &self.config.wal.dir,
+            self.config.skip_wal_corruption,
+            |seq, ingested_at, payload| {
+                let record = WalRecord::decode(payload).map_err(|e| WalError::Corrupt {
+                    segment: self.config.wal.dir.clone(),
+                    offset: 0,
+                    reason: format!("record {seq} passed its checksum but does not decode: {e}"),
+                })?;
+                match record {
+                    WalRecord::Events {
+                        org_id,
+                        type_id,
+                        batch,
+                        ..
+                    } => {
+                        let Some(table) = self.table(&org_id, &type_id) else {
+                            skipped_unknown += 1;
+                            return Ok(());
+                        };
+                        if seq <= table.manifest().persisted_seq {
+                            return Ok(());
+                        }
+                        table.push(Ack { seq, ingested_at }, batch).map_err(|e| {
+                            WalError::Corrupt {
+                                segment: self.config.wal.dir.clone(),
+                                offset: 0,
+                                reason: format!("record {seq} does not fit its table: {e}"),
+                            }
+                        })?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        if skipped_unknown > 0 {
+            info!(
+                records = skipped_unknown,
+                "skipped log records of deleted event types"
+            );
+        }
+        Ok(stats)
+    }
+
+    fn wal(&self) -> Result<&Wal<Pending>, StorageError> {
+        self.wal.get().ok_or(StorageError::Wal(WalError::Closed))
+    }
+
+    pub fn table(&self, org_id: &str, type_id: &str) -> Option<Arc<Table>> {
+        self.tables
+            .map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(org_id.to_string(), type_id.to_string()))
+            .cloned()
+    }
+
+    pub fn tables(&self) -> Vec<Arc<Table>> {
+        self.tables
+            .map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn org_tables(&self, org_id: &str) -> Vec<Arc<Table>> {
+        self.tables()
+            .into_iter()
+            .filter(|t| t.org_id == org_id)
+            .collect()
+    }
+
+    pub fn create_table(
+        &self,
+        org_id: &str,
+        def: EventTypeDef,
+    ) -> Result<Arc<Table>, StorageError> {
+        let table = Arc::new(Table::new(
+            org_id,
+            def,
+            Manifest::default(),
+            self.buffered_bytes.clone(),
+        )?);
+        self.tables
+            .map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((org_id.to_string(), table.type_id.clone()), table.clone());
+        Ok(table)
+    }
+
+    /// Forgets a table and deletes its files and manifests.
+    pub async fn drop_table(
+        &self,
+        org_id: &str,
+        type_id: &str,
+        slug: &str,
+    ) -> Result<(), StorageError> {
+        let removed = self
+            .tables
+            .map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(org_id.to_string(), type_id.to_string()));
+        if let Some(t) = removed {
+            let _flush = t.flush_lock.lock().await;
+            t.drop_buffer();
+        }
+        let prefix = Path::from(format!("{org_id}/{slug}"));
+        let objects: Vec<_> = self
+            .handle
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| StorageError::store(&prefix, e))?;
+        for o in objects {
+            if o.location.as_ref().contains(type_id) {
+                self.handle
+                    .store
+                    .delete(&o.location)
+                    .await
+                    .map_err(|e| StorageError::store(&o.location, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Makes `batch` durable in the write-ahead log and visible in the table's buffer.
+    pub async fn append(
+        &self,
+        table: &Arc<Table>,
+        batch: RecordBatch,
+    ) -> Result<Ack, StorageError> {
+        let used = self.buffered_bytes();
+        if used >= self.config.max_buffer_bytes {
+            return Err(StorageError::BufferFull {
+                used,
+                limit: self.config.max_buffer_bytes,
+            });
+        }
+        if batch.num_rows() > MAX_ROWS_PER_RECORD {
+            return Err(StorageError::BadRecord(format!(
+                "{} rows in one record; at most {MAX_ROWS_PER_RECORD}",
+                batch.num_rows()
+            )));
+        }
+        let def = table.def();
+        let payload =
+            WalRecord::encode_events(&table.org_id, &table.type_id, def.schema_version, &batch)?;
+        Ok(self
+            .wal()?
+            .append(
+                payload,
+                Pending {
+                    table: table.clone(),
+                    batch,
+                },
+            )
+            .await?)
+    }
+
+    pub fn wal_stats(&self) -> (u64, u64, u64, Seq, bool) {
+        match self.wal.get() {
+            Some(w) => {
+                let (syncs, micros, bytes) = w.sync_stats();
+                (syncs, micros, bytes, w.synced_seq(), w.is_poisoned())
+            }
+            None => (0, 0, 0, 0, false),
+        }
+    }
+
+    pub fn wal_failpoint(&self) -> Option<Arc<meterbase_wal::SyncFailpoint>> {
+        self.wal.get().map(|w| w.failpoint.clone())
+    }
+
+    /// Persists everything buffered in `table` now. Returns the number of files written.
+    pub async fn flush_table(&self, table: &Arc<Table>) -> Result<usize, StorageError> {
+        let _guard = table.flush_lock.lock().await;
+        let mut files = 0;
+        while let Some(PersistJob {
+            chunk,
+            def,
+            schema,
+            manifest,
+        }) = table.chunk_to_persist()
+        {
+            let org_id = table.org_id.clone();
+            let c = chunk.clone();
+            let encoded =
+                tokio::task::spawn_blocking(move || encode_chunk(&org_id, &def, &schema, &c))
+                    .await
+                    .map_err(|e| StorageError::BadRecord(format!("persist task failed: {e}")))??;
+            let mut next = Manifest {
+                version: manifest.version + 1,
+                persisted_seq: chunk.max_seq,
+                files: manifest.files.clone(),
+            };
+            for f in encoded {
+                let path = Path::from(f.path.as_str());
+                let opts = PutOptions {
+                    mode: PutMode::Create,
+                    ..Default::default()
+                };
+                match self
+                    .handle
+                    .store
+                    .put_opts(&path, PutPayload::from(f.bytes), opts)
+                    .await
+                {
+                    Ok(_) => {}
+                    // Same name means the same sequence range of the same table: the same
+                    // rows, written by an attempt whose manifest commit did not happen.
+                    Err(object_store::Error::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(StorageError::store(&path, e)),
+                }
+                self.handle.sync_object(&path)?;
+                next.files.push(f.meta);
+                files += 1;
+            }
+            let dir = manifest_dir(&table.org_id, &table.slug, &table.type_id);
+            next.commit(&self.handle, &dir).await?;
+            self.stats
+                .files_written
+                .fetch_add(files as u64, Ordering::Relaxed);
+            self.stats
+                .rows_persisted
+                .fetch_add(chunk.rows as u64, Ordering::Relaxed);
+            self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+            table.complete_persist(&chunk, next);
+        }
+        Ok(files)
+    }
+
+    /// Deletes write-ahead log segments whose every record is persisted.
+    pub async fn retire_wal(&self) -> Result<(), StorageError> {
+        let wal = self.wal()?;
+        // Read the synced point first: everything up to it is already applied to tables, so
+        // tables read afterwards account for all of it.
+        let mut safe = wal.synced_seq();
+        for t in self.tables() {
+            if let Some(s) = t.min_unpersisted_seq() {
+                safe = safe.min(s.saturating_sub(1));
+            }
+        }
+        let removed = wal.retire_through(safe)?;
+        self.stats
+            .wal_segments_retired
+            .fetch_add(removed as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// One pass of the background persister: flush what is big, old, or needed to relieve
+    /// memory; back off tables whose last attempt failed.
+    pub async fn flush_due(&self, force: bool) -> Result<(), StorageError> {
+        let pressure = self.buffered_bytes() > self.config.max_buffer_bytes / 2;
+        let mut last_err = None;
+        for t in self.tables() {
+            let (rows, bytes, since) = t.buffered();
+            if rows == 0 {
+                continue;
+            }
+            let due = force
+                || pressure
+                || bytes >= self.config.flush_bytes
+                || since.is_none()
+                || since.is_some_and(|s| s.elapsed() >= self.config.flush_age);
+            if !due {
+                continue;
+            }
+            if !force {
+                let backoff = *t.next_attempt.lock().unwrap_or_else(|p| p.into_inner());
+                if backoff.is_some_and(|(at, _)| Instant::now() < at) {
+                    continue;
+                }
+            }
+            match self.flush_table(&t).await {
+                Ok(_) => *t.next_attempt.lock().unwrap_or_else(|p| p.into_inner()) = None,
+                Err(e) => {
+                    self.stats.flush_failures.fetch_add(1, Ordering::Relaxed);
+                    let mut slot = t.next_attempt.lock().unwrap_or_else(|p| p.into_inner());
+                    let failures = slot.map_or(0, |(_, n)| n) + 1;
+                    let delay = self.config.retry_base * 2u32.saturating_pow(failures.min(6));
+                    warn!(table = %t.slug, org = %t.org_id, failures, retry_in_ms = delay.as_millis() as u64, "persist failed, rows stay in the write-ahead log: {e}");
+                    *slot = Some((Instant::now() + delay, failures));
+                    last_err = Some(e);
+                }
+            }
+        }
+        self.retire_wal().await?;
+        match last_err {
+            Some(e) if force => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs the persister until `stop` fires, then persists everything once more.
+    pub async fn run_persister(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            if let Err(e) = self.flush_due(false).await {
+                warn!("persister pass failed: {e}");
+            }
+        }
+    }
+
+    /// Persists every buffer and stops the log writer (SIGTERM path).
+    pub async fn shutdown(&self) -> Result<(), StorageError> {
+        let result = self.flush_due(true).await;
+        if let Some(w) = self.wal.get() {
+            // `Wal::shutdown` joins the writer thread; it needs `&mut`, so close via the
+            // retire path only and let the process exit drop it.
+            let _ = w.synced_seq();
+        }
+        result
+    }
+}

@@ -1,0 +1,299 @@
+//! One table = one event type of one organisation: its buffer (an active chunk taking new
+//! rows, frozen chunks being persisted) and its manifest, behind one short lock so a query's
+//! snapshot always sees each row exactly once, in the buffer or in a file.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, AsArray, TimestampMicrosecondArray, UInt64Array, new_null_array};
+use arrow::compute::kernels::aggregate::{max, min};
+use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
+use arrow::record_batch::RecordBatch;
+use meterbase_schema::EventTypeDef;
+use meterbase_wal::{Ack, Seq};
+
+use crate::{Manifest, StorageError};
+
+/// Rows of one write-ahead log record carry `_seq = record_seq << ROW_BITS | row`.
+pub const ROW_BITS: u32 = 20;
+pub const MAX_ROWS_PER_RECORD: usize = 1 << ROW_BITS;
+
+#[derive(Debug, Default)]
+pub(crate) struct Chunk {
+    pub batches: Vec<RecordBatch>,
+    pub rows: usize,
+    pub bytes: usize,
+    pub min_seq: Seq,
+    pub max_seq: Seq,
+    pub min_ts: i64,
+    pub max_ts: i64,
+}
+
+impl Chunk {
+    fn push(&mut self, seq: Seq, batch: RecordBatch, bytes: usize, min_ts: i64, max_ts: i64) {
+        if self.batches.is_empty() {
+            self.min_seq = seq;
+            self.min_ts = min_ts;
+            self.max_ts = max_ts;
+        } else {
+            self.min_ts = self.min_ts.min(min_ts);
+            self.max_ts = self.max_ts.max(max_ts);
+        }
+        self.max_seq = seq;
+        self.rows += batch.num_rows();
+        self.bytes += bytes;
+        self.batches.push(batch);
+    }
+}
+
+/// What the persister needs to write one chunk, taken under the table lock.
+pub(crate) struct PersistJob {
+    pub chunk: Arc<Chunk>,
+    pub def: Arc<EventTypeDef>,
+    pub schema: SchemaRef,
+    pub manifest: Arc<Manifest>,
+}
+
+pub(crate) struct TableState {
+    pub def: Arc<EventTypeDef>,
+    pub schema: SchemaRef,
+    pub manifest: Arc<Manifest>,
+    pub frozen: Vec<Arc<Chunk>>,
+    pub active: Chunk,
+    pub active_since: Option<Instant>,
+}
+
+pub struct Table {
+    pub org_id: String,
+    pub type_id: String,
+    pub slug: String,
+    state: Mutex<TableState>,
+    pub(crate) flush_lock: tokio::sync::Mutex<()>,
+    buffered_bytes: Arc<AtomicUsize>,
+    pub(crate) next_attempt: Mutex<Option<(Instant, u32)>>,
+}
+
+/// What one query sees of one table: files and buffered rows, taken under one lock.
+#[derive(Clone, Debug)]
+pub struct TableSnapshot {
+    pub slug: String,
+    pub def: Arc<EventTypeDef>,
+    /// The table schema: input columns, `_ingested_at`, `_seq`.
+    pub schema: SchemaRef,
+    pub manifest: Arc<Manifest>,
+    /// Buffered rows, already adapted to `schema`.
+    pub buffer: Vec<RecordBatch>,
+    /// Time range of the buffered rows, `None` when the buffer is empty.
+    pub buffer_ts_range: Option<(i64, i64)>,
+}
+
+/// Gives `batch` exactly the columns of `schema`, by name: columns added to the event type
+/// after the batch was written become nulls.
+pub fn adapt_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, StorageError> {
+    if batch.schema_ref() == schema {
+        return Ok(batch.clone());
+    }
+    let cols: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => c.clone(),
+            None => new_null_array(f.data_type(), batch.num_rows()),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+impl Table {
+    pub(crate) fn new(
+        org_id: &str,
+        def: EventTypeDef,
+        manifest: Manifest,
+        buffered_bytes: Arc<AtomicUsize>,
+    ) -> Result<Table, StorageError> {
+        let schema = def.table_schema()?;
+        Ok(Table {
+            org_id: org_id.to_string(),
+            type_id: def.id.clone(),
+            slug: def.api_slug.clone(),
+            state: Mutex::new(TableState {
+                def: Arc::new(def),
+                schema,
+                manifest: Arc::new(manifest),
+                frozen: Vec::new(),
+                active: Chunk::default(),
+                active_since: None,
+            }),
+            flush_lock: tokio::sync::Mutex::new(()),
+            buffered_bytes,
+            next_attempt: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, TableState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn def(&self) -> Arc<EventTypeDef> {
+        self.lock().def.clone()
+    }
+
+    /// A new definition (rename, added nullable fields). Buffered rows are adapted lazily.
+    pub fn set_def(&self, def: EventTypeDef) -> Result<(), StorageError> {
+        let schema = def.table_schema()?;
+        let mut st = self.lock();
+        st.schema = schema;
+        st.def = Arc::new(def);
+        Ok(())
+    }
+
+    /// Appends the rows of one durable write-ahead log record. Called in sequence order.
+    pub(crate) fn push(&self, ack: Ack, input: RecordBatch) -> Result<(), StorageError> {
+        let rows = input.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let schema = self.lock().schema.clone();
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for f in schema.fields().iter().take(schema.fields().len() - 2) {
+            cols.push(match input.column_by_name(f.name()) {
+                Some(c) => c.clone(),
+                None => new_null_array(f.data_type(), rows),
+            });
+        }
+        cols.push(Arc::new(
+            TimestampMicrosecondArray::from(vec![ack.ingested_at; rows]).with_timezone("UTC"),
+        ));
+        let base = ack.seq << ROW_BITS;
+        cols.push(Arc::new(UInt64Array::from_iter_values(
+            (0..rows as u64).map(|i| base + i),
+        )));
+        let batch = RecordBatch::try_new(schema, cols)?;
+        let ts = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+        let (lo, hi) = (min(ts).unwrap_or(0), max(ts).unwrap_or(0));
+        let bytes = batch.get_array_memory_size();
+        let mut st = self.lock();
+        if st.active.batches.is_empty() {
+            st.active_since = Some(Instant::now());
+        }
+        st.active.push(ack.seq, batch, bytes, lo, hi);
+        drop(st);
+        self.buffered_bytes.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn snapshot(&self) -> Result<TableSnapshot, StorageError> {
+        let st = self.lock();
+        let mut raw: Vec<RecordBatch> = Vec::new();
+        let mut range: Option<(i64, i64)> = None;
+        for c in st
+            .frozen
+            .iter()
+            .map(|c| c.as_ref())
+            .chain(std::iter::once(&st.active))
+        {
+            if c.batches.is_empty() {
+                continue;
+            }
+            raw.extend(c.batches.iter().cloned());
+            range = Some(match range {
+                None => (c.min_ts, c.max_ts),
+                Some((a, b)) => (a.min(c.min_ts), b.max(c.max_ts)),
+            });
+        }
+        let snap = TableSnapshot {
+            slug: st.def.api_slug.clone(),
+            def: st.def.clone(),
+            schema: st.schema.clone(),
+            manifest: st.manifest.clone(),
+            buffer: Vec::new(),
+            buffer_ts_range: range,
+        };
+        drop(st);
+        let buffer = raw
+            .iter()
+            .map(|b| adapt_batch(b, &snap.schema))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TableSnapshot { buffer, ..snap })
+    }
+
+    /// Rows waiting in memory (active and frozen) and when the active chunk started.
+    pub fn buffered(&self) -> (usize, usize, Option<Instant>) {
+        let st = self.lock();
+        let rows = st.active.rows + st.frozen.iter().map(|c| c.rows).sum::<usize>();
+        let bytes = st.active.bytes + st.frozen.iter().map(|c| c.bytes).sum::<usize>();
+        (rows, bytes, st.active_since)
+    }
+
+    pub fn holds_rows(&self) -> bool {
+        let st = self.lock();
+        st.active.rows > 0 || !st.frozen.is_empty() || st.manifest.files.iter().any(|f| f.rows > 0)
+    }
+
+    /// Lowest write-ahead log sequence whose rows are only in memory.
+    pub(crate) fn min_unpersisted_seq(&self) -> Option<Seq> {
+        let st = self.lock();
+        st.frozen
+            .first()
+            .map(|c| c.min_seq)
+            .or((!st.active.batches.is_empty()).then_some(st.active.min_seq))
+    }
+
+    /// The chunk to persist next: the oldest frozen one (a retry), else the active one frozen.
+    pub(crate) fn chunk_to_persist(&self) -> Option<PersistJob> {
+        let mut st = self.lock();
+        if st.frozen.is_empty() {
+            if st.active.batches.is_empty() {
+                return None;
+            }
+            let chunk = Arc::new(std::mem::take(&mut st.active));
+            st.active_since = None;
+            st.frozen.push(chunk);
+        }
+        Some(PersistJob {
+            chunk: st.frozen[0].clone(),
+            def: st.def.clone(),
+            schema: st.schema.clone(),
+            manifest: st.manifest.clone(),
+        })
+    }
+
+    /// Publishes a committed manifest and drops the chunk it covers, in one step.
+    pub(crate) fn complete_persist(&self, chunk: &Arc<Chunk>, manifest: Manifest) {
+        let mut st = self.lock();
+        st.manifest = Arc::new(manifest);
+        st.frozen.retain(|c| !Arc::ptr_eq(c, chunk));
+        drop(st);
+        self.buffered_bytes
+            .fetch_sub(chunk.bytes, Ordering::Relaxed);
+    }
+
+    pub fn manifest(&self) -> Arc<Manifest> {
+        self.lock().manifest.clone()
+    }
+
+    pub(crate) fn drop_buffer(&self) {
+        let mut st = self.lock();
+        let bytes = st.active.bytes + st.frozen.iter().map(|c| c.bytes).sum::<usize>();
+        st.active = Chunk::default();
+        st.frozen.clear();
+        drop(st);
+        self.buffered_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Sequence of the write-ahead log record a row came from.
+pub fn record_seq(row_seq: u64) -> Seq {
+    row_seq >> ROW_BITS
+}
+
+pub fn ts_range(batch: &RecordBatch) -> Option<(i64, i64)> {
+    let ts = batch
+        .column(1)
+        .as_primitive_opt::<TimestampMicrosecondType>()?;
+    if ts.is_empty() {
+        return None;
+    }
+    Some((min(ts)?, max(ts)?))
+}

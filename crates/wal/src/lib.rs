@@ -1,0 +1,58 @@
+//! meterbase-wal owns the write-ahead log: numbered segment files of framed records
+//! (`[len][crc32c][seq][ingested_at][payload]`), group commit on one writer thread (one
+//! `fdatasync` answers every waiting writer), replay that tells a torn tail from corruption,
+//! and retirement of segments once their records are persisted elsewhere.
+//!
+//! It knows nothing about events, Arrow or object stores: payloads are opaque bytes and the
+//! caller's `Apply` hook receives each durable record, in sequence order, before its writer
+//! is answered.
+
+mod segment;
+mod writer;
+
+pub use segment::{ReplayStats, replay};
+pub use writer::{Ack, Apply, SyncFailpoint, Wal, WalConfig};
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Position of a record in the log; strictly increasing from 1, never reused.
+pub type Seq = u64;
+
+#[derive(Debug, Error)]
+pub enum WalError {
+    #[error("write-ahead log queue is full")]
+    QueueFull,
+    #[error(
+        "write-ahead log is unusable after a failed write or sync ({0}); restart the server to replay"
+    )]
+    Poisoned(String),
+    #[error("write-ahead log I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "write-ahead log corrupted in {segment} at byte {offset}: {reason}; valid records follow, so this is not a torn write. Refusing to start (use --wal-skip-corruption to discard the damaged records)"
+    )]
+    Corrupt {
+        segment: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("record of {0} bytes exceeds the maximum record size")]
+    TooLarge(usize),
+    #[error("write-ahead log is shut down")]
+    Closed,
+}
+
+impl WalError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> WalError {
+        WalError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

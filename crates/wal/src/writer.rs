@@ -1,0 +1,370 @@
+//! The group-commit writer thread.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+use tracing::{error, info};
+
+use crate::segment::{MAGIC, MAX_RECORD, encode_frame, list_segments, segment_name};
+use crate::{Seq, WalError};
+
+#[derive(Debug, Clone)]
+pub struct WalConfig {
+    pub dir: PathBuf,
+    /// A segment is closed and a new one started past this size.
+    pub segment_bytes: u64,
+    /// Records waiting for the writer; beyond this `append` fails with `QueueFull`.
+    pub queue_records: usize,
+    /// Payload bytes waiting for the writer; beyond this `append` fails with `QueueFull`.
+    pub queue_bytes: usize,
+    /// `false` skips `fdatasync` (only for throwaway benchmarks; acknowledged data may be lost).
+    pub sync: bool,
+}
+
+impl WalConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> WalConfig {
+        WalConfig {
+            dir: dir.into(),
+            segment_bytes: 64 << 20,
+            queue_records: 16_384,
+            queue_bytes: 256 << 20,
+            sync: true,
+        }
+    }
+}
+
+/// What a writer learns once its record is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub seq: Seq,
+    /// Microseconds since the epoch; never decreases along the log.
+    pub ingested_at: i64,
+}
+
+/// Called on the writer thread for every durable record, in sequence order, before the
+/// record's writer is answered: whatever it makes visible is visible by the time of the ack.
+pub trait Apply<T>: Send + Sync + 'static {
+    fn apply(&self, ack: Ack, item: T);
+}
+
+/// Lets tests make the next syncs fail, the way a dying disk would.
+#[derive(Debug, Default)]
+pub struct SyncFailpoint {
+    fail_next: AtomicUsize,
+}
+
+impl SyncFailpoint {
+    pub fn fail_next(&self, n: usize) {
+        self.fail_next.store(n, Ordering::SeqCst);
+    }
+    fn should_fail(&self) -> bool {
+        self.fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+struct Request<T> {
+    payload: Vec<u8>,
+    item: T,
+    reply: oneshot::Sender<Result<Ack, WalError>>,
+}
+
+struct Shared {
+    queued_bytes: AtomicUsize,
+    poisoned: AtomicBool,
+    synced_seq: AtomicU64,
+    syncs: AtomicU64,
+    sync_micros: AtomicU64,
+    bytes_written: AtomicU64,
+}
+
+pub struct Wal<T: Send + 'static> {
+    tx: Option<SyncSender<Request<T>>>,
+    shared: Arc<Shared>,
+    config: WalConfig,
+    thread: Option<JoinHandle<()>>,
+    pub failpoint: Arc<SyncFailpoint>,
+}
+
+impl<T: Send + 'static> Wal<T> {
+    /// Starts the writer after replay. `last_seq`/`last_ingested_at` come from `replay`; the
+    /// writer always begins a fresh segment so a torn tail is never appended to.
+    pub fn start(
+        config: WalConfig,
+        last_seq: Seq,
+        last_ingested_at: i64,
+        sink: Arc<dyn Apply<T>>,
+    ) -> Result<Wal<T>, WalError> {
+        fs::create_dir_all(&config.dir).map_err(|e| WalError::io(&config.dir, e))?;
+        let shared = Arc::new(Shared {
+            queued_bytes: AtomicUsize::new(0),
+            poisoned: AtomicBool::new(false),
+            synced_seq: AtomicU64::new(last_seq),
+            syncs: AtomicU64::new(0),
+            sync_micros: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+        });
+        let failpoint = Arc::new(SyncFailpoint::default());
+        let mut writer = Writer {
+            dir: config.dir.clone(),
+            segment_bytes: config.segment_bytes,
+            sync: config.sync,
+            file: None,
+            file_len: 0,
+            next_seq: last_seq + 1,
+            last_ts: last_ingested_at,
+            shared: shared.clone(),
+            failpoint: failpoint.clone(),
+            buf: Vec::with_capacity(1 << 20),
+        };
+        writer.open_segment()?;
+        let (tx, rx) = sync_channel(config.queue_records);
+        let thread = std::thread::Builder::new()
+            .name("wal-writer".into())
+            .spawn(move || writer.run(rx, sink))
+            .map_err(|e| WalError::io(&config.dir, e))?;
+        Ok(Wal {
+            tx: Some(tx),
+            shared,
+            config,
+            thread: Some(thread),
+            failpoint,
+        })
+    }
+
+    /// Queues a record; resolves once it is synced and applied.
+    pub async fn append(&self, payload: Vec<u8>, item: T) -> Result<Ack, WalError> {
+        let rx = self.submit(payload, item)?;
+        rx.await.map_err(|_| WalError::Closed)?
+    }
+
+    fn submit(
+        &self,
+        payload: Vec<u8>,
+        item: T,
+    ) -> Result<oneshot::Receiver<Result<Ack, WalError>>, WalError> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Err(WalError::Poisoned("an earlier write or sync failed".into()));
+        }
+        if payload.len() > MAX_RECORD {
+            return Err(WalError::TooLarge(payload.len()));
+        }
+        let len = payload.len();
+        let queued = self.shared.queued_bytes.fetch_add(len, Ordering::SeqCst);
+        if queued > 0 && queued + len > self.config.queue_bytes {
+            self.shared.queued_bytes.fetch_sub(len, Ordering::SeqCst);
+            return Err(WalError::QueueFull);
+        }
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or(WalError::Closed)?;
+        match tx.try_send(Request {
+            payload,
+            item,
+            reply,
+        }) {
+            Ok(()) => Ok(rx),
+            Err(e) => {
+                self.shared.queued_bytes.fetch_sub(len, Ordering::SeqCst);
+                Err(match e {
+                    TrySendError::Full(_) => WalError::QueueFull,
+                    TrySendError::Disconnected(_) => WalError::Closed,
+                })
+            }
+        }
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::SeqCst)
+    }
+
+    pub fn synced_seq(&self) -> Seq {
+        self.shared.synced_seq.load(Ordering::SeqCst)
+    }
+
+    /// (number of syncs, total microseconds spent in them, bytes written).
+    pub fn sync_stats(&self) -> (u64, u64, u64) {
+        (
+            self.shared.syncs.load(Ordering::Relaxed),
+            self.shared.sync_micros.load(Ordering::Relaxed),
+            self.shared.bytes_written.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Deletes every closed segment whose records all have `seq <= persisted`.
+    pub fn retire_through(&self, persisted: Seq) -> Result<usize, WalError> {
+        retire_through(&self.config.dir, persisted)
+    }
+
+    /// Stops the writer after everything queued so far is written.
+    pub fn shutdown(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for Wal<T> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+pub(crate) fn retire_through(dir: &Path, persisted: Seq) -> Result<usize, WalError> {
+    let segments = list_segments(dir)?;
+    let mut removed = 0;
+    for pair in segments.windows(2) {
+        let (_, path) = &pair[0];
+        let (next_first, _) = pair[1];
+        if next_first <= persisted + 1 {
+            fs::remove_file(path).map_err(|e| WalError::io(path, e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+struct Writer {
+    dir: PathBuf,
+    segment_bytes: u64,
+    sync: bool,
+    file: Option<File>,
+    file_len: u64,
+    next_seq: Seq,
+    last_ts: i64,
+    shared: Arc<Shared>,
+    failpoint: Arc<SyncFailpoint>,
+    buf: Vec<u8>,
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Writer {
+    fn open_segment(&mut self) -> Result<(), WalError> {
+        let path = self.dir.join(segment_name(self.next_seq));
+        // A segment with this name can only exist if it holds no valid record (replay would
+        // have advanced past it otherwise): start it over.
+        let mut file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| WalError::io(&path, e))?;
+        file.write_all(MAGIC)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| sync_dir(&self.dir))
+            .map_err(|e| WalError::io(&path, e))?;
+        self.file = Some(file);
+        self.file_len = MAGIC.len() as u64;
+        Ok(())
+    }
+
+    fn run<T: Send + 'static>(mut self, rx: Receiver<Request<T>>, sink: Arc<dyn Apply<T>>) {
+        let mut group: Vec<Request<T>> = Vec::with_capacity(1024);
+        while let Ok(first) = rx.recv() {
+            group.push(first);
+            let mut bytes = group[0].payload.len();
+            while bytes < (8 << 20) {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        bytes += r.payload.len();
+                        group.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
+            self.commit(&mut group, sink.as_ref());
+        }
+        info!("write-ahead log writer stopped");
+    }
+
+    fn commit<T: Send + 'static>(&mut self, group: &mut Vec<Request<T>>, sink: &dyn Apply<T>) {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            for r in group.drain(..) {
+                let _ = r.reply.send(Err(WalError::Poisoned(
+                    "an earlier write or sync failed".into(),
+                )));
+            }
+            return;
+        }
+        let ts = now_micros().max(self.last_ts);
+        self.buf.clear();
+        let first_seq = self.next_seq;
+        for (i, r) in group.iter().enumerate() {
+            encode_frame(&mut self.buf, first_seq + i as u64, ts, &r.payload);
+        }
+        if let Err(e) = self.write_and_sync() {
+            // After a failed write or sync the page cache cannot be trusted (PostgreSQL's
+            // fsyncgate): never acknowledge anything again in this process.
+            error!("{e}; refusing all further writes until restart");
+            self.shared.poisoned.store(true, Ordering::SeqCst);
+            let msg = e.to_string();
+            for r in group.drain(..) {
+                let _ = r.reply.send(Err(WalError::Poisoned(msg.clone())));
+            }
+            return;
+        }
+        self.next_seq += group.len() as u64;
+        self.last_ts = ts;
+        self.shared
+            .synced_seq
+            .store(self.next_seq - 1, Ordering::SeqCst);
+        for (i, r) in group.drain(..).enumerate() {
+            let ack = Ack {
+                seq: first_seq + i as u64,
+                ingested_at: ts,
+            };
+            sink.apply(ack, r.item);
+            let _ = r.reply.send(Ok(ack));
+        }
+    }
+
+    fn write_and_sync(&mut self) -> Result<(), WalError> {
+        if self.file_len > MAGIC.len() as u64
+            && self.file_len + self.buf.len() as u64 > self.segment_bytes
+        {
+            self.open_segment()?;
+        }
+        let path = self.dir.join("current segment");
+        let file = self.file.as_mut().ok_or(WalError::Closed)?;
+        file.write_all(&self.buf)
+            .map_err(|e| WalError::io(&path, e))?;
+        self.file_len += self.buf.len() as u64;
+        self.shared
+            .bytes_written
+            .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        if self.sync {
+            let started = Instant::now();
+            if self.failpoint.should_fail() {
+                return Err(WalError::io(
+                    &path,
+                    std::io::Error::other("injected fdatasync failure"),
+                ));
+            }
+            file.sync_data().map_err(|e| WalError::io(&path, e))?;
+            self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .sync_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
