@@ -1,6 +1,7 @@
 //! The `meterbase` command: `serve` runs the server. It owns argument parsing and logging
 //! set-up only; everything else lives in the library crates.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
