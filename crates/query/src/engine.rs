@@ -175,6 +175,46 @@ impl QueryEngine {
         Ok(ctx)
     }
 
+    /// Plans a read-only statement without running it: its output schema and the tables it
+    /// reads. Used to check billable metrics when they are created.
+    pub async fn describe(
+        &self,
+        tables: Vec<TableSnapshot>,
+        sql: &str,
+        params: HashMap<String, ScalarValue>,
+    ) -> Result<(SchemaRef, Vec<String>), QueryError> {
+        use datafusion::common::tree_node::TreeNodeRecursion;
+        let limit = self.config.memory_limit;
+        let df = |e| QueryError::from_df(e, limit);
+        let ctx = self.context(&tables, None)?;
+        let plan = ctx.state().create_logical_plan(sql).await.map_err(df)?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(df)?;
+        let mut reads: Vec<String> = Vec::new();
+        plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                let name = scan.table_name.table().to_string();
+                if !reads.contains(&name) {
+                    reads.push(name);
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .map_err(df)?;
+        let plan = if params.is_empty() {
+            plan
+        } else {
+            plan.with_param_values(ParamValues::from(params))
+                .map_err(df)?
+        };
+        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        Ok((schema, reads))
+    }
+
     /// Runs one read-only statement over `tables` (the caller's whole world).
     pub async fn execute(
         &self,

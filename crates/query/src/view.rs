@@ -86,7 +86,7 @@ pub fn table_view(snap: &TableSnapshot, as_of: Option<i64>) -> Result<LogicalPla
         });
         parts.push(
             as_of_filter(LogicalPlanBuilder::scan(
-                "raw",
+                snap.slug.as_str(),
                 provider_as_source(src),
                 None,
             )?)?
@@ -116,7 +116,7 @@ pub fn table_view(snap: &TableSnapshot, as_of: Option<i64>) -> Result<LogicalPla
             .map(|f| col(f.name().as_str()))
             .collect();
         let plan = as_of_filter(LogicalPlanBuilder::scan(
-            "raw",
+            snap.slug.as_str(),
             provider_as_source(src),
             None,
         )?)?

@@ -9,6 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 mod metrics;
+mod metrics_api;
 mod problem;
 mod routes;
 

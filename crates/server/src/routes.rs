@@ -19,10 +19,11 @@ use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::metrics::{Metrics, render};
+use crate::metrics_api;
 use crate::problem::{HttpResponse, Problem};
 use crate::{App, Shared};
 
-type Req = Request<Incoming>;
+pub(crate) type Req = Request<Incoming>;
 type Result<T> = std::result::Result<T, Problem>;
 
 /// Decoders are built once per (event type, schema version).
@@ -46,11 +47,15 @@ impl DecoderCache {
 
 const SMALL_BODY: usize = 1 << 20;
 
-fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
     bytes_response(status, "application/json", Bytes::from(body.to_string()))
 }
 
-fn bytes_response(status: StatusCode, content_type: &'static str, body: Bytes) -> HttpResponse {
+pub(crate) fn bytes_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+) -> HttpResponse {
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -142,6 +147,15 @@ async fn route(app: &Arc<App>, req: Req) -> Result<HttpResponse> {
                 }
                 (["usage", slug], &Method::POST) => ingest(app, &org, slug, req).await,
                 (["sql"], &Method::POST) => sql(app, &org, req).await,
+                (["billable_metrics"], &Method::POST) => metrics_api::create(app, &org, req).await,
+                (["billable_metrics"], &Method::GET) => metrics_api::list(app, &org),
+                (["billable_metrics", slug], &Method::GET) => metrics_api::show(app, &org, slug),
+                (["billable_metrics", slug], &Method::DELETE) => {
+                    metrics_api::delete(app, &org, slug)
+                }
+                (["billable_metrics", slug, "usage"], &Method::GET) => {
+                    metrics_api::usage(app, &org, slug, &req).await
+                }
                 _ => Err(not_routed(&method, &path)),
             }
         }
@@ -216,7 +230,7 @@ fn authenticate(app: &App, req: &Req) -> Result<Organisation> {
     Ok(org)
 }
 
-async fn read_body(req: Req, limit: usize) -> Result<Bytes> {
+pub(crate) async fn read_body(req: Req, limit: usize) -> Result<Bytes> {
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e)
@@ -235,7 +249,7 @@ async fn read_body(req: Req, limit: usize) -> Result<Bytes> {
     }
 }
 
-fn query_params(req: &Req) -> Vec<(String, String)> {
+pub(crate) fn query_params(req: &Req) -> Vec<(String, String)> {
     req.uri()
         .query()
         .map(|q| {
@@ -246,14 +260,14 @@ fn query_params(req: &Req) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
 }
 
-fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T> {
+pub(crate) fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T> {
     serde_json::from_slice(body)
         .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
 }
@@ -481,6 +495,19 @@ async fn ingest(app: &App, org: &Organisation, slug: &str, req: Req) -> Result<H
     }
 }
 
+/// One consistent snapshot of each of the organisation's tables.
+pub(crate) fn snapshots(
+    app: &App,
+    org: &Organisation,
+) -> Result<Vec<meterbase_storage::TableSnapshot>> {
+    Ok(app
+        .store
+        .org_tables(&org.id)
+        .iter()
+        .map(|t| t.snapshot())
+        .collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
 // ---- SQL ------------------------------------------------------------------------------------
 
 #[derive(Deserialize)]
@@ -568,12 +595,7 @@ async fn sql(app: &App, org: &Organisation, req: Req) -> Result<HttpResponse> {
     for (k, v) in &r.params {
         params.insert(k.clone(), scalar_param(k, v)?);
     }
-    let tables = app
-        .store
-        .org_tables(&org.id)
-        .iter()
-        .map(|t| t.snapshot())
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let tables = snapshots(app, org)?;
     let started = Instant::now();
     Metrics::add(&app.metrics.queries, 1);
     let result = app.engine.execute(tables, r.sql, params, as_of).await;

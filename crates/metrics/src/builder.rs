@@ -1,0 +1,182 @@
+//! The visual-builder form of a metric, compiled to the SQL that the stored metric shows.
+
+use meterbase_schema::EventTypeDef;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::MetricError;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    Count,
+    Sum,
+    Min,
+    Max,
+    Avg,
+    UniqueCount,
+    Latest,
+    Earliest,
+    TimeWeightedSum,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterOp {
+    Eq,
+    Ne,
+    In,
+    NotIn,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    pub field: String,
+    pub op: FilterOp,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Builder {
+    pub usage_event: String,
+    pub aggregation: Aggregation,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<Filter>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_by: Vec<String>,
+}
+
+/// A column of the event type, as a quoted identifier. Names are checked against the
+/// definition, so nothing but a known column name is ever written into the SQL.
+fn column(def: &EventTypeDef, name: &str) -> Result<String, MetricError> {
+    let name = name.strip_prefix("data.").unwrap_or(name);
+    let known =
+        name == "customer_id" || name == "timestamp" || def.dataschema.data.contains_key(name);
+    if !known {
+        return Err(MetricError::Invalid(format!(
+            "{name:?} is not a field of usage event {:?}",
+            def.api_slug
+        )));
+    }
+    Ok(format!("\"{name}\""))
+}
+
+/// A filter constant from the metric definition as a SQL literal.
+fn literal(v: &Value) -> Result<String, MetricError> {
+    match v {
+        Value::String(s) => Ok(format!("'{}'", s.replace('\'', "''"))),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(if *b { "TRUE" } else { "FALSE" }.into()),
+        other => Err(MetricError::Invalid(format!(
+            "filter value {other} must be a string, number or boolean"
+        ))),
+    }
+}
+
+fn condition(def: &EventTypeDef, f: &Filter) -> Result<String, MetricError> {
+    let col = column(def, &f.field)?;
+    let op = match f.op {
+        FilterOp::In | FilterOp::NotIn => {
+            let items = f
+                .value
+                .as_array()
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| {
+                    MetricError::Invalid(format!(
+                        "filter {:?} {:?} needs a non-empty array",
+                        f.field, f.op
+                    ))
+                })?;
+            let list = items
+                .iter()
+                .map(literal)
+                .collect::<Result<Vec<_>, _>>()?
+                .join(", ");
+            let not = if f.op == FilterOp::NotIn { "NOT " } else { "" };
+            return Ok(format!("{col} {not}IN ({list})"));
+        }
+        FilterOp::Eq => "=",
+        FilterOp::Ne => "<>",
+        FilterOp::Gt => ">",
+        FilterOp::Gte => ">=",
+        FilterOp::Lt => "<",
+        FilterOp::Lte => "<=",
+    };
+    Ok(format!("{col} {op} {}", literal(&f.value)?))
+}
+
+/// The SQL a builder metric runs, with `{{start_date}}`/`{{end_date}}` placeholders.
+pub fn compile(b: &Builder, def: &EventTypeDef) -> Result<String, MetricError> {
+    let table = format!("\"{}\"", def.api_slug);
+    let field = match (&b.field, b.aggregation) {
+        (None, Aggregation::Count) => None,
+        (Some(f), _) => Some(column(def, f)?),
+        (None, other) => {
+            return Err(MetricError::Invalid(format!(
+                "aggregation {other:?} needs a field"
+            )));
+        }
+    };
+    let dims = b
+        .group_by
+        .iter()
+        .map(|d| column(def, d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys: String = std::iter::once("customer_id".to_string())
+        .chain(dims.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut filters = b
+        .filters
+        .iter()
+        .map(|f| condition(def, f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let extra = if filters.is_empty() {
+        String::new()
+    } else {
+        format!(" AND {}", filters.join(" AND "))
+    };
+    let f = field.clone().unwrap_or_default();
+    let agg = match b.aggregation {
+        Aggregation::Count => "count(*)".to_string(),
+        Aggregation::Sum => format!("sum({f})"),
+        Aggregation::Min => format!("min({f})"),
+        Aggregation::Max => format!("max({f})"),
+        Aggregation::Avg => format!("avg({f})"),
+        Aggregation::UniqueCount => format!("count(DISTINCT {f})"),
+        Aggregation::Latest => format!("last_value({f} ORDER BY timestamp, _ingested_at)"),
+        Aggregation::Earliest => format!("first_value({f} ORDER BY timestamp, _ingested_at)"),
+        Aggregation::TimeWeightedSum => {
+            filters.clear();
+            return Ok(time_weighted(&table, &f, &keys, &extra));
+        }
+    };
+    Ok(format!(
+        "SELECT {keys}, {agg} AS value FROM {table} WHERE timestamp >= {{{{start_date}}}} AND timestamp < {{{{end_date}}}}{extra} GROUP BY {keys}"
+    ))
+}
+
+/// Each value counts for the hours until the next event of the same customer and dimensions,
+/// or the period end; the last value before the period start carries into it.
+fn time_weighted(table: &str, field: &str, keys: &str, extra: &str) -> String {
+    format!(
+        "WITH points AS (\
+ SELECT {keys}, timestamp AS t, 1 AS src, {field} AS v FROM {table} WHERE timestamp >= {{{{start_date}}}} AND timestamp < {{{{end_date}}}}{extra} \
+ UNION ALL \
+ SELECT {keys}, {{{{start_date}}}} AS t, 0 AS src, v FROM (\
+ SELECT {keys}, {field} AS v, row_number() OVER (PARTITION BY {keys} ORDER BY timestamp DESC, _ingested_at DESC) AS rn \
+ FROM {table} WHERE timestamp < {{{{start_date}}}}{extra}) AS before_start WHERE rn = 1), \
+ spans AS (\
+ SELECT {keys}, v, t, coalesce(lead(t) OVER (PARTITION BY {keys} ORDER BY t, src), {{{{end_date}}}}) AS t_next FROM points) \
+ SELECT {keys}, sum(CAST(v AS DOUBLE) * CAST(CAST(t_next AS BIGINT) - CAST(t AS BIGINT) AS DOUBLE) / 3600000000.0) AS value \
+ FROM spans WHERE v IS NOT NULL GROUP BY {keys}"
+    )
+}

@@ -1,0 +1,279 @@
+//! meterbase-metrics owns billable metrics: the SQL and builder definitions, compiling a
+//! builder to SQL, binding `{{placeholders}}` as typed parameters (never as text), checking a
+//! metric against the current schemas, and evaluating it over a period split into calendar
+//! windows of an IANA time zone.
+//!
+//! It must not store anything (the catalog keeps definitions) nor speak HTTP.
+
+mod builder;
+mod windows;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use datafusion::common::ScalarValue;
+use meterbase_query::{QueryEngine, QueryError, QueryOutput};
+use meterbase_schema::EventTypeDef;
+use meterbase_storage::TableSnapshot;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use builder::{Aggregation, Builder, Filter, FilterOp, compile};
+pub use windows::{Window, parse_instant, windows};
+
+#[derive(Debug, Error)]
+pub enum MetricError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+}
+
+/// `POST /billable_metrics` body: either `sql`, or the builder fields.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetricSpec {
+    pub name: String,
+    #[serde(default)]
+    pub slug: Option<String>,
+    #[serde(default)]
+    pub sql: Option<String>,
+    #[serde(flatten)]
+    pub builder: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A stored metric. `sql` is what runs: the user's SQL, or what the builder compiled to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Metric {
+    pub slug: String,
+    pub name: String,
+    pub sql: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub builder: Option<Builder>,
+    pub reads: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub const START: &str = "start_date";
+pub const END: &str = "end_date";
+pub const CUSTOMER: &str = "customer_id";
+
+/// Replaces `{{start_date}}`, `{{end_date}}`, `{{customer_id}}` (alias
+/// `{{customer.external_id}}`) by parameter references `$start_date` …; the values are bound
+/// as typed parameters at evaluation, so a customer id is only ever a string value.
+/// Returns the SQL and whether it refers to the customer.
+pub fn bind_placeholders(sql: &str) -> Result<(String, bool), MetricError> {
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    let mut uses_customer = false;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let close = after
+            .find("}}")
+            .ok_or_else(|| MetricError::Invalid("unclosed {{ placeholder".into()))?;
+        let name = after[..close].trim();
+        let param = match name {
+            "start_date" => START,
+            "end_date" => END,
+            "customer_id" | "customer.external_id" => {
+                uses_customer = true;
+                CUSTOMER
+            }
+            other => {
+                return Err(MetricError::Invalid(format!(
+                    "unknown placeholder {{{{{other}}}}}: use {{{{start_date}}}}, {{{{end_date}}}} or {{{{customer_id}}}}"
+                )));
+            }
+        };
+        out.push('$');
+        out.push_str(param);
+        rest = &after[close + 2..];
+    }
+    out.push_str(rest);
+    let trimmed = out.trim_end().trim_end_matches(';').trim_end().to_string();
+    Ok((trimmed, uses_customer))
+}
+
+fn ts(us: i64) -> ScalarValue {
+    ScalarValue::TimestampMicrosecond(Some(us), Some("UTC".into()))
+}
+
+fn params(start: i64, end: i64, customer: Option<&str>) -> HashMap<String, ScalarValue> {
+    let mut p = HashMap::from([(START.to_string(), ts(start)), (END.to_string(), ts(end))]);
+    p.insert(
+        CUSTOMER.to_string(),
+        ScalarValue::Utf8(customer.map(str::to_string)),
+    );
+    p
+}
+
+/// Validates a creation request against the current schemas and returns the metric to store.
+pub async fn create(
+    engine: &QueryEngine,
+    tables: Vec<TableSnapshot>,
+    event_types: &[EventTypeDef],
+    spec: MetricSpec,
+) -> Result<Metric, MetricError> {
+    let name = spec.name.trim().to_string();
+    if name.is_empty() {
+        return Err(MetricError::Invalid("name must not be empty".into()));
+    }
+    let slug =
+        match &spec.slug {
+            Some(s) => meterbase_schema::validate_slug(s)
+                .map_err(|e| MetricError::Invalid(e.to_string()))?,
+            None => meterbase_schema::validate_slug(&meterbase_schema::derive_slug(&name))
+                .map_err(|_| {
+                    MetricError::Invalid(format!(
+                        "cannot derive a slug from name {name:?}; give slug"
+                    ))
+                })?,
+        };
+    let builder_fields = spec.builder.filter(|m| !m.is_empty());
+    let (sql, builder) = match (spec.sql, builder_fields) {
+        (Some(sql), None) => (sql, None),
+        (None, Some(fields)) => {
+            let b: Builder = serde_json::from_value(serde_json::Value::Object(fields))
+                .map_err(|e| MetricError::Invalid(format!("invalid builder metric: {e}")))?;
+            let def = event_types
+                .iter()
+                .find(|d| d.api_slug == b.usage_event)
+                .ok_or_else(|| {
+                    MetricError::Invalid(format!("usage_event {:?} does not exist", b.usage_event))
+                })?;
+            (compile(&b, def)?, Some(b))
+        }
+        (Some(_), Some(_)) => {
+            return Err(MetricError::Invalid(
+                "give either sql or the builder fields (usage_event, aggregation, …), not both"
+                    .into(),
+            ));
+        }
+        (None, None) => {
+            return Err(MetricError::Invalid(
+                "a metric needs sql, or usage_event and aggregation".into(),
+            ));
+        }
+    };
+    let (bound, _) = bind_placeholders(&sql)?;
+    let (schema, reads) = engine
+        .describe(tables, &bound, params(0, 1, Some("customer")))
+        .await
+        .map_err(|e| match e {
+            QueryError::Invalid(d) => {
+                MetricError::Invalid(format!("the metric's SQL does not plan: {d}"))
+            }
+            other => MetricError::Query(other),
+        })?;
+    for required in ["customer_id", "value"] {
+        if schema.index_of(required).is_err() {
+            return Err(MetricError::Invalid(format!(
+                "the metric's query must return a column named {required:?} (it returns {:?})",
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+            )));
+        }
+    }
+    Ok(Metric {
+        slug,
+        name,
+        sql,
+        builder,
+        reads,
+        created_at: Utc::now(),
+    })
+}
+
+/// One evaluation per window; `None` window start when no window was asked for.
+pub struct Evaluation {
+    pub window_start: Option<i64>,
+    pub output: QueryOutput,
+}
+
+pub struct UsageRequest<'a> {
+    pub start: i64,
+    pub end: i64,
+    pub customer_id: Option<&'a str>,
+    pub window: Option<Window>,
+    pub tz: chrono_tz::Tz,
+    pub as_of: Option<i64>,
+}
+
+/// The most windows one request may ask for (a year of hours is 8,784).
+pub const MAX_WINDOWS: usize = 10_000;
+
+pub async fn evaluate(
+    engine: &QueryEngine,
+    tables: Vec<TableSnapshot>,
+    metric: &Metric,
+    req: &UsageRequest<'_>,
+) -> Result<Vec<Evaluation>, MetricError> {
+    if req.start >= req.end {
+        return Err(MetricError::Invalid(
+            "start_date must be before end_date".into(),
+        ));
+    }
+    let (bound, uses_customer) = bind_placeholders(&metric.sql)?;
+    if uses_customer && req.customer_id.is_none() {
+        return Err(MetricError::Invalid(
+            "this metric's SQL uses {{customer_id}}: give customer_id".into(),
+        ));
+    }
+    let sql = match req.customer_id {
+        Some(_) => {
+            format!("SELECT * FROM ({bound}) AS metric WHERE metric.customer_id = ${CUSTOMER}")
+        }
+        None => bound,
+    };
+    let periods = match req.window {
+        None => vec![(req.start, req.end)],
+        Some(w) => windows(req.start, req.end, w, req.tz)?,
+    };
+    if periods.len() > MAX_WINDOWS {
+        return Err(MetricError::Invalid(format!(
+            "{} windows requested; at most {MAX_WINDOWS} per request",
+            periods.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(periods.len());
+    for (ws, we) in periods {
+        let output = engine
+            .execute(
+                tables.clone(),
+                sql.clone(),
+                params(ws, we, req.customer_id),
+                req.as_of,
+            )
+            .await?;
+        out.push(Evaluation {
+            window_start: req.window.map(|_| ws),
+            output,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_parameters() {
+        let (sql, cust) = bind_placeholders(
+            "SELECT 1 WHERE t >= {{start_date}} AND t < {{ end_date }} AND c = {{customer.external_id}};",
+        )
+        .unwrap();
+        assert_eq!(
+            sql,
+            "SELECT 1 WHERE t >= $start_date AND t < $end_date AND c = $customer_id"
+        );
+        assert!(cust);
+        assert!(bind_placeholders("{{nope}}").is_err());
+        assert!(bind_placeholders("{{start_date").is_err());
+        let (_, cust) = bind_placeholders("SELECT {{start_date}}").unwrap();
+        assert!(!cust);
+    }
+}

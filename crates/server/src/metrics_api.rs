@@ -1,0 +1,201 @@
+//! `/billable_metrics`: create, list, show, delete, and usage evaluation.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Response, StatusCode};
+use meterbase_catalog::{Organisation, StoredMetric};
+use meterbase_metrics::{Metric, MetricError, MetricSpec, UsageRequest, Window};
+use meterbase_query::format::write_json_value;
+use meterbase_schema::timestamp::format_micros;
+use serde_json::{Value, json};
+
+use crate::App;
+use crate::problem::{HttpResponse, Problem};
+use crate::routes::{Req, json_response, param, parse_json, query_params, read_body, snapshots};
+
+type Result<T> = std::result::Result<T, Problem>;
+
+impl From<MetricError> for Problem {
+    fn from(e: MetricError) -> Problem {
+        match e {
+            MetricError::Invalid(d) => Problem::new(StatusCode::BAD_REQUEST, "Invalid metric", d),
+            MetricError::Query(q) => q.into(),
+        }
+    }
+}
+
+fn metric_json(m: &Metric) -> Value {
+    let mut v = serde_json::to_value(m).unwrap_or(Value::Null);
+    if let Value::Object(o) = &mut v {
+        o.insert(
+            "created_at".into(),
+            json!(
+                m.created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        );
+    }
+    v
+}
+
+fn load(app: &App, org: &Organisation, slug: &str) -> Result<Metric> {
+    let stored = app
+        .catalog
+        .metric(&org.id, slug)
+        .ok_or_else(|| Problem::not_found(format!("no billable metric {slug:?}")))?;
+    serde_json::from_value(stored.body)
+        .map_err(|e| Problem::internal(format!("stored metric {slug:?} is unreadable: {e}")))
+}
+
+pub(crate) async fn create(app: &App, org: &Organisation, req: Req) -> Result<HttpResponse> {
+    let body = read_body(req, 1 << 20).await?;
+    let spec: MetricSpec = parse_json(&body)?;
+    let tables = snapshots(app, org)?;
+    let types = app.catalog.event_types(&org.id);
+    let metric = meterbase_metrics::create(&app.engine, tables, &types, spec).await?;
+    app.catalog.create_metric(StoredMetric {
+        org_id: org.id.clone(),
+        slug: metric.slug.clone(),
+        reads: metric.reads.clone(),
+        body: serde_json::to_value(&metric).map_err(|e| Problem::internal(e.to_string()))?,
+    })?;
+    Ok(json_response(StatusCode::CREATED, &metric_json(&metric)))
+}
+
+pub(crate) fn list(app: &App, org: &Organisation) -> Result<HttpResponse> {
+    let items: Vec<Value> = app
+        .catalog
+        .metrics(&org.id)
+        .into_iter()
+        .filter_map(|m| serde_json::from_value::<Metric>(m.body).ok())
+        .map(|m| metric_json(&m))
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "items": items })))
+}
+
+pub(crate) fn show(app: &App, org: &Organisation, slug: &str) -> Result<HttpResponse> {
+    Ok(json_response(
+        StatusCode::OK,
+        &metric_json(&load(app, org, slug)?),
+    ))
+}
+
+pub(crate) fn delete(app: &App, org: &Organisation, slug: &str) -> Result<HttpResponse> {
+    app.catalog.delete_metric(&org.id, slug)?;
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_default())
+}
+
+pub(crate) async fn usage(
+    app: &App,
+    org: &Organisation,
+    slug: &str,
+    req: &Req,
+) -> Result<HttpResponse> {
+    let metric = load(app, org, slug)?;
+    let q = query_params(req);
+    let tz: chrono_tz::Tz = match param(&q, "tz") {
+        None => chrono_tz::UTC,
+        Some(t) => t.parse().map_err(|_| {
+            Problem::bad_request(format!(
+                "tz {t:?} is not an IANA time zone (e.g. Europe/Berlin)"
+            ))
+        })?,
+    };
+    let instant = |name: &str| -> Result<i64> {
+        let text =
+            param(&q, name).ok_or_else(|| Problem::bad_request(format!("{name} is required")))?;
+        Ok(meterbase_metrics::parse_instant(text, tz)?)
+    };
+    let start = instant("start_date")?;
+    let end = instant("end_date")?;
+    let window: Option<Window> = param(&q, "window").map(str::parse).transpose()?;
+    let as_of = param(&q, "as_of")
+        .map(|t| {
+            meterbase_schema::timestamp::parse_timestamp(t)
+                .map_err(|e| Problem::bad_request(format!("as_of {t:?}: {e}")))
+        })
+        .transpose()?;
+    let customer_id = param(&q, "customer_id");
+    let request = UsageRequest {
+        start,
+        end,
+        customer_id,
+        window,
+        tz,
+        as_of,
+    };
+    let tables = snapshots(app, org)?;
+    let evaluations = meterbase_metrics::evaluate(&app.engine, tables, &metric, &request).await?;
+    let mut rows: Vec<(i64, String, String)> = Vec::new();
+    for e in &evaluations {
+        let schema = &e.output.schema;
+        let cid = schema.index_of("customer_id").ok();
+        for batch in &e.output.batches {
+            for r in 0..batch.num_rows() {
+                let mut obj = String::from("{");
+                let mut sort_key = String::new();
+                let mut first = true;
+                let mut push = |obj: &mut String, name: &str, value: &str| {
+                    if !first {
+                        obj.push(',');
+                    }
+                    first = false;
+                    obj.push_str(&json!(name).to_string());
+                    obj.push(':');
+                    obj.push_str(value);
+                };
+                let cell = |i: usize| {
+                    let mut s = String::new();
+                    write_json_value(&mut s, batch.column(i), r);
+                    s
+                };
+                if let Some(i) = cid {
+                    sort_key = cell(i);
+                    push(&mut obj, "customer_id", &sort_key);
+                }
+                if let Ok(i) = schema.index_of("value") {
+                    push(&mut obj, "value", &cell(i));
+                }
+                if let Some(ws) = e.window_start {
+                    push(
+                        &mut obj,
+                        "window_start",
+                        &json!(format_micros(ws)).to_string(),
+                    );
+                }
+                for (i, f) in schema.fields().iter().enumerate() {
+                    if f.name() != "customer_id" && f.name() != "value" {
+                        let v = cell(i);
+                        sort_key.push('\0');
+                        sort_key.push_str(&v);
+                        push(&mut obj, f.name(), &v);
+                    }
+                }
+                obj.push('}');
+                rows.push((e.window_start.unwrap_or(0), sort_key, obj));
+            }
+        }
+    }
+    rows.sort();
+    let mut body = format!(
+        "{{\"metric\":{},\"start_date\":{},\"end_date\":{},\"rows\":[",
+        json!(metric.slug),
+        json!(format_micros(start)),
+        json!(format_micros(end))
+    );
+    for (i, (_, _, row)) in rows.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(row);
+    }
+    body.push_str("]}");
+    Ok(crate::routes::bytes_response(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from(body),
+    ))
+}
