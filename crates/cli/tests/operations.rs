@@ -134,3 +134,30 @@ fn as_of_hides_later_arrivals_and_restores_replaced_versions() {
     let r = s.post_json("/sql", &json!({"sql": "SELECT 1", "as_of": "yesterday"}));
     assert_eq!(r.status, 400);
 }
+
+#[test]
+fn queries_over_their_caps_fail_clearly_and_the_server_stays_healthy() {
+    let dir = tempdir();
+    let s = Server::start(
+        &dir.path().join("d"),
+        &[
+            "--query-memory-bytes",
+            "2000000",
+            "--query-timeout-ms",
+            "300",
+        ],
+    );
+    let heavy = "SELECT count(DISTINCT v) AS n FROM (SELECT value * 7 AS v FROM generate_series(1, 20000000))";
+    let r = s.post_json("/sql", &json!({ "sql": heavy }));
+    assert_eq!(r.status, 422, "{}", r.text);
+    let title = r.body["title"].as_str().unwrap_or_default();
+    assert!(title.contains("limit exceeded"), "{}", r.text);
+    let r = s.post_json(
+        "/sql",
+        &json!({"sql": "SELECT count(*) AS n FROM generate_series(1, 5000000000)"}),
+    );
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("time limit"), "{}", r.text);
+    assert_eq!(s.request("GET", "/healthz", None, &[], None).status, 200);
+    assert_eq!(s.sql("SELECT 1 AS one")[0]["one"], 1);
+}

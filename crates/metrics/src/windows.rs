@@ -64,7 +64,12 @@ fn bucket_start(us: i64, w: Window, tz: Tz) -> i64 {
 fn next_bucket(start: i64, w: Window, tz: Tz) -> i64 {
     match w {
         // Hours are absolute: a repeated local hour is its own window.
-        Window::Hour => bucket_start(start + 3_600_000_000, w, tz).max(start + 1),
+        Window::Hour => {
+            // The floor of a repeated local hour resolves to its first occurrence: then the
+            // window is simply the next absolute hour.
+            let n = bucket_start(start + 3_600_000_000, w, tz);
+            if n <= start { start + 3_600_000_000 } else { n }
+        }
         Window::Day => {
             let d = local(tz, start).date() + Duration::days(1);
             d.and_hms_opt(0, 0, 0)
