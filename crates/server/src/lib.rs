@@ -8,6 +8,8 @@
 // noise to every handler signature.
 #![allow(clippy::result_large_err)]
 
+mod bulk;
+mod encoding;
 mod metrics;
 mod metrics_api;
 mod problem;

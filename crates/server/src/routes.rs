@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 
+use crate::encoding::{Encoding, accepts_gzip, gzip, inflate, request_encoding};
 use crate::metrics::{Metrics, render};
 use crate::metrics_api;
 use crate::problem::{HttpResponse, Problem};
@@ -81,11 +82,12 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Req) -> HttpResponse {
             Problem::unavailable("replaying the write-ahead log", 1).into_response()
         };
     }
+    let gzip_ok = accepts_gzip(&req);
     let Some(app) = shared.app.get().filter(|_| ready) else {
         return Problem::unavailable("the server is starting (replaying the write-ahead log)", 1)
             .into_response();
     };
-    match route(app, req).await {
+    let resp = match route(app, req).await {
         Ok(r) => r,
         Err(p) => {
             if p.status == StatusCode::SERVICE_UNAVAILABLE {
@@ -93,6 +95,35 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Req) -> HttpResponse {
             }
             p.into_response()
         }
+    };
+    if gzip_ok { compress(resp).await } else { resp }
+}
+
+/// Responses over 1000 bytes go out gzip-compressed to clients that accept it.
+async fn compress(resp: HttpResponse) -> HttpResponse {
+    use http_body_util::BodyExt as _;
+    let (mut parts, body) = resp.into_parts();
+    let bytes = match body.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(never) => match never {},
+    };
+    if bytes.len() <= 1000 || parts.headers.contains_key(header::CONTENT_ENCODING) {
+        return Response::from_parts(parts, Full::new(bytes));
+    }
+    match gzip(&bytes) {
+        Some(z) => {
+            parts.headers.insert(
+                header::CONTENT_ENCODING,
+                header::HeaderValue::from_static("gzip"),
+            );
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.append(
+                header::VARY,
+                header::HeaderValue::from_static("accept-encoding"),
+            );
+            Response::from_parts(parts, Full::new(Bytes::from(z)))
+        }
+        None => Response::from_parts(parts, Full::new(bytes)),
     }
 }
 
@@ -146,6 +177,9 @@ async fn route(app: &Arc<App>, req: Req) -> Result<HttpResponse> {
                     delete_event_type(app, &org, slug, &req).await
                 }
                 (["usage", slug], &Method::POST) => ingest(app, &org, slug, req).await,
+                (["usage", "bulk", slug], &Method::POST) => {
+                    Ok(crate::bulk::handle(app, &org, slug, req).await)
+                }
                 (["sql"], &Method::POST) => sql(app, &org, req).await,
                 (["billable_metrics"], &Method::POST) => metrics_api::create(app, &org, req).await,
                 (["billable_metrics"], &Method::GET) => metrics_api::list(app, &org),
@@ -425,23 +459,32 @@ fn input_format(req: &Req) -> Result<InputFormat> {
 }
 
 async fn ingest(app: &App, org: &Organisation, slug: &str, req: Req) -> Result<HttpResponse> {
+    let n = ingest_events(app, org, slug, req, false).await?;
+    Ok(json_response(StatusCode::OK, &json!({ "accepted": n })))
+}
+
+/// Validates, logs and buffers the events of one request (all or nothing); the number of
+/// events accepted. `bulk` reads the Zuora-compatible shapes of `/usage/bulk/{slug}`.
+pub(crate) async fn ingest_events(
+    app: &App,
+    org: &Organisation,
+    slug: &str,
+    req: Req,
+    bulk: bool,
+) -> Result<usize> {
     let def = find_type(app, org, slug)?;
     let table = app
         .store
         .table(&org.id, &def.id)
         .ok_or_else(|| Problem::not_found(format!("no event type with api_slug {slug:?}")))?;
-    let format = input_format(&req)?;
-    if let Some(enc) = req.headers().get(header::CONTENT_ENCODING) {
-        let enc = enc.to_str().unwrap_or("?");
-        if !enc.eq_ignore_ascii_case("identity") {
-            return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Unsupported media type",
-                format!("Content-Encoding {enc:?} is not supported"),
-            ));
-        }
-    }
-    let body = read_body(req, app.config.max_body_bytes).await?;
+    let format = if bulk {
+        InputFormat::Json
+    } else {
+        input_format(&req)?
+    };
+    let encoding = request_encoding(&req)?;
+    let limit = app.config.max_body_bytes;
+    let body = read_body(req, limit).await?;
     let decoder = app.decoders.get(&def)?;
     let limits = DecodeLimits {
         max_events: app.config.max_events,
@@ -449,14 +492,40 @@ async fn ingest(app: &App, org: &Organisation, slug: &str, req: Req) -> Result<H
         now: now_micros(),
         max_future: app.config.max_future.as_micros() as i64,
     };
-    let body_len = body.len();
-    let outcome = if body_len > 256 << 10 {
-        let d = decoder.clone();
-        tokio::task::spawn_blocking(move || d.decode(&body, format, limits))
+    let big = body.len() > 256 << 10;
+    let work = move || -> Result<(usize, DecodeOutcome)> {
+        let body = inflate(body, encoding, limit)?;
+        let len = body.len();
+        if bulk {
+            let ndjson = crate::bulk::to_ndjson(&body)?;
+            let outcome = match decoder.decode(&ndjson, InputFormat::Ndjson, limits) {
+                DecodeOutcome::Invalid {
+                    mut errors,
+                    invalid_events,
+                    events,
+                } => {
+                    // Bulk bodies are JSON: report positions as array indexes.
+                    for e in &mut errors {
+                        e.index = e.line.take().map(|l| l - 1);
+                    }
+                    DecodeOutcome::Invalid {
+                        errors,
+                        invalid_events,
+                        events,
+                    }
+                }
+                other => other,
+            };
+            return Ok((len, outcome));
+        }
+        Ok((len, decoder.decode(&body, format, limits)))
+    };
+    let (body_len, outcome) = if encoding != Encoding::Identity || bulk || big {
+        tokio::task::spawn_blocking(work)
             .await
-            .map_err(|e| Problem::internal(format!("decoder task failed: {e}")))?
+            .map_err(|e| Problem::internal(format!("decoder task failed: {e}")))??
     } else {
-        decoder.decode(&body, format, limits)
+        work()?
     };
     match outcome {
         DecodeOutcome::Valid(batch) => {
@@ -466,7 +535,7 @@ async fn ingest(app: &App, org: &Organisation, slug: &str, req: Req) -> Result<H
             }
             Metrics::add(&app.metrics.events_ingested, n as u64);
             Metrics::add(&app.metrics.bytes_ingested, body_len as u64);
-            Ok(json_response(StatusCode::OK, &json!({ "accepted": n })))
+            Ok(n)
         }
         DecodeOutcome::Invalid {
             errors,
