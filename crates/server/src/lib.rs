@@ -10,6 +10,7 @@
 
 mod bulk;
 mod encoding;
+mod events_api;
 mod metrics;
 mod metrics_api;
 mod problem;

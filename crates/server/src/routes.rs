@@ -177,6 +177,9 @@ async fn route(app: &Arc<App>, req: Req) -> Result<HttpResponse> {
                     delete_event_type(app, &org, slug, &req).await
                 }
                 (["usage", slug], &Method::POST) => ingest(app, &org, slug, req).await,
+                (["usage", slug, "events"], &Method::GET) => {
+                    crate::events_api::list(app, &org, slug, &req).await
+                }
                 (["usage", "bulk", slug], &Method::POST) => {
                     Ok(crate::bulk::handle(app, &org, slug, req).await)
                 }

@@ -1,0 +1,192 @@
+//! `GET /usage/{slug}/events`: a customer's (or everyone's) events in timestamp order, paged
+//! with an opaque cursor, one row per unique key (the latest version).
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use datafusion::common::ScalarValue;
+use hyper::StatusCode;
+use meterbase_catalog::Organisation;
+use meterbase_query::format::write_json_value;
+use meterbase_schema::timestamp::parse_timestamp;
+use serde_json::{Value, json};
+
+use crate::App;
+use crate::problem::{HttpResponse, Problem};
+use crate::routes::{Req, bytes_response, param, query_params, snapshots};
+
+type Result<T> = std::result::Result<T, Problem>;
+
+const MAX_LIMIT: usize = 1000;
+
+fn bad_cursor() -> Problem {
+    Problem::bad_request("cursor is not one this server handed out")
+}
+
+/// The cursor is the sort key of the last row returned: (timestamp µs, key columns as text).
+fn decode_cursor(text: &str, keys: usize) -> Result<(i64, Vec<String>)> {
+    let bytes = hex::decode(text).map_err(|_| bad_cursor())?;
+    let v: (i64, Vec<String>) = serde_json::from_slice(&bytes).map_err(|_| bad_cursor())?;
+    if v.1.len() != keys {
+        return Err(bad_cursor());
+    }
+    Ok(v)
+}
+
+pub(crate) async fn list(
+    app: &App,
+    org: &Organisation,
+    slug: &str,
+    req: &Req,
+) -> Result<HttpResponse> {
+    let def = app
+        .catalog
+        .event_type(&org.id, &slug.to_ascii_lowercase())
+        .ok_or_else(|| Problem::not_found(format!("no event type with api_slug {slug:?}")))?;
+    let q = query_params(req);
+    let limit: usize = match param(&q, "limit") {
+        None => 100,
+        Some(l) => l
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| Problem::bad_request(format!("limit must be 1-{MAX_LIMIT}")))?,
+    };
+    let keys: Vec<&str> = def
+        .unique_key
+        .iter()
+        .map(String::as_str)
+        .filter(|k| *k != "timestamp")
+        .collect();
+    let key_text: Vec<String> = keys
+        .iter()
+        .map(|k| format!("CAST(\"{k}\" AS VARCHAR)"))
+        .collect();
+    let mut params: HashMap<String, ScalarValue> = HashMap::new();
+    let mut conds: Vec<String> = Vec::new();
+    let ts = |name: &str, text: &str| -> Result<ScalarValue> {
+        let us = parse_timestamp(text)
+            .map_err(|e| Problem::bad_request(format!("{name} {text:?}: {e}")))?;
+        Ok(ScalarValue::TimestampMicrosecond(
+            Some(us),
+            Some("UTC".into()),
+        ))
+    };
+    if let Some(c) = param(&q, "customer_id") {
+        params.insert("customer".into(), ScalarValue::Utf8(Some(c.to_string())));
+        conds.push("customer_id = $customer".into());
+    }
+    if let Some(f) = param(&q, "from") {
+        params.insert("from".into(), ts("from", f)?);
+        conds.push("timestamp >= $from".into());
+    }
+    if let Some(t) = param(&q, "to") {
+        params.insert("to".into(), ts("to", t)?);
+        conds.push("timestamp < $to".into());
+    }
+    if let Some(c) = param(&q, "cursor") {
+        let (t, vals) = decode_cursor(c, keys.len())?;
+        params.insert(
+            "ct".into(),
+            ScalarValue::TimestampMicrosecond(Some(t), Some("UTC".into())),
+        );
+        // Lexicographic "after the cursor" over (timestamp, key columns as text).
+        let mut after = String::from("FALSE");
+        for i in (0..keys.len()).rev() {
+            params.insert(format!("c{i}"), ScalarValue::Utf8(Some(vals[i].clone())));
+            after = format!(
+                "({k} > $c{i} OR ({k} = $c{i} AND {after}))",
+                k = key_text[i]
+            );
+        }
+        let tail = if keys.is_empty() {
+            "FALSE".to_string()
+        } else {
+            after
+        };
+        conds.push(format!("(timestamp > $ct OR (timestamp = $ct AND {tail}))"));
+    }
+    let has_data = !def.dataschema.data.is_empty();
+    let mut select = vec!["customer_id".to_string(), "timestamp".to_string()];
+    if has_data {
+        select.push("data".into());
+    }
+    select.push("_ingested_at".into());
+    for (i, k) in key_text.iter().enumerate() {
+        select.push(format!("{k} AS __key{i}"));
+    }
+    let order: Vec<String> = std::iter::once("timestamp".to_string())
+        .chain(key_text.iter().cloned())
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM \"{}\"{} ORDER BY {} LIMIT {}",
+        select.join(", "),
+        def.api_slug,
+        if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
+        },
+        order.join(", "),
+        limit + 1
+    );
+    let tables = snapshots(app, org)?;
+    let out = app.engine.execute(tables, sql, params, None).await?;
+    let mut items: Vec<String> = Vec::new();
+    let mut next: Option<Value> = None;
+    let mut seen = 0;
+    'outer: for batch in &out.batches {
+        for r in 0..batch.num_rows() {
+            seen += 1;
+            if seen > limit {
+                break 'outer;
+            }
+            let cell = |name: &str| {
+                let mut s = String::new();
+                match out.schema.index_of(name) {
+                    Ok(i) => write_json_value(&mut s, batch.column(i), r),
+                    Err(_) => s.push_str("{}"),
+                }
+                s
+            };
+            let data = if has_data { cell("data") } else { "{}".into() };
+            items.push(format!(
+                "{{\"customer_id\":{},\"timestamp\":{},\"data\":{},\"ingested_at\":{}}}",
+                cell("customer_id"),
+                cell("timestamp"),
+                data,
+                cell("_ingested_at")
+            ));
+            if seen == limit {
+                let t = batch
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+                    .map(|a| a.value(r))
+                    .unwrap_or_default();
+                let vals: Vec<String> = (0..keys.len())
+                    .map(|i| {
+                        serde_json::from_str::<String>(&cell(&format!("__key{i}")))
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                next = Some(json!(hex::encode(json!([t, vals]).to_string())));
+            }
+        }
+    }
+    let next = if seen > limit {
+        next.unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
+    let body = format!(
+        "{{\"items\":[{}],\"next_cursor\":{}}}",
+        items.join(","),
+        next
+    );
+    Ok(bytes_response(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from(body),
+    ))
+}
