@@ -24,6 +24,66 @@ struct Cli {
 enum Command {
     /// Run the HTTP server.
     Serve(ServeArgs),
+    /// Run a SQL query against a server and print the result as a table.
+    Sql(SqlArgs),
+}
+
+#[derive(clap::Args)]
+struct SqlArgs {
+    /// Server address.
+    #[arg(long, env = "METERBASE_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// API key (see <data-dir>/default-api-key).
+    #[arg(long, env = "METERBASE_API_KEY", hide_env_values = true)]
+    api_key: String,
+    /// Evaluate as of this instant (RFC 3339).
+    #[arg(long)]
+    as_of: Option<String>,
+    /// The query.
+    sql: String,
+}
+
+/// Asks for Arrow IPC so types survive the trip, then prints with Arrow's table printer.
+fn run_sql(a: SqlArgs) -> Result<String, String> {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut body = serde_json::json!({ "sql": a.sql });
+    if let Some(t) = a.as_of {
+        body["as_of"] = serde_json::json!(t);
+    }
+    let mut resp = agent
+        .post(format!("{}/sql", a.url.trim_end_matches('/')))
+        .header("x-api-key", &a.api_key)
+        .header("accept", "application/vnd.apache.arrow.stream")
+        .send_json(body)
+        .map_err(|e| format!("cannot reach {}: {e}", a.url))?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .map_err(|e| format!("reading the response: {e}"))?;
+    if status != 200 {
+        let problem: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        return Err(format!(
+            "{status} {}: {}",
+            problem["title"].as_str().unwrap_or(""),
+            problem["detail"]
+                .as_str()
+                .unwrap_or(&String::from_utf8_lossy(&bytes))
+        ));
+    }
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|e| format!("unreadable result: {e}"))?;
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("unreadable result: {e}"))?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let table = arrow::util::pretty::pretty_format_batches(&batches).map_err(|e| e.to_string())?;
+    Ok(format!("{table}\n({rows} rows)"))
 }
 
 #[derive(clap::Args)]
@@ -96,6 +156,16 @@ fn init_logging(json: bool) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Sql(a) => match run_sql(a) {
+            Ok(table) => {
+                println!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("meterbase sql: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(a) => {
             init_logging(a.log_json);
             let mut config = ServerConfig::new(a.data_dir);

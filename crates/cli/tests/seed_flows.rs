@@ -222,3 +222,48 @@ fn replacement_across_buffer_and_files() {
     let rows = s.sql("SELECT count(*) AS n, sum(cpu_hours_consumed) AS v FROM compute_events");
     assert_eq!((rows[0]["n"].as_u64(), num(&rows[0]["v"])), (Some(1), 4.0));
 }
+
+#[test]
+fn sql_command_prints_a_table() {
+    let dir = tempdir();
+    let s = Server::start(&dir.path().join("d"), &[]);
+    s.create_compute_events();
+    let ev = json!({"customer_id": "cust_1", "timestamp": "2025-07-28T10:00:00Z", "data": {"cpu_hours_consumed": 10.5, "region": "us-east-1"}});
+    assert_eq!(s.post_json("/usage/compute_events", &ev).status, 200);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meterbase"))
+        .args([
+            "sql",
+            "--url",
+            &s.addr,
+            "--api-key",
+            &s.key,
+            "SELECT customer_id, sum(cpu_hours_consumed) AS total FROM compute_events GROUP BY 1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("| customer_id | total |")
+            && text.contains("| cust_1      | 10.5  |")
+            && text.contains("(1 rows)"),
+        "{text}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meterbase"))
+        .args([
+            "sql",
+            "--url",
+            &s.addr,
+            "--api-key",
+            &s.key,
+            "DROP TABLE compute_events",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("400"));
+}

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 
 use crate::App;
 use crate::problem::{HttpResponse, Problem};
-use crate::routes::{Req, json_response, param, parse_json, query_params, read_body, snapshots};
+use crate::routes::{
+    Req, json_response, no_content, param, parse_json, query_params, read_body, snapshots,
+};
 
 type Result<T> = std::result::Result<T, Problem>;
 
@@ -82,10 +84,7 @@ pub(crate) fn show(app: &App, org: &Organisation, slug: &str) -> Result<HttpResp
 
 pub(crate) fn delete(app: &App, org: &Organisation, slug: &str) -> Result<HttpResponse> {
     app.catalog.delete_metric(&org.id, slug)?;
-    Ok(Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .body(Full::new(Bytes::new()))
-        .unwrap_or_default())
+    Ok(no_content())
 }
 
 pub(crate) async fn usage(

@@ -52,6 +52,12 @@ pub(crate) fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
     bytes_response(status, "application/json", Bytes::from(body.to_string()))
 }
 
+pub(crate) fn no_content() -> HttpResponse {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    resp
+}
+
 pub(crate) fn bytes_response(
     status: StatusCode,
     content_type: &'static str,
@@ -145,10 +151,7 @@ async fn route(app: &Arc<App>, req: Req) -> Result<HttpResponse> {
                 (["organisations", org, "api_keys"], &Method::POST) => create_key(app, org),
                 (["api_keys", id], &Method::DELETE) => {
                     app.catalog.delete_api_key(id)?;
-                    Ok(Response::builder()
-                        .status(StatusCode::NO_CONTENT)
-                        .body(Full::new(Bytes::new()))
-                        .unwrap_or_default())
+                    Ok(no_content())
                 }
                 _ => Err(not_routed(&method, &path)),
             }
@@ -421,10 +424,7 @@ async fn delete_event_type(
     app.store
         .drop_table(&org.id, &def.id, &def.api_slug)
         .await?;
-    Ok(Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .body(Full::new(Bytes::new()))
-        .unwrap_or_default())
+    Ok(no_content())
 }
 
 // ---- ingest ---------------------------------------------------------------------------------
