@@ -1,8 +1,7 @@
 //! `/billable_metrics`: create, list, show, delete, and usage evaluation.
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Response, StatusCode};
+use hyper::StatusCode;
 use meterbase_catalog::{Organisation, StoredMetric};
 use meterbase_metrics::{Metric, MetricError, MetricSpec, UsageRequest, Window};
 use meterbase_query::format::write_json_value;
