@@ -336,13 +336,19 @@ impl Store {
     pub async fn flush_table(&self, table: &Arc<Table>) -> Result<usize, StorageError> {
         let _guard = table.flush_lock.lock().await;
         let mut files = 0;
+        // Retries of frozen chunks first, then the active chunk frozen once: under steady load
+        // the active chunk refills at once, and chasing it would cut it into tiny files.
+        let mut froze = false;
         while let Some(PersistJob {
             chunk,
             def,
             schema,
             manifest,
-        }) = table.chunk_to_persist()
+            froze_active,
+        }) = table.chunk_to_persist(!froze)
         {
+            froze |= froze_active;
+            let mut chunk_files = 0u64;
             let org_id = table.org_id.clone();
             let c = chunk.clone();
             let encoded =
@@ -374,13 +380,14 @@ impl Store {
                 }
                 self.handle.sync_object(&path)?;
                 next.files.push(f.meta);
-                files += 1;
+                chunk_files += 1;
             }
+            files += chunk_files as usize;
             let dir = manifest_dir(&table.org_id, &table.slug, &table.type_id);
             next.commit(&self.handle, &dir).await?;
             self.stats
                 .files_written
-                .fetch_add(files as u64, Ordering::Relaxed);
+                .fetch_add(chunk_files, Ordering::Relaxed);
             self.stats
                 .rows_persisted
                 .fetch_add(chunk.rows as u64, Ordering::Relaxed);

@@ -53,6 +53,8 @@ pub(crate) struct PersistJob {
     pub def: Arc<EventTypeDef>,
     pub schema: SchemaRef,
     pub manifest: Arc<Manifest>,
+    /// True when this call froze the active chunk (false for a retry of a frozen one).
+    pub froze_active: bool,
 }
 
 pub(crate) struct TableState {
@@ -240,22 +242,26 @@ impl Table {
             .or((!st.active.batches.is_empty()).then_some(st.active.min_seq))
     }
 
-    /// The chunk to persist next: the oldest frozen one (a retry), else the active one frozen.
-    pub(crate) fn chunk_to_persist(&self) -> Option<PersistJob> {
+    /// The chunk to persist next: the oldest frozen one (a retry), else, if `freeze`, the
+    /// active one frozen.
+    pub(crate) fn chunk_to_persist(&self, freeze: bool) -> Option<PersistJob> {
         let mut st = self.lock();
+        let mut froze_active = false;
         if st.frozen.is_empty() {
-            if st.active.batches.is_empty() {
+            if !freeze || st.active.batches.is_empty() {
                 return None;
             }
             let chunk = Arc::new(std::mem::take(&mut st.active));
             st.active_since = None;
             st.frozen.push(chunk);
+            froze_active = true;
         }
         Some(PersistJob {
             chunk: st.frozen[0].clone(),
             def: st.def.clone(),
             schema: st.schema.clone(),
             manifest: st.manifest.clone(),
+            froze_active,
         })
     }
 
