@@ -206,6 +206,31 @@ fn replacement_across_buffer_and_files() {
     let dir = tempdir();
     let s = Server::start(&dir.path().join("d"), &["--flush-age-ms", "50"]);
     s.create_compute_events();
+    // Two versions of one key in the buffer, from two requests: one row, the later value.
+    let other = |v: f64| json!({"customer_id": "c2", "timestamp": "2025-02-01T00:00:00Z", "data": {"cpu_hours_consumed": v, "region": "r"}});
+    assert_eq!(
+        s.post_json("/usage/compute_events", &other(10.0)).status,
+        200
+    );
+    assert_eq!(
+        s.post_json("/usage/compute_events", &other(20.0)).status,
+        200
+    );
+    let rows = s.sql("SELECT count(*) AS n, sum(cpu_hours_consumed) AS v FROM compute_events");
+    assert_eq!((rows[0]["n"].as_u64(), num(&rows[0]["v"])), (Some(1), 20.0));
+    s.wait_flushed();
+    assert_eq!(
+        s.request(
+            "DELETE",
+            "/rawmetrics/compute_events?force=true",
+            Some(&s.key),
+            &[],
+            None
+        )
+        .status,
+        204
+    );
+    s.create_compute_events();
     let ev = |v: f64| json!({"customer_id": "c1", "timestamp": "2025-03-01T00:00:00Z", "data": {"cpu_hours_consumed": v, "region": "r"}});
     assert_eq!(s.post_json("/usage/compute_events", &ev(1.0)).status, 200);
     s.wait_flushed();

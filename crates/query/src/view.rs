@@ -18,19 +18,43 @@ use crate::provider::RawSource;
 
 const ROW_NUMBER: &str = "__meterbase_version";
 
-/// Groups sources whose time ranges overlap. Returns (clean files, files that need dedup).
-fn split_sources(snap: &TableSnapshot) -> (Vec<FileMeta>, Vec<FileMeta>) {
+/// Where each source goes: straight (cannot hold a second version of any of its keys) or
+/// through deduplication.
+struct Split {
+    clean: Vec<FileMeta>,
+    dirty: Vec<FileMeta>,
+    buffer_clean: bool,
+}
+
+/// Sources whose time ranges overlap another source, or that may repeat a key themselves,
+/// are deduplicated; the rest are read straight.
+fn split_sources(snap: &TableSnapshot) -> Split {
     let files = &snap.manifest.files;
+    let has_buffer = !snap.buffer.is_empty();
     let key_has_time = snap.def.unique_key.iter().any(|k| k == "timestamp");
     if !key_has_time {
-        // Without the timestamp in the key, two versions can sit anywhere in time.
-        return if files.len() == 1 && !files[0].has_duplicate_keys && snap.buffer.is_empty() {
-            (files.clone(), Vec::new())
+        // Without the timestamp in the key, two versions can sit anywhere in time: only a
+        // single source without repeats can be read straight.
+        let single = match (files.len(), has_buffer) {
+            (1, false) => !files[0].has_duplicate_keys,
+            (0, true) => !snap.buffer_has_duplicates,
+            _ => false,
+        };
+        return if single {
+            Split {
+                clean: files.clone(),
+                dirty: Vec::new(),
+                buffer_clean: true,
+            }
         } else {
-            (Vec::new(), files.clone())
+            Split {
+                clean: Vec::new(),
+                dirty: files.clone(),
+                buffer_clean: false,
+            }
         };
     }
-    // Intervals: files, plus the buffer as one always-dirty source.
+    // Intervals: files, plus the buffer as one more source.
     let mut items: Vec<(i64, i64, Option<&FileMeta>)> = files
         .iter()
         .map(|f| (f.min_ts, f.max_ts, Some(f)))
@@ -39,7 +63,11 @@ fn split_sources(snap: &TableSnapshot) -> (Vec<FileMeta>, Vec<FileMeta>) {
         items.push((lo, hi, None));
     }
     items.sort_by_key(|(lo, hi, _)| (*lo, *hi));
-    let (mut clean, mut dirty) = (Vec::new(), Vec::new());
+    let mut split = Split {
+        clean: Vec::new(),
+        dirty: Vec::new(),
+        buffer_clean: true,
+    };
     let mut i = 0;
     while i < items.len() {
         let mut j = i + 1;
@@ -49,25 +77,35 @@ fn split_sources(snap: &TableSnapshot) -> (Vec<FileMeta>, Vec<FileMeta>) {
             j += 1;
         }
         let group = &items[i..j];
-        let single_clean_file =
-            group.len() == 1 && group[0].2.is_some_and(|f| !f.has_duplicate_keys);
+        let alone_and_clean = group.len() == 1
+            && match group[0].2 {
+                Some(f) => !f.has_duplicate_keys,
+                None => !snap.buffer_has_duplicates,
+            };
         for (_, _, f) in group {
-            if let Some(f) = f {
-                if single_clean_file {
-                    clean.push((*f).clone());
-                } else {
-                    dirty.push((*f).clone());
-                }
+            match (f, alone_and_clean) {
+                (Some(f), true) => split.clean.push((*f).clone()),
+                (Some(f), false) => split.dirty.push((*f).clone()),
+                (None, clean) => split.buffer_clean = clean,
             }
         }
         i = j;
     }
-    (clean, dirty)
+    split
 }
 
 /// The plan a table name resolves to. `as_of` (µs) hides every version that arrived later.
 pub fn table_view(snap: &TableSnapshot, as_of: Option<i64>) -> Result<LogicalPlan> {
-    let (clean, dirty) = split_sources(snap);
+    let Split {
+        clean,
+        dirty,
+        buffer_clean,
+    } = split_sources(snap);
+    let (clean_batches, dirty_batches) = if buffer_clean {
+        (snap.buffer.clone(), Vec::new())
+    } else {
+        (Vec::new(), snap.buffer.clone())
+    };
     let schema = snap.schema.clone();
     let as_of_filter = |b: LogicalPlanBuilder| -> Result<LogicalPlanBuilder> {
         match as_of {
@@ -78,11 +116,14 @@ pub fn table_view(snap: &TableSnapshot, as_of: Option<i64>) -> Result<LogicalPla
         }
     };
     let mut parts: Vec<LogicalPlan> = Vec::new();
-    if !clean.is_empty() || (dirty.is_empty() && snap.buffer.is_empty()) {
+    if !clean.is_empty()
+        || !clean_batches.is_empty()
+        || (dirty.is_empty() && dirty_batches.is_empty())
+    {
         let src = Arc::new(RawSource {
             schema: schema.clone(),
             files: clean,
-            batches: Vec::new(),
+            batches: clean_batches,
         });
         parts.push(
             as_of_filter(LogicalPlanBuilder::scan(
@@ -93,11 +134,11 @@ pub fn table_view(snap: &TableSnapshot, as_of: Option<i64>) -> Result<LogicalPla
             .build()?,
         );
     }
-    if !dirty.is_empty() || !snap.buffer.is_empty() {
+    if !dirty.is_empty() || !dirty_batches.is_empty() {
         let src = Arc::new(RawSource {
             schema: schema.clone(),
             files: dirty,
-            batches: snap.buffer.clone(),
+            batches: dirty_batches,
         });
         let keys: Vec<Expr> = snap
             .def

@@ -66,11 +66,12 @@ struct Tables {
 struct Pending {
     table: Arc<Table>,
     batch: RecordBatch,
+    key_hashes: Vec<u64>,
 }
 
 impl Apply<Pending> for Tables {
     fn apply(&self, ack: Ack, item: Pending) {
-        if let Err(e) = item.table.push(ack, item.batch) {
+        if let Err(e) = item.table.push(ack, item.batch, Some(item.key_hashes)) {
             // Cannot happen for batches built against the table's schema; the rows are still
             // in the log and come back on replay.
             warn!(seq = ack.seq, "could not buffer a durable record: {e}");
@@ -173,13 +174,13 @@ impl Store {
                         if seq <= table.manifest().persisted_seq {
                             return Ok(());
                         }
-                        table.push(Ack { seq, ingested_at }, batch).map_err(|e| {
-                            WalError::Corrupt {
+                        table
+                            .push(Ack { seq, ingested_at }, batch, None)
+                            .map_err(|e| WalError::Corrupt {
                                 segment: self.config.wal.dir.clone(),
                                 offset: 0,
                                 reason: format!("record {seq} does not fit its table: {e}"),
-                            }
-                        })?;
+                            })?;
                     }
                 }
                 Ok(())
@@ -306,6 +307,8 @@ impl Store {
         let def = table.def();
         let payload =
             WalRecord::encode_events(&table.org_id, &table.type_id, def.schema_version, &batch)?;
+        // Hashed here, on the request's task, to keep the log writer's thread light.
+        let key_hashes = crate::table::key_hashes(&batch, &def.unique_key)?;
         Ok(self
             .wal()?
             .append(
@@ -313,6 +316,7 @@ impl Store {
                 Pending {
                     table: table.clone(),
                     batch,
+                    key_hashes,
                 },
             )
             .await?)

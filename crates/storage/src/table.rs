@@ -2,6 +2,8 @@
 //! rows, frozen chunks being persisted) and its manifest, behind one short lock so a query's
 //! snapshot always sees each row exactly once, in the buffer or in a file.
 
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -10,6 +12,7 @@ use arrow::array::{ArrayRef, AsArray, TimestampMicrosecondArray, UInt64Array, ne
 use arrow::compute::kernels::aggregate::{max, min};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
+use arrow::row::{RowConverter, SortField};
 use meterbase_schema::EventTypeDef;
 use meterbase_wal::{Ack, Seq};
 
@@ -22,6 +25,10 @@ pub const MAX_ROWS_PER_RECORD: usize = 1 << ROW_BITS;
 #[derive(Debug, Default)]
 pub(crate) struct Chunk {
     pub batches: Vec<RecordBatch>,
+    /// Hashes of the unique keys of the rows, to tell whether the buffer can hold two
+    /// versions of a key (equal keys have equal hashes; a collision only costs a dedup).
+    pub keys: HashSet<u64>,
+    pub has_duplicates: bool,
     pub rows: usize,
     pub bytes: usize,
     pub min_seq: Seq,
@@ -88,6 +95,8 @@ pub struct TableSnapshot {
     pub buffer: Vec<RecordBatch>,
     /// Time range of the buffered rows, `None` when the buffer is empty.
     pub buffer_ts_range: Option<(i64, i64)>,
+    /// True when two buffered rows may share a unique key.
+    pub buffer_has_duplicates: bool,
 }
 
 /// Gives `batch` exactly the columns of `schema`, by name: columns added to the event type
@@ -151,12 +160,24 @@ impl Table {
     }
 
     /// Appends the rows of one durable write-ahead log record. Called in sequence order.
-    pub(crate) fn push(&self, ack: Ack, input: RecordBatch) -> Result<(), StorageError> {
+    pub(crate) fn push(
+        &self,
+        ack: Ack,
+        input: RecordBatch,
+        hashes: Option<Vec<u64>>,
+    ) -> Result<(), StorageError> {
         let rows = input.num_rows();
         if rows == 0 {
             return Ok(());
         }
-        let schema = self.lock().schema.clone();
+        let (schema, def) = {
+            let st = self.lock();
+            (st.schema.clone(), st.def.clone())
+        };
+        let hashes = match hashes {
+            Some(h) => h,
+            None => key_hashes(&input, &def.unique_key)?,
+        };
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         for f in schema.fields().iter().take(schema.fields().len() - 2) {
             cols.push(match input.column_by_name(f.name()) {
@@ -175,12 +196,18 @@ impl Table {
         let ts = batch.column(1).as_primitive::<TimestampMicrosecondType>();
         let (lo, hi) = (min(ts).unwrap_or(0), max(ts).unwrap_or(0));
         let bytes = batch.get_array_memory_size();
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         if st.active.batches.is_empty() {
             st.active_since = Some(Instant::now());
         }
+        let mut dup = false;
+        for h in &hashes {
+            dup |= !st.active.keys.insert(*h) || st.frozen.iter().any(|c| c.keys.contains(h));
+        }
+        st.active.has_duplicates |= dup;
         st.active.push(ack.seq, batch, bytes, lo, hi);
-        drop(st);
+        drop(guard);
         self.buffered_bytes.fetch_add(bytes, Ordering::Relaxed);
         Ok(())
     }
@@ -189,6 +216,8 @@ impl Table {
         let st = self.lock();
         let mut raw: Vec<RecordBatch> = Vec::new();
         let mut range: Option<(i64, i64)> = None;
+        let buffer_has_duplicates =
+            st.active.has_duplicates || st.frozen.iter().any(|c| c.has_duplicates);
         for c in st
             .frozen
             .iter()
@@ -211,6 +240,7 @@ impl Table {
             manifest: st.manifest.clone(),
             buffer: Vec::new(),
             buffer_ts_range: range,
+            buffer_has_duplicates,
         };
         drop(st);
         let buffer = raw
@@ -287,6 +317,28 @@ impl Table {
         drop(st);
         self.buffered_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
+}
+
+/// One hash per row of the `unique_key` columns present in `batch`.
+pub fn key_hashes(batch: &RecordBatch, unique_key: &[String]) -> Result<Vec<u64>, StorageError> {
+    let cols: Vec<ArrayRef> = unique_key
+        .iter()
+        .filter_map(|k| batch.column_by_name(k).cloned())
+        .collect();
+    let converter = RowConverter::new(
+        cols.iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect(),
+    )?;
+    let rows = converter.convert_columns(&cols)?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            r.as_ref().hash(&mut h);
+            h.finish()
+        })
+        .collect())
 }
 
 /// Sequence of the write-ahead log record a row came from.
