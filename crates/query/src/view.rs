@@ -54,42 +54,28 @@ fn split_sources(snap: &TableSnapshot) -> Split {
             }
         };
     }
-    // Intervals: files, plus the buffer as one more source.
-    let mut items: Vec<(i64, i64, Option<&FileMeta>)> = files
-        .iter()
-        .map(|f| (f.min_ts, f.max_ts, Some(f)))
-        .collect();
-    if let Some((lo, hi)) = snap.buffer_ts_range {
-        items.push((lo, hi, None));
-    }
-    items.sort_by_key(|(lo, hi, _)| (*lo, *hi));
+    // Files already know whether another file may share a key with them (checked when they
+    // were written); the buffer is checked here, by time overlap, against every file.
+    let buffer_range = if has_buffer {
+        snap.buffer_ts_range
+    } else {
+        None
+    };
     let mut split = Split {
         clean: Vec::new(),
         dirty: Vec::new(),
-        buffer_clean: true,
+        buffer_clean: !snap.buffer_has_duplicates,
     };
-    let mut i = 0;
-    while i < items.len() {
-        let mut j = i + 1;
-        let mut reach = items[i].1;
-        while j < items.len() && items[j].0 <= reach {
-            reach = reach.max(items[j].1);
-            j += 1;
+    for f in files {
+        let overlaps_buffer = buffer_range.is_some_and(|(lo, hi)| f.max_ts >= lo && f.min_ts <= hi);
+        if overlaps_buffer {
+            split.buffer_clean = false;
         }
-        let group = &items[i..j];
-        let alone_and_clean = group.len() == 1
-            && match group[0].2 {
-                Some(f) => !f.has_duplicate_keys,
-                None => !snap.buffer_has_duplicates,
-            };
-        for (_, _, f) in group {
-            match (f, alone_and_clean) {
-                (Some(f), true) => split.clean.push((*f).clone()),
-                (Some(f), false) => split.dirty.push((*f).clone()),
-                (None, clean) => split.buffer_clean = clean,
-            }
+        if overlaps_buffer || f.has_duplicate_keys || f.shares_keys {
+            split.dirty.push(f.clone());
+        } else {
+            split.clean.push(f.clone());
         }
-        i = j;
     }
     split
 }

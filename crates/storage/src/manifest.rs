@@ -20,8 +20,12 @@ pub struct FileMeta {
     pub min_seq: u64,
     pub max_seq: u64,
     pub schema_version: u32,
-    /// True when two rows of this file share a unique key (an in-file replacement).
+    /// True when two rows of this file may share a unique key (an in-file replacement).
     pub has_duplicate_keys: bool,
+    /// True when another live file may hold one of this file's unique keys. Files with both
+    /// flags false are read without deduplication.
+    #[serde(default)]
+    pub shares_keys: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -4,11 +4,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, UInt32Array};
+use arrow::array::{AsArray, UInt32Array};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType, UInt64Type};
 use arrow::record_batch::RecordBatch;
-use arrow::row::{RowConverter, SortField};
 use meterbase_schema::timestamp::{MICROS_PER_DAY, format_date};
 use meterbase_schema::{EventTypeDef, SEQ_COLUMN};
 use parquet::arrow::ArrowWriter;
@@ -17,13 +16,35 @@ use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use crate::table::{Chunk, adapt_batch, record_seq, ts_range};
+use crate::table::{Chunk, adapt_batch, key_hashes, record_seq, ts_range};
 use crate::{FileMeta, StorageError};
 
 pub(crate) struct EncodedFile {
     pub path: String,
     pub bytes: Vec<u8>,
     pub meta: FileMeta,
+    /// Hashes of the file's unique keys, to find files that share a key with it.
+    pub keys: HashSet<u64>,
+}
+
+/// Hashes of the unique keys in a Parquet file (only the key columns are decoded).
+pub(crate) fn file_key_hashes(
+    bytes: bytes::Bytes,
+    unique_key: &[String],
+) -> Result<HashSet<u64>, StorageError> {
+    use parquet::arrow::ProjectionMask;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let mask = ProjectionMask::columns(
+        builder.parquet_schema(),
+        unique_key.iter().map(String::as_str),
+    );
+    let reader = builder.with_projection(mask).build()?;
+    let mut out = HashSet::new();
+    for batch in reader {
+        out.extend(key_hashes(&batch?, unique_key)?);
+    }
+    Ok(out)
 }
 
 /// Sorts the chunk by the table's `column_order` (then arrival), splits it by UTC day and
@@ -59,6 +80,9 @@ pub(crate) fn encode_chunk(
             .ok_or_else(|| StorageError::BadRecord("batch without _seq".into()))?;
         let min_seq = arrow::compute::min(seqs).map(record_seq).unwrap_or(0);
         let max_seq = arrow::compute::max(seqs).map(record_seq).unwrap_or(0);
+        let hashes = key_hashes(&part, &def.unique_key)?;
+        let mut keys = HashSet::with_capacity(hashes.len());
+        let has_duplicate_keys = !hashes.into_iter().all(|h| keys.insert(h));
         out.push(EncodedFile {
             meta: FileMeta {
                 path: path.clone(),
@@ -69,8 +93,10 @@ pub(crate) fn encode_chunk(
                 min_seq,
                 max_seq,
                 schema_version: def.schema_version,
-                has_duplicate_keys: has_duplicate_keys(&part, def)?,
+                has_duplicate_keys,
+                shares_keys: false,
             },
+            keys,
             path,
             bytes,
         });
@@ -115,23 +141,6 @@ fn split_by_day(batch: &RecordBatch) -> Result<Vec<(i32, RecordBatch)>, StorageE
         .into_iter()
         .map(|(d, idx)| Ok((d, take_record_batch(batch, &UInt32Array::from(idx))?)))
         .collect()
-}
-
-fn has_duplicate_keys(batch: &RecordBatch, def: &EventTypeDef) -> Result<bool, StorageError> {
-    let cols: Vec<_> = def
-        .unique_key
-        .iter()
-        .filter_map(|k| batch.column_by_name(k).cloned())
-        .collect();
-    let converter = RowConverter::new(
-        cols.iter()
-            .map(|c| SortField::new(c.data_type().clone()))
-            .collect(),
-    )?;
-    let rows = converter.convert_columns(&cols)?;
-    let mut keys: Vec<_> = rows.iter().collect();
-    keys.sort_unstable();
-    Ok(keys.windows(2).any(|w| w[0] == w[1]))
 }
 
 fn write_parquet(

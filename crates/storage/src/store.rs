@@ -355,8 +355,9 @@ impl Store {
             let mut chunk_files = 0u64;
             let org_id = table.org_id.clone();
             let c = chunk.clone();
+            let d = def.clone();
             let encoded =
-                tokio::task::spawn_blocking(move || encode_chunk(&org_id, &def, &schema, &c))
+                tokio::task::spawn_blocking(move || encode_chunk(&org_id, &d, &schema, &c))
                     .await
                     .map_err(|e| StorageError::BadRecord(format!("persist task failed: {e}")))??;
             let mut next = Manifest {
@@ -364,6 +365,9 @@ impl Store {
                 persisted_seq: chunk.max_seq,
                 files: manifest.files.clone(),
             };
+            let mut encoded = encoded;
+            self.mark_shared_keys(&def, &mut next.files, &mut encoded)
+                .await?;
             for f in encoded {
                 let path = Path::from(f.path.as_str());
                 let opts = PutOptions {
@@ -399,6 +403,58 @@ impl Store {
             table.complete_persist(&chunk, next);
         }
         Ok(files)
+    }
+
+    /// Flags new files, and the live files they share a unique key with, as needing
+    /// deduplication. With the timestamp in the key only files overlapping in time can share
+    /// a key, and only those are read (their key columns); without it every file is assumed to.
+    async fn mark_shared_keys(
+        &self,
+        def: &EventTypeDef,
+        live: &mut [crate::FileMeta],
+        new: &mut [crate::persist::EncodedFile],
+    ) -> Result<(), StorageError> {
+        let key_has_time = def.unique_key.iter().any(|k| k == "timestamp");
+        if !key_has_time {
+            for f in new.iter_mut() {
+                f.meta.shares_keys = true;
+            }
+            for f in live.iter_mut() {
+                f.shares_keys = true;
+            }
+            return Ok(());
+        }
+        for old in live.iter_mut() {
+            let overlapping: Vec<usize> = (0..new.len())
+                .filter(|&i| old.max_ts >= new[i].meta.min_ts && old.min_ts <= new[i].meta.max_ts)
+                .collect();
+            if overlapping.is_empty() {
+                continue;
+            }
+            let path = Path::from(old.path.as_str());
+            let bytes = self
+                .handle
+                .store
+                .get(&path)
+                .await
+                .map_err(|e| StorageError::store(&path, e))?
+                .bytes()
+                .await
+                .map_err(|e| StorageError::store(&path, e))?;
+            let unique_key = def.unique_key.clone();
+            let old_keys = tokio::task::spawn_blocking(move || {
+                crate::persist::file_key_hashes(bytes, &unique_key)
+            })
+            .await
+            .map_err(|e| StorageError::BadRecord(format!("key check task failed: {e}")))??;
+            for i in overlapping {
+                if !new[i].keys.is_disjoint(&old_keys) {
+                    new[i].meta.shares_keys = true;
+                    old.shares_keys = true;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Deletes write-ahead log segments whose every record is persisted.
