@@ -10,6 +10,7 @@ mod decode;
 mod definition;
 mod error;
 mod field_type;
+pub mod fuzzing;
 pub mod scalar;
 pub mod timestamp;
 

@@ -1,17 +1,10 @@
-//! Replays the committed fuzzing corpus (`testdata/fuzz/<target>/*`) through the same checks
-//! the fuzz targets in `fuzz/` make, so `make test` guards every input that ever mattered
-//! without needing a fuzzing toolchain.
+//! Replays the committed fuzzing corpus (`testdata/fuzz/<target>/*`) through the checks the
+//! fuzz targets in `fuzz/` make, so `make test` guards every input that ever mattered without
+//! a fuzzing toolchain.
 
 use std::path::PathBuf;
 
-use chrono::Utc;
-use meterbase_schema::timestamp::{
-    format_micros, parse_date, parse_epoch_seconds, parse_timestamp,
-};
-use meterbase_schema::{
-    DecodeLimits, DecodeOutcome, EventDecoder, EventTypeDef, EventTypeSpec, InputFormat,
-    split_ndjson,
-};
+use meterbase_schema::fuzzing::{check_json, check_ndjson, check_timestamp, decoder};
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -29,65 +22,25 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn decoder() -> EventDecoder {
-    let spec: EventTypeSpec = serde_json::from_str(
-        r#"{"name":"fuzz","dataschema":{"data":{
-            "f":"Float64","d":"Nullable(Decimal(12,3))","i":"Nullable(Int16)","u":"Nullable(UInt64)",
-            "s":"Nullable(String)","b":"Nullable(Bool)","day":"Nullable(Date)","at":"Nullable(DateTime64)",
-            "id":"Nullable(UUID)"}}}"#,
-    )
-    .unwrap();
-    EventDecoder::new(&EventTypeDef::from_spec(spec, "fuzz".into(), Utc::now()).unwrap()).unwrap()
-}
-
-fn limits() -> DecodeLimits {
-    DecodeLimits {
-        max_events: 1000,
-        now: 1_750_000_000_000_000,
-        ..DecodeLimits::default()
-    }
-}
-
 #[test]
 fn json_events_corpus() {
     let dec = decoder();
-    for input in corpus("json_events") {
-        if let DecodeOutcome::Valid(batch) = dec.decode(&input, InputFormat::Json, limits()) {
-            assert_eq!(batch.num_columns(), dec.schema().fields().len());
-        }
-    }
+    corpus("json_events")
+        .iter()
+        .for_each(|input| check_json(&dec, input));
 }
 
 #[test]
 fn ndjson_events_corpus() {
     let dec = decoder();
-    for input in corpus("ndjson_events") {
-        let lines = input.split(|b| *b == b'\n').count();
-        let non_blank = split_ndjson(&input).count();
-        match dec.decode(&input, InputFormat::Ndjson, limits()) {
-            DecodeOutcome::Valid(batch) => assert_eq!(batch.num_rows(), non_blank),
-            DecodeOutcome::Invalid { errors, .. } => {
-                assert!(
-                    errors
-                        .iter()
-                        .all(|e| e.line.is_some_and(|l| l >= 1 && l <= lines))
-                )
-            }
-            DecodeOutcome::TooManyEvents { .. } => {}
-        }
-    }
+    corpus("ndjson_events")
+        .iter()
+        .for_each(|input| check_ndjson(&dec, input));
 }
 
 #[test]
 fn timestamp_corpus() {
-    for input in corpus("timestamp") {
-        let Ok(text) = std::str::from_utf8(&input) else {
-            continue;
-        };
-        if let Ok(us) = parse_timestamp(text) {
-            assert_eq!(parse_timestamp(&format_micros(us)), Ok(us));
-        }
-        let _ = parse_date(text);
-        let _ = parse_epoch_seconds(text);
-    }
+    corpus("timestamp")
+        .iter()
+        .for_each(|input| check_timestamp(input));
 }

@@ -63,14 +63,7 @@ impl Manifest {
         let Some((_, path)) = latest else {
             return Ok(Manifest::default());
         };
-        let bytes = store
-            .store
-            .get(&path)
-            .await
-            .map_err(|e| StorageError::store(&path, e))?
-            .bytes()
-            .await
-            .map_err(|e| StorageError::store(&path, e))?;
+        let bytes = store.get_bytes(&path).await?;
         serde_json::from_slice(&bytes).map_err(|e| StorageError::CorruptManifest {
             path: path.to_string(),
             reason: e.to_string(),

@@ -432,15 +432,7 @@ impl Store {
                 continue;
             }
             let path = Path::from(old.path.as_str());
-            let bytes = self
-                .handle
-                .store
-                .get(&path)
-                .await
-                .map_err(|e| StorageError::store(&path, e))?
-                .bytes()
-                .await
-                .map_err(|e| StorageError::store(&path, e))?;
+            let bytes = self.handle.get_bytes(&path).await?;
             let unique_key = def.unique_key.clone();
             let old_keys = tokio::task::spawn_blocking(move || {
                 crate::persist::file_key_hashes(bytes, &unique_key)

@@ -32,6 +32,21 @@ impl ObjectStoreHandle {
         })
     }
 
+    /// The whole object at `path`.
+    pub async fn get_bytes(
+        &self,
+        path: &object_store::path::Path,
+    ) -> Result<bytes::Bytes, StorageError> {
+        use object_store::ObjectStoreExt;
+        self.store
+            .get(path)
+            .await
+            .map_err(|e| StorageError::store(path, e))?
+            .bytes()
+            .await
+            .map_err(|e| StorageError::store(path, e))
+    }
+
     /// Makes a just-written object and the directories leading to it durable (local only).
     pub fn sync_object(&self, path: &object_store::path::Path) -> Result<(), StorageError> {
         let Some(root) = &self.local_root else {

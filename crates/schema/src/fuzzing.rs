@@ -1,0 +1,67 @@
+//! The properties the fuzz targets in `fuzz/` check, shared with the test that replays the
+//! committed corpus, so both assert exactly the same thing.
+
+use crate::timestamp::{format_micros, parse_date, parse_epoch_seconds, parse_timestamp};
+use crate::{
+    DecodeLimits, DecodeOutcome, EventDecoder, EventTypeDef, EventTypeSpec, InputFormat,
+    split_ndjson,
+};
+
+/// An event type with one field for each value parser.
+pub fn decoder() -> EventDecoder {
+    let spec: EventTypeSpec = serde_json::from_str(
+        r#"{"name":"fuzz","dataschema":{"data":{
+            "f":"Float64","d":"Nullable(Decimal(12,3))","i":"Nullable(Int16)","u":"Nullable(UInt64)",
+            "s":"Nullable(String)","b":"Nullable(Bool)","day":"Nullable(Date)","at":"Nullable(DateTime64)",
+            "id":"Nullable(UUID)"}}}"#,
+    )
+    .expect("the fuzzing event type is valid JSON");
+    let def = EventTypeDef::from_spec(spec, "fuzz".into(), chrono::DateTime::UNIX_EPOCH)
+        .expect("the fuzzing event type is a valid definition");
+    EventDecoder::new(&def).expect("the fuzzing event type has a decoder")
+}
+
+pub fn limits() -> DecodeLimits {
+    DecodeLimits {
+        max_events: 1000,
+        now: 1_750_000_000_000_000,
+        ..DecodeLimits::default()
+    }
+}
+
+/// Never panics; an accepted body has every column.
+pub fn check_json(dec: &EventDecoder, data: &[u8]) {
+    if let DecodeOutcome::Valid(batch) = dec.decode(data, InputFormat::Json, limits()) {
+        assert_eq!(batch.num_columns(), dec.schema().fields().len());
+    }
+}
+
+/// Never panics; an accepted body has one row per non-blank line; errors name real lines.
+pub fn check_ndjson(dec: &EventDecoder, data: &[u8]) {
+    let lines = data.split(|b| *b == b'\n').count();
+    let non_blank = split_ndjson(data).count();
+    assert!(non_blank <= lines);
+    match dec.decode(data, InputFormat::Ndjson, limits()) {
+        DecodeOutcome::Valid(batch) => assert_eq!(batch.num_rows(), non_blank),
+        DecodeOutcome::Invalid { errors, .. } => {
+            assert!(
+                errors
+                    .iter()
+                    .all(|e| e.line.is_some_and(|l| l >= 1 && l <= lines))
+            );
+        }
+        DecodeOutcome::TooManyEvents { .. } => {}
+    }
+}
+
+/// Never panics; whatever parses formats back to the same instant.
+pub fn check_timestamp(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(us) = parse_timestamp(text) {
+        assert_eq!(parse_timestamp(&format_micros(us)), Ok(us));
+    }
+    let _ = parse_date(text);
+    let _ = parse_epoch_seconds(text);
+}
