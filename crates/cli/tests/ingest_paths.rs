@@ -267,3 +267,53 @@ fn events_listing_pages_without_gaps_or_repeats() {
     assert_eq!(s.get("/usage/compute_events/events?cursor=zz").status, 400);
     assert_eq!(s.get("/usage/compute_events/events?limit=0").status, 400);
 }
+
+#[test]
+fn events_listing_pages_over_a_nullable_key_column() {
+    let dir = tempdir();
+    let s = Server::start(&dir.path().join("d"), &[]);
+    let r = s.post_json(
+        "/rawmetrics",
+        &json!({"name": "calls", "dataschema": {"data": {"user_id": "Nullable(String)"}}, "unique_key": ["customer_id", "timestamp", "user_id"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    // Five rows at one instant, one of them with a null key column.
+    let events: Vec<_> = [
+        json!(null),
+        json!("u1"),
+        json!("u2"),
+        json!("u3"),
+        json!("u4"),
+    ]
+    .into_iter()
+    .map(|u| json!({"customer_id": "a", "timestamp": 1_735_689_600, "data": {"user_id": u}}))
+    .collect();
+    assert_eq!(s.post_json("/usage/calls", &json!(events)).status, 200);
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let r = s.get(&format!("/usage/calls/events?limit=2{cursor}"));
+        assert_eq!(r.status, 200, "{}", r.text);
+        seen.extend(
+            r.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["data"]["user_id"].clone()),
+        );
+        match r.body["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            json!(null),
+            json!("u1"),
+            json!("u2"),
+            json!("u3"),
+            json!("u4")
+        ]
+    );
+}

@@ -60,7 +60,9 @@ pub(crate) async fn list(
         .collect();
     let key_text: Vec<String> = keys
         .iter()
-        .map(|k| format!("CAST(\"{k}\" AS VARCHAR)"))
+        // Nulls must take part in the order too, or a row whose key column is null would be
+        // skipped by the cursor predicate: "n" for null sorts before "v<value>".
+        .map(|k| format!("coalesce('v' || CAST(\"{k}\" AS VARCHAR), 'n')"))
         .collect();
     let mut params: HashMap<String, ScalarValue> = HashMap::new();
     let mut conds: Vec<String> = Vec::new();
