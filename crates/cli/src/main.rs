@@ -106,6 +106,12 @@ struct ServeArgs {
     /// Most events in one request.
     #[arg(long, env = "METERBASE_MAX_EVENTS", default_value_t = 100_000)]
     max_events: usize,
+    /// Largest CSV upload after decompression, in bytes.
+    #[arg(long, env = "METERBASE_MAX_CSV_BYTES", default_value_t = 64 << 30)]
+    max_csv_bytes: u64,
+    /// Rows per chunk of a CSV upload; larger uploads are staged to files chunk by chunk.
+    #[arg(long, env = "METERBASE_CSV_CHUNK_ROWS", default_value_t = 100_000)]
+    csv_chunk_rows: usize,
     /// How far in the future an event timestamp may be, in seconds.
     #[arg(long, env = "METERBASE_MAX_FUTURE_SECS", default_value_t = 86_400)]
     max_future_secs: u64,
@@ -174,6 +180,8 @@ fn main() -> ExitCode {
             config.admin_token = a.admin_token.filter(|t| !t.is_empty());
             config.max_body_bytes = a.max_body_bytes;
             config.max_events = a.max_events;
+            config.max_csv_bytes = a.max_csv_bytes;
+            config.csv_chunk_rows = a.csv_chunk_rows.clamp(1, 1 << 20);
             config.max_future = Duration::from_secs(a.max_future_secs);
             config.flush_bytes = a.flush_bytes;
             config.flush_age = Duration::from_millis(a.flush_age_ms);

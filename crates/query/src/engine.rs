@@ -166,6 +166,12 @@ impl QueryEngine {
         opts.execution.parquet.bloom_filter_on_read = true;
         opts.sql_parser.enable_ident_normalization = true;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        // DataFusion 55's leaf-expression pushdown moves `data.field` into both inputs of a
+        // view's union and leaves the deduplicated input with its partition columns first:
+        // planning fails with "UNION field 0 have different type". Column pruning of `data`
+        // still happens through the ordinary projection rules.
+        ctx.remove_optimizer_rule("extract_leaf_expressions");
+        ctx.remove_optimizer_rule("push_down_leaf_projections");
         for snap in tables {
             let plan: LogicalPlan = table_view(snap, as_of).map_err(df)?;
             let view = ViewTable::new(plan, None);

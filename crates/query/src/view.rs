@@ -28,8 +28,23 @@ struct Split {
 
 /// Sources whose time ranges overlap another source, or that may repeat a key themselves,
 /// are deduplicated; the rest are read straight.
-fn split_sources(snap: &TableSnapshot) -> Split {
-    let files = &snap.manifest.files;
+fn split_sources(snap: &TableSnapshot, as_of: Option<i64>) -> Split {
+    // Files of an upload committed after `as_of` were invisible then, whatever their rows'
+    // arrival instants.
+    let visible: Vec<FileMeta>;
+    let files = match as_of {
+        Some(t) if snap.manifest.files.iter().any(|f| f.visible_from > Some(t)) => {
+            visible = snap
+                .manifest
+                .files
+                .iter()
+                .filter(|f| f.visible_from.is_none_or(|v| v <= t))
+                .cloned()
+                .collect();
+            &visible
+        }
+        _ => &snap.manifest.files,
+    };
     let has_buffer = !snap.buffer.is_empty();
     let key_has_time = snap.def.unique_key.iter().any(|k| k == "timestamp");
     if !key_has_time {
@@ -86,7 +101,7 @@ pub fn table_view(snap: &TableSnapshot, as_of: Option<i64>) -> Result<LogicalPla
         clean,
         dirty,
         buffer_clean,
-    } = split_sources(snap);
+    } = split_sources(snap, as_of);
     let (clean_batches, dirty_batches) = if buffer_clean {
         (snap.buffer.clone(), Vec::new())
     } else {

@@ -424,6 +424,20 @@ impl<'d> BatchBuilder<'d> {
         }
     }
 
+    /// Counts an event that cannot be read field by field (a CSV row with the wrong number
+    /// of cells) as invalid, with one error.
+    pub fn reject_event(
+        &mut self,
+        index: Option<usize>,
+        line: Option<usize>,
+        pointer: &str,
+        message: String,
+    ) {
+        self.begin_event(index, line);
+        self.error(pointer, message);
+        self.events += 1;
+    }
+
     /// Checks that every required column was given, and fills absent nullable ones.
     pub fn end_event(&mut self) {
         self.events += 1;

@@ -6,6 +6,7 @@
 //! here is pure and deterministic so the parsers can be property-tested and fuzzed in
 //! isolation.
 
+mod csv_input;
 mod decode;
 mod definition;
 mod error;
@@ -14,6 +15,7 @@ pub mod fuzzing;
 pub mod scalar;
 pub mod timestamp;
 
+pub use csv_input::{CsvChunk, CsvOptions, CsvStream, CsvStreamError};
 pub use decode::{
     DecodeLimits, DecodeOutcome, EventDecoder, EventError, InputFormat, split_ndjson,
 };

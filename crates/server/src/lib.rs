@@ -9,6 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 mod bulk;
+mod csv_api;
 mod encoding;
 mod events_api;
 mod metrics;
@@ -61,6 +62,10 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     pub max_body_bytes: usize,
     pub max_events: usize,
+    /// Largest CSV upload after decompression; CSV bodies stream, so this is about disk.
+    pub max_csv_bytes: u64,
+    /// Rows per chunk of a CSV upload: a body of more rows is staged to files chunk by chunk.
+    pub csv_chunk_rows: usize,
     pub max_future: Duration,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
@@ -81,6 +86,8 @@ impl ServerConfig {
             admin_token: None,
             max_body_bytes: 32 << 20,
             max_events: 100_000,
+            max_csv_bytes: 64 << 30,
+            csv_chunk_rows: 100_000,
             max_future: Duration::from_secs(24 * 3600),
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),

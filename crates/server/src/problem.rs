@@ -61,21 +61,7 @@ impl Problem {
     }
 
     pub fn with_event_errors(mut self, errors: &[EventError]) -> Problem {
-        self.errors = errors
-            .iter()
-            .map(|e| {
-                let mut m = Map::new();
-                if let Some(i) = e.index {
-                    m.insert("index".into(), json!(i));
-                }
-                if let Some(l) = e.line {
-                    m.insert("line".into(), json!(l));
-                }
-                m.insert("pointer".into(), json!(e.pointer));
-                m.insert("message".into(), json!(e.message));
-                Value::Object(m)
-            })
-            .collect();
+        self.errors = event_errors_json(errors);
         self
     }
 
@@ -135,6 +121,25 @@ impl From<SchemaError> for Problem {
     fn from(e: SchemaError) -> Problem {
         Problem::bad_request(e.to_string())
     }
+}
+
+/// The `errors` members of the contract: `index` or `line`, `pointer`, `message`.
+pub(crate) fn event_errors_json(errors: &[EventError]) -> Vec<Value> {
+    errors
+        .iter()
+        .map(|e| {
+            let mut m = Map::new();
+            if let Some(i) = e.index {
+                m.insert("index".into(), json!(i));
+            }
+            if let Some(l) = e.line {
+                m.insert("line".into(), json!(l));
+            }
+            m.insert("pointer".into(), json!(e.pointer));
+            m.insert("message".into(), json!(e.message));
+            Value::Object(m)
+        })
+        .collect()
 }
 
 fn is_disk_full(e: &std::io::Error) -> bool {

@@ -34,7 +34,7 @@ pub struct DecoderCache {
 }
 
 impl DecoderCache {
-    fn get(&self, def: &EventTypeDef) -> Result<Arc<EventDecoder>> {
+    pub(crate) fn get(&self, def: &EventTypeDef) -> Result<Arc<EventDecoder>> {
         let key = (def.id.clone(), def.schema_version);
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(d) = map.get(&key) {
@@ -72,7 +72,7 @@ pub(crate) fn bytes_response(
     resp
 }
 
-fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
@@ -180,6 +180,9 @@ async fn route(app: &Arc<App>, req: Req) -> Result<HttpResponse> {
                     delete_event_type(app, &org, slug, &req).await
                 }
                 (["usage", slug], &Method::POST) => ingest(app, &org, slug, req).await,
+                (["usage", slug, "csv"], &Method::POST) => {
+                    crate::csv_api::handle(app, &org, slug, req).await
+                }
                 (["usage", slug, "events"], &Method::GET) => {
                     crate::events_api::list(app, &org, slug, &req).await
                 }
@@ -363,7 +366,7 @@ fn def_json(def: &EventTypeDef) -> Value {
     v
 }
 
-fn find_type(app: &App, org: &Organisation, slug: &str) -> Result<EventTypeDef> {
+pub(crate) fn find_type(app: &App, org: &Organisation, slug: &str) -> Result<EventTypeDef> {
     app.catalog
         .event_type(&org.id, &slug.to_ascii_lowercase())
         .ok_or_else(|| Problem::not_found(format!("no event type with api_slug {slug:?}")))

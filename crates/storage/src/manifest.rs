@@ -26,6 +26,11 @@ pub struct FileMeta {
     /// flags false are read without deduplication.
     #[serde(default)]
     pub shares_keys: bool,
+    /// For files of a staged upload: the instant the upload committed. Its rows arrived
+    /// earlier (`_ingested_at`) but became visible only then, so `as_of` before it hides
+    /// the whole file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible_from: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -55,8 +55,27 @@ pub(crate) fn encode_chunk(
     schema: &SchemaRef,
     chunk: &Chunk,
 ) -> Result<Vec<EncodedFile>, StorageError> {
-    let adapted = chunk
-        .batches
+    encode_batches(
+        org_id,
+        def,
+        schema,
+        &chunk.batches,
+        chunk.min_seq,
+        chunk.max_seq,
+    )
+}
+
+/// `encode_chunk` for any batches; `min_seq`/`max_seq` name the files, so they must be
+/// unique to these rows.
+pub(crate) fn encode_batches(
+    org_id: &str,
+    def: &EventTypeDef,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    min_seq: u64,
+    max_seq: u64,
+) -> Result<Vec<EncodedFile>, StorageError> {
+    let adapted = batches
         .iter()
         .map(|b| adapt_batch(b, schema))
         .collect::<Result<Vec<_>, _>>()?;
@@ -69,8 +88,8 @@ pub(crate) fn encode_chunk(
             def.api_slug,
             format_date(day),
             def.id,
-            chunk.min_seq,
-            chunk.max_seq
+            min_seq,
+            max_seq
         );
         let bytes = write_parquet(&part, def, schema)?;
         let (min_ts, max_ts) = ts_range(&part).unwrap_or((0, 0));
@@ -95,6 +114,7 @@ pub(crate) fn encode_chunk(
                 schema_version: def.schema_version,
                 has_duplicate_keys,
                 shares_keys: false,
+                visible_from: None,
             },
             keys,
             path,

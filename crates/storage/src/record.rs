@@ -11,6 +11,7 @@ use arrow::record_batch::RecordBatch;
 use crate::StorageError;
 
 const KIND_EVENTS: u8 = 1;
+const KIND_MARKER: u8 = 2;
 
 #[derive(Debug)]
 pub enum WalRecord {
@@ -20,6 +21,9 @@ pub enum WalRecord {
         schema_version: u32,
         batch: RecordBatch,
     },
+    /// Carries no rows: it takes a sequence number (and an arrival instant) from the log for
+    /// rows written straight to files by a staged upload, so they order with logged rows.
+    Marker { org_id: String, type_id: String },
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -62,6 +66,14 @@ impl WalRecord {
         Ok(out)
     }
 
+    pub fn encode_marker(org_id: &str, type_id: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(5 + org_id.len() + type_id.len());
+        out.push(KIND_MARKER);
+        put_str(&mut out, org_id);
+        put_str(&mut out, type_id);
+        out
+    }
+
     pub fn decode(payload: &[u8]) -> Result<WalRecord, StorageError> {
         let mut buf = payload;
         let kind = take(&mut buf, 1)?[0];
@@ -82,6 +94,10 @@ impl WalRecord {
                     batch,
                 })
             }
+            KIND_MARKER => Ok(WalRecord::Marker {
+                org_id: get_str(&mut buf)?,
+                type_id: get_str(&mut buf)?,
+            }),
             other => Err(StorageError::BadRecord(format!(
                 "unknown record kind {other}"
             ))),

@@ -47,6 +47,38 @@ impl StorageConfig {
     }
 }
 
+/// Deletes the table's data files that its manifest does not list: files of a persist or a
+/// staged upload whose manifest commit never happened. Runs before anything can write.
+async fn remove_unreferenced_files(
+    handle: &ObjectStoreHandle,
+    table: &Table,
+) -> Result<(), StorageError> {
+    let manifest = table.manifest();
+    let live: std::collections::HashSet<&str> =
+        manifest.files.iter().map(|f| f.path.as_str()).collect();
+    let prefix = Path::from(format!("{}/{}", table.org_id, table.slug));
+    let objects: Vec<_> = handle
+        .store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(|e| StorageError::store(&prefix, e))?;
+    let own = format!("{}-", table.type_id);
+    for o in objects {
+        let name = o.location.filename().unwrap_or_default();
+        let is_data = name.starts_with(&own) && name.ends_with(".parquet");
+        if is_data && !live.contains(o.location.as_ref()) {
+            info!(path = %o.location, "removing a data file no manifest lists (an interrupted persist or upload)");
+            handle
+                .store
+                .delete(&o.location)
+                .await
+                .map_err(|e| StorageError::store(&o.location, e))?;
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Default)]
 pub struct StorageStats {
     pub flushes: AtomicU64,
@@ -63,15 +95,26 @@ struct Tables {
     map: RwLock<HashMap<TableKey, Arc<Table>>>,
 }
 
-struct Pending {
-    table: Arc<Table>,
-    batch: RecordBatch,
-    key_hashes: Vec<u64>,
+pub(crate) enum Pending {
+    Rows {
+        table: Arc<Table>,
+        batch: RecordBatch,
+        key_hashes: Vec<u64>,
+    },
+    Marker,
 }
 
 impl Apply<Pending> for Tables {
     fn apply(&self, ack: Ack, item: Pending) {
-        if let Err(e) = item.table.push(ack, item.batch, Some(item.key_hashes)) {
+        let Pending::Rows {
+            table,
+            batch,
+            key_hashes,
+        } = item
+        else {
+            return;
+        };
+        if let Err(e) = table.push(ack, batch, Some(key_hashes)) {
             // Cannot happen for batches built against the table's schema; the rows are still
             // in the log and come back on replay.
             warn!(seq = ack.seq, "could not buffer a durable record: {e}");
@@ -81,7 +124,7 @@ impl Apply<Pending> for Tables {
 
 pub struct Store {
     pub handle: ObjectStoreHandle,
-    config: StorageConfig,
+    pub(crate) config: StorageConfig,
     tables: Arc<Tables>,
     buffered_bytes: Arc<AtomicUsize>,
     wal: OnceLock<Wal<Pending>>,
@@ -112,6 +155,9 @@ impl Store {
                     buffered_bytes.clone(),
                 )?),
             );
+        }
+        for table in map.values() {
+            remove_unreferenced_files(&handle, table).await?;
         }
         let store = Arc::new(Store {
             handle,
@@ -182,6 +228,7 @@ impl Store {
                                 reason: format!("record {seq} does not fit its table: {e}"),
                             })?;
                     }
+                    WalRecord::Marker { .. } => {}
                 }
                 Ok(())
             },
@@ -313,13 +360,19 @@ impl Store {
             .wal()?
             .append(
                 payload,
-                Pending {
+                Pending::Rows {
                     table: table.clone(),
                     batch,
                     key_hashes,
                 },
             )
             .await?)
+    }
+
+    /// A durable sequence number and arrival instant for rows that bypass the log.
+    pub(crate) async fn reserve_seq(&self, table: &Table) -> Result<Ack, StorageError> {
+        let payload = WalRecord::encode_marker(&table.org_id, &table.type_id);
+        Ok(self.wal()?.append(payload, Pending::Marker).await?)
     }
 
     pub fn wal_stats(&self) -> (u64, u64, u64, Seq, bool) {
@@ -369,24 +422,7 @@ impl Store {
             self.mark_shared_keys(&def, &mut next.files, &mut encoded)
                 .await?;
             for f in encoded {
-                let path = Path::from(f.path.as_str());
-                let opts = PutOptions {
-                    mode: PutMode::Create,
-                    ..Default::default()
-                };
-                match self
-                    .handle
-                    .store
-                    .put_opts(&path, PutPayload::from(f.bytes), opts)
-                    .await
-                {
-                    Ok(_) => {}
-                    // Same name means the same sequence range of the same table: the same
-                    // rows, written by an attempt whose manifest commit did not happen.
-                    Err(object_store::Error::AlreadyExists { .. }) => {}
-                    Err(e) => return Err(StorageError::store(&path, e)),
-                }
-                self.handle.sync_object(&path)?;
+                self.put_file(&f.path, f.bytes).await?;
                 next.files.push(f.meta);
                 chunk_files += 1;
             }
@@ -447,6 +483,28 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Puts one encoded file with `PutMode::Create` and makes it durable.
+    pub(crate) async fn put_file(&self, path: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        let path = Path::from(path);
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .handle
+            .store
+            .put_opts(&path, PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => {}
+            // Same name means the same sequence range of the same table: the same rows,
+            // written by an attempt whose manifest commit did not happen.
+            Err(object_store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(StorageError::store(&path, e)),
+        }
+        self.handle.sync_object(&path)
     }
 
     /// Deletes write-ahead log segments whose every record is persisted.

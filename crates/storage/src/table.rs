@@ -178,21 +178,7 @@ impl Table {
             Some(h) => h,
             None => key_hashes(&input, &def.unique_key)?,
         };
-        let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-        for f in schema.fields().iter().take(schema.fields().len() - 2) {
-            cols.push(match input.column_by_name(f.name()) {
-                Some(c) => c.clone(),
-                None => new_null_array(f.data_type(), rows),
-            });
-        }
-        cols.push(Arc::new(
-            TimestampMicrosecondArray::from(vec![ack.ingested_at; rows]).with_timezone("UTC"),
-        ));
-        let base = ack.seq << ROW_BITS;
-        cols.push(Arc::new(UInt64Array::from_iter_values(
-            (0..rows as u64).map(|i| base + i),
-        )));
-        let batch = RecordBatch::try_new(schema, cols)?;
+        let batch = stamp_batch(&input, &schema, ack)?;
         let ts = batch.column(1).as_primitive::<TimestampMicrosecondType>();
         let (lo, hi) = (min(ts).unwrap_or(0), max(ts).unwrap_or(0));
         let bytes = batch.get_array_memory_size();
@@ -305,6 +291,16 @@ impl Table {
             .fetch_sub(chunk.bytes, Ordering::Relaxed);
     }
 
+    /// Publishes a manifest committed outside the persister (a staged upload).
+    pub(crate) fn publish_manifest(&self, manifest: Manifest) {
+        self.lock().manifest = Arc::new(manifest);
+    }
+
+    /// The table's current schema.
+    pub fn schema(&self) -> SchemaRef {
+        self.lock().schema.clone()
+    }
+
     pub fn manifest(&self) -> Arc<Manifest> {
         self.lock().manifest.clone()
     }
@@ -317,6 +313,31 @@ impl Table {
         drop(st);
         self.buffered_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
+}
+
+/// The stored form of validated input rows: `schema`'s columns (absent fields null), the
+/// arrival instant and one `_seq` per row from the log record `ack`.
+pub(crate) fn stamp_batch(
+    input: &RecordBatch,
+    schema: &SchemaRef,
+    ack: Ack,
+) -> Result<RecordBatch, StorageError> {
+    let rows = input.num_rows();
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for f in schema.fields().iter().take(schema.fields().len() - 2) {
+        cols.push(match input.column_by_name(f.name()) {
+            Some(c) => c.clone(),
+            None => new_null_array(f.data_type(), rows),
+        });
+    }
+    cols.push(Arc::new(
+        TimestampMicrosecondArray::from(vec![ack.ingested_at; rows]).with_timezone("UTC"),
+    ));
+    let base = ack.seq << ROW_BITS;
+    cols.push(Arc::new(UInt64Array::from_iter_values(
+        (0..rows as u64).map(|i| base + i),
+    )));
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }
 
 /// One hash per row of the `unique_key` columns present in `batch`.

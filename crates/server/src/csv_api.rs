@@ -1,0 +1,399 @@
+//! `POST /usage/{slug}/csv`: a CSV body streamed through the decoder chunk by chunk.
+//!
+//! A body that fits in one chunk is logged and buffered like any request. A longer one is
+//! staged to unlisted Parquet files chunk by chunk and published by one manifest commit once
+//! every row has validated, so memory stays bounded by the chunk size whatever the file size,
+//! and the upload stays all or nothing. The work runs in its own task, so a client that goes
+//! away mid-upload still gets its staged files removed.
+
+use std::io::{self, Read};
+
+use bytes::{Buf, Bytes};
+use http_body_util::BodyExt;
+use hyper::{StatusCode, header};
+use meterbase_catalog::Organisation;
+use meterbase_schema::{
+    CsvChunk, CsvOptions, CsvStream, CsvStreamError, DecodeLimits, DecodeOutcome, EventDecoder,
+    EventError,
+};
+use meterbase_storage::Upload;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::App;
+use crate::encoding::{Encoding, request_encoding};
+use crate::metrics::Metrics;
+use crate::problem::{HttpResponse, Problem, event_errors_json};
+use crate::routes::{Req, find_type, json_response, now_micros, param, query_params};
+
+/// The contract lists at most this many errors for one CSV body.
+const MAX_CSV_ERRORS: usize = 1000;
+
+type Result<T> = std::result::Result<T, Problem>;
+
+struct Request {
+    dry_run: bool,
+    options: CsvOptions,
+}
+
+fn flag(params: &[(String, String)], name: &str) -> Result<bool> {
+    match param(params, name) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => Err(Problem::bad_request(format!(
+            "{name}={other:?}: use true or false"
+        ))),
+    }
+}
+
+fn parse_request(req: &Req) -> Result<Request> {
+    let mime = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("text/csv")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if !matches!(
+        mime.as_str(),
+        "text/csv" | "application/csv" | "text/plain" | "application/octet-stream" | ""
+    ) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            format!("Content-Type {mime:?} is not accepted here: send text/csv"),
+        ));
+    }
+    let params = query_params(req);
+    let mut field_columns = Vec::new();
+    for (k, v) in &params {
+        if let Some(field) = k.strip_prefix("map.") {
+            field_columns.push((field.to_string(), v.clone()));
+        } else if !matches!(k.as_str(), "dry_run" | "ignore_unknown_columns") {
+            return Err(Problem::bad_request(format!(
+                "unknown query parameter {k:?}: use dry_run, ignore_unknown_columns or map.FIELD=COLUMN"
+            )));
+        }
+    }
+    Ok(Request {
+        dry_run: flag(&params, "dry_run")?,
+        options: CsvOptions {
+            field_columns,
+            ignore_unknown_columns: flag(&params, "ignore_unknown_columns")?,
+        },
+    })
+}
+
+pub(crate) async fn handle(
+    app: &std::sync::Arc<App>,
+    org: &Organisation,
+    slug: &str,
+    req: Req,
+) -> Result<HttpResponse> {
+    let def = find_type(app, org, slug)?;
+    let table = app
+        .store
+        .table(&org.id, &def.id)
+        .ok_or_else(|| Problem::not_found(format!("no event type with api_slug {slug:?}")))?;
+    let request = parse_request(&req)?;
+    let encoding = request_encoding(&req)?;
+    let decoder = app.decoders.get(&def)?;
+    let app = app.clone();
+    // Its own task: a client that disconnects drops this handler, not the clean-up.
+    tokio::spawn(async move { run(&app, table, decoder, request, encoding, req).await })
+        .await
+        .map_err(|e| Problem::internal(format!("CSV upload task failed: {e}")))?
+}
+
+/// Marks the inflated body passing `max_csv_bytes`.
+#[derive(Debug)]
+struct BodyTooLarge;
+
+impl std::fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("body too large")
+    }
+}
+
+impl std::error::Error for BodyTooLarge {}
+
+/// The request body as a blocking `Read`, fed by the task that polls hyper.
+struct BodyReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current.advance(n);
+        Ok(n)
+    }
+}
+
+/// Fails once more than `left` bytes have come out of `inner`.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self
+            .left
+            .checked_sub(n as u64)
+            .ok_or_else(|| io::Error::other(BodyTooLarge))?;
+        Ok(n)
+    }
+}
+
+fn inflating(body: BodyReader, encoding: Encoding, limit: u64) -> io::Result<Box<dyn Read>> {
+    let inner: Box<dyn Read> = match encoding {
+        Encoding::Identity => Box::new(body),
+        Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(body)),
+        Encoding::Zstd => Box::new(zstd::stream::read::Decoder::new(body)?),
+    };
+    Ok(Box::new(Capped { inner, left: limit }))
+}
+
+enum ParseEnd {
+    Done,
+    Header(Vec<EventError>),
+    Io(io::Error),
+}
+
+/// Runs on a blocking thread: reads chunks and hands them over one at a time.
+fn parse(
+    decoder: &EventDecoder,
+    input: io::Result<Box<dyn Read>>,
+    options: &CsvOptions,
+    chunk_rows: usize,
+    mut limits: DecodeLimits,
+    out: &mpsc::Sender<CsvChunk>,
+) -> ParseEnd {
+    let input = match input {
+        Ok(i) => i,
+        Err(e) => return ParseEnd::Io(e),
+    };
+    let mut stream = match CsvStream::open(decoder, input, options) {
+        Ok(s) => s,
+        Err(CsvStreamError::Header(e)) => return ParseEnd::Header(e),
+        Err(CsvStreamError::Io(e)) => return ParseEnd::Io(e),
+    };
+    let mut errors = 0;
+    loop {
+        limits.max_errors = MAX_CSV_ERRORS - errors;
+        match stream.next_chunk(decoder, chunk_rows, limits) {
+            Ok(Some(chunk)) => {
+                if let DecodeOutcome::Invalid { errors: e, .. } = &chunk.outcome {
+                    errors += e.len();
+                }
+                if out.blocking_send(chunk).is_err() {
+                    // The receiver gave up (a storage error); nothing more to do.
+                    return ParseEnd::Done;
+                }
+            }
+            Ok(None) => return ParseEnd::Done,
+            Err(e) => return ParseEnd::Io(e),
+        }
+    }
+}
+
+/// What the chunks added up to.
+#[derive(Default)]
+struct Tally {
+    rows: usize,
+    valid: usize,
+    invalid: usize,
+    errors: Vec<EventError>,
+}
+
+async fn run(
+    app: &App,
+    table: std::sync::Arc<meterbase_storage::Table>,
+    decoder: std::sync::Arc<EventDecoder>,
+    request: Request,
+    encoding: Encoding,
+    req: Req,
+) -> Result<HttpResponse> {
+    let (body_tx, body_rx) = mpsc::channel::<io::Result<Bytes>>(8);
+    let mut body = req.into_body();
+    let pump = tokio::spawn(async move {
+        while let Some(frame) = body.frame().await {
+            let item = match frame {
+                Ok(f) => match f.into_data() {
+                    Ok(data) => Ok(data),
+                    Err(_) => continue,
+                },
+                Err(e) => Err(io::Error::other(format!("the request body broke off: {e}"))),
+            };
+            let failed = item.is_err();
+            if body_tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let (chunk_tx, mut chunk_rx) = mpsc::channel::<CsvChunk>(1);
+    let limits = DecodeLimits {
+        max_events: usize::MAX,
+        max_errors: MAX_CSV_ERRORS,
+        now: now_micros(),
+        max_future: app.config.max_future.as_micros() as i64,
+    };
+    let chunk_rows = app.config.csv_chunk_rows;
+    let limit = app.config.max_csv_bytes;
+    let options = request.options.clone();
+    let parse_decoder = decoder.clone();
+    let parser = tokio::task::spawn_blocking(move || {
+        let reader = BodyReader {
+            rx: body_rx,
+            current: Bytes::new(),
+        };
+        let input = inflating(reader, encoding, limit);
+        parse(
+            &parse_decoder,
+            input,
+            &options,
+            chunk_rows,
+            limits,
+            &chunk_tx,
+        )
+    });
+
+    let mut tally = Tally::default();
+    // The first valid chunk waits here: if it is the only one, it goes through the log.
+    let mut first: Option<arrow::record_batch::RecordBatch> = None;
+    let mut upload: Option<Upload> = None;
+    let mut storage_error: Option<Problem> = None;
+    while let Some(chunk) = chunk_rx.recv().await {
+        tally.rows += chunk.rows;
+        match chunk.outcome {
+            DecodeOutcome::Valid(batch) => {
+                tally.valid += batch.num_rows();
+                let storing = !request.dry_run && tally.invalid == 0 && storage_error.is_none();
+                if !storing {
+                    continue;
+                }
+                if first.is_none() && upload.is_none() {
+                    first = Some(batch);
+                    continue;
+                }
+                let up = upload.get_or_insert_with(|| app.store.begin_upload(&table));
+                let held = first.take();
+                let staged = async {
+                    if let Some(f) = held {
+                        app.store.stage(up, f).await?;
+                    }
+                    app.store.stage(up, batch).await
+                }
+                .await;
+                if let Err(e) = staged {
+                    storage_error = Some(e.into());
+                    // Stop reading: the parser sees the closed channel and returns.
+                    chunk_rx.close();
+                }
+            }
+            DecodeOutcome::Invalid {
+                errors,
+                invalid_events,
+                events,
+            } => {
+                tally.valid += events - invalid_events;
+                tally.invalid += invalid_events;
+                let room = MAX_CSV_ERRORS.saturating_sub(tally.errors.len());
+                tally.errors.extend(errors.into_iter().take(room));
+                first = None;
+                if let Some(up) = upload.take() {
+                    app.store.abort_upload(up).await;
+                }
+            }
+            DecodeOutcome::TooManyEvents { .. } => {}
+        }
+    }
+    let end = parser
+        .await
+        .map_err(|e| Problem::internal(format!("CSV parser task failed: {e}")));
+    pump.abort();
+    let failure = match (storage_error, end) {
+        (Some(p), _) | (None, Err(p)) => Some(p),
+        (None, Ok(ParseEnd::Done)) => None,
+        (None, Ok(ParseEnd::Header(errors))) => Some(
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "Invalid CSV header",
+                "the header row does not fit the event type; nothing was stored",
+            )
+            .with_event_errors(&errors),
+        ),
+        (None, Ok(ParseEnd::Io(e))) => Some(body_error(e, limit)),
+    };
+    if let Some(problem) = failure {
+        if let Some(up) = upload.take() {
+            app.store.abort_upload(up).await;
+        }
+        return Err(problem);
+    }
+    if request.dry_run {
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "rows": tally.rows,
+                "valid": tally.valid,
+                "errors": event_errors_json(&tally.errors),
+            }),
+        ));
+    }
+    if tally.invalid > 0 {
+        Metrics::add(&app.metrics.events_rejected, tally.invalid as u64);
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Invalid events",
+            format!(
+                "{} of {} rows are invalid; nothing from this file was stored",
+                tally.invalid, tally.rows
+            ),
+        )
+        .with_event_errors(&tally.errors)
+        .with("invalid_events", json!(tally.invalid))
+        .with("rows", json!(tally.rows)));
+    }
+    let accepted = match (upload, first) {
+        (Some(up), _) => app.store.commit_upload(up).await?,
+        (None, Some(batch)) => {
+            let n = batch.num_rows();
+            app.store.append(&table, batch).await?;
+            n
+        }
+        (None, None) => 0,
+    };
+    Metrics::add(&app.metrics.events_ingested, accepted as u64);
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "rows": tally.rows, "accepted": accepted }),
+    ))
+}
+
+fn body_error(e: io::Error, limit: u64) -> Problem {
+    if e.get_ref().is_some_and(|inner| inner.is::<BodyTooLarge>()) {
+        return Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload too large",
+            format!("the CSV body is larger than {limit} bytes after decompression"),
+        );
+    }
+    Problem::bad_request(format!(
+        "could not read the CSV body: {e}; nothing was stored"
+    ))
+}

@@ -1,0 +1,139 @@
+//! Staged uploads: rows too many to hold in memory (a multi-GiB CSV) are written straight to
+//! Parquet files chunk by chunk, and published by one manifest commit at the end. Until that
+//! commit no query can see them; a crash before it leaves only unlisted files, which the next
+//! start deletes. Each chunk takes a sequence number from the log, so the rows order with
+//! logged rows for replacement (`_seq`), and the commit takes another, whose instant is when
+//! the whole upload became visible (`as_of`).
+
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use object_store::ObjectStoreExt;
+use tracing::warn;
+
+use crate::manifest::manifest_dir;
+use crate::persist::encode_batches;
+use crate::table::{MAX_ROWS_PER_RECORD, stamp_batch};
+use crate::{FileMeta, Manifest, StorageError, Store, Table};
+
+/// An upload in progress: files written, not yet listed by any manifest.
+pub struct Upload {
+    table: Arc<Table>,
+    files: Vec<FileMeta>,
+    pub rows: usize,
+}
+
+impl Store {
+    pub fn begin_upload(&self, table: &Arc<Table>) -> Upload {
+        Upload {
+            table: table.clone(),
+            files: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    /// Writes one chunk of validated input rows as durable, unlisted files.
+    pub async fn stage(&self, upload: &mut Upload, batch: RecordBatch) -> Result<(), StorageError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if batch.num_rows() > MAX_ROWS_PER_RECORD {
+            return Err(StorageError::BadRecord(format!(
+                "{} rows in one staged chunk; at most {MAX_ROWS_PER_RECORD}",
+                batch.num_rows()
+            )));
+        }
+        let table = upload.table.clone();
+        let ack = self.reserve_seq(&table).await?;
+        let def = table.def();
+        let schema = table.schema();
+        let org_id = table.org_id.clone();
+        let rows = batch.num_rows();
+        let encoded = tokio::task::spawn_blocking(move || {
+            let stamped = stamp_batch(&batch, &schema, ack)?;
+            encode_batches(&org_id, &def, &schema, &[stamped], ack.seq, ack.seq)
+        })
+        .await
+        .map_err(|e| StorageError::BadRecord(format!("staging task failed: {e}")))??;
+        for f in encoded {
+            // Record the file before writing it so an abort removes a half-written one too.
+            upload.files.push(f.meta);
+            self.put_file(&f.path, f.bytes).await?;
+        }
+        upload.rows += rows;
+        Ok(())
+    }
+
+    /// Publishes every staged file in one manifest commit; returns the rows made visible.
+    pub async fn commit_upload(&self, upload: Upload) -> Result<usize, StorageError> {
+        let Upload {
+            table,
+            mut files,
+            rows,
+        } = upload;
+        if files.is_empty() {
+            return Ok(0);
+        }
+        let _guard = table.flush_lock.lock().await;
+        let still_there = self
+            .table(&table.org_id, &table.type_id)
+            .is_some_and(|t| Arc::ptr_eq(&t, &table));
+        if !still_there {
+            drop(_guard);
+            self.abort_upload_files(&files).await;
+            return Err(StorageError::UnknownTable);
+        }
+        let commit = self.reserve_seq(&table).await?;
+        let current = table.manifest();
+        let mut live = current.files.clone();
+        mark_time_overlaps(&mut live, &mut files);
+        for f in &mut files {
+            f.visible_from = Some(commit.ingested_at);
+        }
+        live.extend(files);
+        let next = Manifest {
+            version: current.version + 1,
+            persisted_seq: current.persisted_seq,
+            files: live,
+        };
+        let dir = manifest_dir(&table.org_id, &table.slug, &table.type_id);
+        next.commit(&self.handle, &dir).await?;
+        table.publish_manifest(next);
+        Ok(rows)
+    }
+
+    /// Deletes what an upload staged (best effort: the next start removes leftovers).
+    pub async fn abort_upload(&self, upload: Upload) {
+        self.abort_upload_files(&upload.files).await;
+    }
+
+    async fn abort_upload_files(&self, files: &[FileMeta]) {
+        for f in files {
+            let path = object_store::path::Path::from(f.path.as_str());
+            match self.handle.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => warn!(%path, "could not delete a staged file: {e}"),
+            }
+        }
+    }
+}
+
+/// An upload's files are not compared key by key (that would hold every key of a file of any
+/// size in memory): any file overlapping another in time, staged or live, is flagged for
+/// deduplication, which is always correct and only costs query time on those days.
+fn mark_time_overlaps(live: &mut [FileMeta], staged: &mut [FileMeta]) {
+    let overlaps = |a: &FileMeta, b: &FileMeta| a.max_ts >= b.min_ts && a.min_ts <= b.max_ts;
+    for i in 0..staged.len() {
+        for j in 0..staged.len() {
+            if i != j && overlaps(&staged[i], &staged[j]) {
+                staged[i].shares_keys = true;
+            }
+        }
+        for old in live.iter_mut() {
+            if overlaps(old, &staged[i]) {
+                old.shares_keys = true;
+                staged[i].shares_keys = true;
+            }
+        }
+    }
+}
