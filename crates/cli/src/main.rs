@@ -1,10 +1,13 @@
-//! The `meterbase` command: `serve` runs the server. It owns argument parsing and logging
-//! set-up only; everything else lives in the library crates.
+//! The `meterbase` command: `serve` runs the server; `sql` and `import` are its clients. It
+//! owns argument parsing, logging set-up and the clients; everything else lives in the
+//! library crates.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+
+mod import;
 
 use clap::{Parser, Subcommand};
 use meterbase_server::{ServerConfig, run};
@@ -26,6 +29,8 @@ enum Command {
     Serve(ServeArgs),
     /// Run a SQL query against a server and print the result as a table.
     Sql(SqlArgs),
+    /// Send a CSV or NDJSON file (plain or .gz) to a server in batches.
+    Import(import::ImportArgs),
 }
 
 #[derive(clap::Args)]
@@ -169,6 +174,16 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("meterbase sql: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Import(a) => match import::run(a) {
+            Ok(summary) => {
+                eprintln!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("meterbase import: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -3,8 +3,8 @@
 
 use crate::timestamp::{format_micros, parse_date, parse_epoch_seconds, parse_timestamp};
 use crate::{
-    DecodeLimits, DecodeOutcome, EventDecoder, EventTypeDef, EventTypeSpec, InputFormat,
-    split_ndjson,
+    CsvOptions, CsvStream, DecodeLimits, DecodeOutcome, EventDecoder, EventTypeDef, EventTypeSpec,
+    InputFormat, split_ndjson,
 };
 
 /// An event type with one field for each value parser.
@@ -64,4 +64,32 @@ pub fn check_timestamp(data: &[u8]) {
     }
     let _ = parse_date(text);
     let _ = parse_epoch_seconds(text);
+}
+
+/// Never panics; chunks account for every row; an accepted chunk has one row per CSV row;
+/// errors name real lines.
+pub fn check_csv(dec: &EventDecoder, data: &[u8]) {
+    let options = CsvOptions {
+        field_columns: Vec::new(),
+        ignore_unknown_columns: data.first().is_some_and(|b| b % 2 == 1),
+    };
+    let lines = data.split(|b| *b == b'\n').count();
+    let Ok(mut stream) = CsvStream::open(dec, data, &options) else {
+        return;
+    };
+    while let Ok(Some(chunk)) = stream.next_chunk(dec, 7, limits()) {
+        assert!(chunk.rows >= 1 && chunk.rows <= 7);
+        match chunk.outcome {
+            DecodeOutcome::Valid(batch) => assert_eq!(batch.num_rows(), chunk.rows),
+            DecodeOutcome::Invalid { errors, events, .. } => {
+                assert_eq!(events, chunk.rows);
+                assert!(
+                    errors
+                        .iter()
+                        .all(|e| e.line.is_some_and(|l| l >= 2 && l <= lines))
+                );
+            }
+            DecodeOutcome::TooManyEvents { .. } => panic!("CSV chunks have no event limit"),
+        }
+    }
 }

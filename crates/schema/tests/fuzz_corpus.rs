@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use meterbase_schema::fuzzing::{check_json, check_ndjson, check_timestamp, decoder};
+use meterbase_schema::fuzzing::{check_csv, check_json, check_ndjson, check_timestamp, decoder};
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -43,4 +43,12 @@ fn timestamp_corpus() {
     corpus("timestamp")
         .iter()
         .for_each(|input| check_timestamp(input));
+}
+
+#[test]
+fn csv_rows_corpus() {
+    let dec = decoder();
+    corpus("csv_rows")
+        .iter()
+        .for_each(|input| check_csv(&dec, input));
 }

@@ -4,8 +4,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{AsArray, UInt32Array};
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::array::{Array, AsArray, UInt32Array};
+use arrow::compute::{
+    SortColumn, concat, interleave_record_batch, lexsort_to_indices, take_record_batch,
+};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use meterbase_schema::timestamp::{MICROS_PER_DAY, format_date};
@@ -79,8 +81,7 @@ pub(crate) fn encode_batches(
         .iter()
         .map(|b| adapt_batch(b, schema))
         .collect::<Result<Vec<_>, _>>()?;
-    let all = concat_batches(schema, &adapted)?;
-    let sorted = sort_batch(&all, def)?;
+    let sorted = sort_batches(&adapted, def)?;
     let mut out = Vec::new();
     for (day, part) in split_by_day(&sorted)? {
         let path = format!(
@@ -124,7 +125,12 @@ pub(crate) fn encode_batches(
     Ok(out)
 }
 
-fn sort_batch(batch: &RecordBatch, def: &EventTypeDef) -> Result<RecordBatch, StorageError> {
+/// The rows of `batches` in `column_order`, then arrival order, in one batch. Only the sort
+/// columns are concatenated; the rows are copied once, straight into sorted order.
+fn sort_batches(batches: &[RecordBatch], def: &EventTypeDef) -> Result<RecordBatch, StorageError> {
+    let Some(first) = batches.first() else {
+        return Err(StorageError::BadRecord("nothing to persist".into()));
+    };
     let mut cols: Vec<SortColumn> = Vec::new();
     for name in def
         .column_order
@@ -132,29 +138,61 @@ fn sort_batch(batch: &RecordBatch, def: &EventTypeDef) -> Result<RecordBatch, St
         .map(String::as_str)
         .chain([SEQ_COLUMN])
     {
-        if let Some(c) = batch.column_by_name(name) {
-            cols.push(SortColumn {
-                values: c.clone(),
-                options: None,
-            });
-        }
+        let Ok(i) = first.schema_ref().index_of(name) else {
+            continue;
+        };
+        let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
+        cols.push(SortColumn {
+            values: concat(&parts)?,
+            options: None,
+        });
     }
     let idx = lexsort_to_indices(&cols, None)?;
-    Ok(take_record_batch(batch, &idx)?)
+    drop(cols);
+    if batches.len() == 1 {
+        return Ok(take_record_batch(first, &idx)?);
+    }
+    let mut starts = Vec::with_capacity(batches.len());
+    let mut total = 0usize;
+    for b in batches {
+        starts.push(total);
+        total += b.num_rows();
+    }
+    let pairs: Vec<(usize, usize)> = idx
+        .values()
+        .iter()
+        .map(|&i| {
+            let i = i as usize;
+            let batch = starts.partition_point(|&s| s <= i) - 1;
+            (batch, i - starts[batch])
+        })
+        .collect();
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    Ok(interleave_record_batch(&refs, &pairs)?)
 }
 
+/// Rows grouped by UTC day. Sorted by time (the default layout) each day is a contiguous
+/// range and costs no copy; otherwise each day's rows are gathered.
 fn split_by_day(batch: &RecordBatch) -> Result<Vec<(i32, RecordBatch)>, StorageError> {
     let ts = batch.column(1).as_primitive::<TimestampMicrosecondType>();
     let day = |i: usize| ts.value(i).div_euclid(MICROS_PER_DAY) as i32;
-    if batch.num_rows() == 0 {
+    let n = batch.num_rows();
+    if n == 0 {
         return Ok(vec![]);
     }
-    let first = day(0);
-    if (0..batch.num_rows()).all(|i| day(i) == first) {
-        return Ok(vec![(first, batch.clone())]);
+    if (1..n).all(|i| day(i - 1) <= day(i)) {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for i in 1..=n {
+            if i == n || day(i) != day(start) {
+                out.push((day(start), batch.slice(start, i - start)));
+                start = i;
+            }
+        }
+        return Ok(out);
     }
     let mut groups: BTreeMap<i32, Vec<u32>> = BTreeMap::new();
-    for i in 0..batch.num_rows() {
+    for i in 0..n {
         groups.entry(day(i)).or_default().push(i as u32);
     }
     groups

@@ -1,0 +1,444 @@
+//! `meterbase import`: sends a CSV or NDJSON file (plain or gzip) to a server in batches,
+//! with progress. Each batch is one all-or-nothing request; the first failed batch stops the
+//! import with the server's errors, translated to lines of the file.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    /// Server address.
+    #[arg(long, env = "METERBASE_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// API key (see <data-dir>/default-api-key).
+    #[arg(long, env = "METERBASE_API_KEY", hide_env_values = true)]
+    api_key: String,
+    /// The event type's api_slug.
+    #[arg(long)]
+    event: String,
+    /// Rows per request.
+    #[arg(long, default_value_t = 50_000)]
+    batch_rows: usize,
+    /// `csv` or `ndjson`; by default from the file name (`.csv`, `.ndjson`, `.jsonl`, with or
+    /// without `.gz`).
+    #[arg(long, value_parser = ["csv", "ndjson"])]
+    format: Option<String>,
+    /// CSV only: `FIELD=COLUMN`, repeatable (sent as `map.FIELD=COLUMN`).
+    #[arg(long = "map")]
+    map: Vec<String>,
+    /// CSV only: ignore columns that match no field.
+    #[arg(long)]
+    ignore_unknown_columns: bool,
+    /// The file to import.
+    file: PathBuf,
+}
+
+/// Counts the bytes read from the file (compressed, when it is), for progress and ETA.
+struct Counting<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    Csv,
+    Ndjson,
+}
+
+/// One request's worth of the file.
+struct Batch {
+    body: Vec<u8>,
+    rows: u64,
+    /// File line of the batch's first row.
+    first_line: u64,
+}
+
+fn open(path: &PathBuf, read: Arc<AtomicU64>) -> Result<Box<dyn BufRead + Send>, String> {
+    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut counted = BufReader::with_capacity(1 << 20, Counting { inner: file, read });
+    let gzipped = counted
+        .fill_buf()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .starts_with(&[0x1f, 0x8b]);
+    Ok(if gzipped {
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::bufread::MultiGzDecoder::new(counted),
+        ))
+    } else {
+        Box::new(counted)
+    })
+}
+
+fn detect_format(a: &ImportArgs) -> Result<Format, String> {
+    match a.format.as_deref() {
+        Some("csv") => return Ok(Format::Csv),
+        Some("ndjson") => return Ok(Format::Ndjson),
+        _ => {}
+    }
+    let name = a.file.to_string_lossy().to_ascii_lowercase();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    if name.ends_with(".csv") {
+        Ok(Format::Csv)
+    } else if name.ends_with(".ndjson") || name.ends_with(".jsonl") || name.ends_with(".json") {
+        Ok(Format::Ndjson)
+    } else {
+        Err(format!(
+            "cannot tell the format of {}: pass --format csv or --format ndjson",
+            a.file.display()
+        ))
+    }
+}
+
+/// Reads CSV records and writes each batch back out as CSV with the header, so quoting,
+/// embedded newlines and the server's validation all stay exactly as in the file.
+fn csv_batches(
+    input: Box<dyn BufRead + Send>,
+    batch_rows: usize,
+    out: std::sync::mpsc::SyncSender<Result<Batch, String>>,
+) {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(input);
+    let mut header = csv::ByteRecord::new();
+    match reader.read_byte_record(&mut header) {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = out.send(Err("the file is empty: a header row is required".into()));
+            return;
+        }
+        Err(e) => {
+            let _ = out.send(Err(format!("unreadable CSV header: {e}")));
+            return;
+        }
+    }
+    let mut record = csv::ByteRecord::new();
+    loop {
+        let mut w = csv::WriterBuilder::new()
+            .flexible(true)
+            .from_writer(Vec::with_capacity(4 << 20));
+        let mut rows = 0u64;
+        let mut first_line = 0;
+        let mut failed = None;
+        while rows < batch_rows as u64 {
+            match reader.read_byte_record(&mut record) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    failed = Some(format!("unreadable CSV: {e}"));
+                    break;
+                }
+            }
+            if rows == 0 {
+                first_line = record.position().map_or(0, |p| p.line());
+                if let Err(e) = w.write_byte_record(&header) {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            }
+            if let Err(e) = w.write_byte_record(&record) {
+                failed = Some(e.to_string());
+                break;
+            }
+            rows += 1;
+        }
+        if let Some(e) = failed {
+            let _ = out.send(Err(e));
+            return;
+        }
+        if rows == 0 {
+            return;
+        }
+        let body = match w.into_inner() {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = out.send(Err(e.to_string()));
+                return;
+            }
+        };
+        if out
+            .send(Ok(Batch {
+                body,
+                rows,
+                first_line,
+            }))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Batches of non-blank lines, also cut at 16 MiB so a batch stays under the body limit.
+fn ndjson_batches(
+    mut input: Box<dyn BufRead + Send>,
+    batch_rows: usize,
+    out: std::sync::mpsc::SyncSender<Result<Batch, String>>,
+) {
+    let mut line_no = 0u64;
+    let mut line = Vec::new();
+    loop {
+        let mut body = Vec::with_capacity(4 << 20);
+        let mut rows = 0u64;
+        let mut first_line = 0;
+        while rows < batch_rows as u64 && body.len() < 16 << 20 {
+            line.clear();
+            match input.read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = out.send(Err(format!("cannot read the file: {e}")));
+                    return;
+                }
+            }
+            line_no += 1;
+            if rows == 0 {
+                if line.trim_ascii().is_empty() {
+                    continue;
+                }
+                first_line = line_no;
+            }
+            body.extend_from_slice(&line);
+            if !line.ends_with(b"\n") {
+                body.push(b'\n');
+            }
+            rows += u64::from(!line.trim_ascii().is_empty());
+        }
+        if rows == 0 {
+            return;
+        }
+        if out
+            .send(Ok(Batch {
+                body,
+                rows,
+                first_line,
+            }))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Problem details, with `line`s moved from the batch to the file.
+fn describe_failure(status: u16, body: &[u8], format: Format, batch: &Batch) -> String {
+    let problem: Value = serde_json::from_slice(body).unwrap_or_default();
+    let mut text = format!(
+        "the server refused a batch ({status} {}): {}",
+        problem["title"].as_str().unwrap_or(""),
+        problem["detail"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+    );
+    let errors = problem["errors"].as_array().cloned().unwrap_or_default();
+    for e in errors.iter().take(50) {
+        let line = e["line"].as_u64().map(|l| match format {
+            // The batch repeats the header as its line 1.
+            Format::Csv if l >= 2 => batch.first_line + l - 2,
+            Format::Csv => 1,
+            Format::Ndjson => batch.first_line + l - 1,
+        });
+        let at = match line {
+            Some(l) => format!("line {l}"),
+            None => "body".to_string(),
+        };
+        text.push_str(&format!(
+            "\n  {at}, {}: {}",
+            e["pointer"]
+                .as_str()
+                .filter(|p| !p.is_empty())
+                .unwrap_or("-"),
+            e["message"].as_str().unwrap_or("")
+        ));
+    }
+    if errors.len() > 50 {
+        text.push_str(&format!("\n  … and {} more", errors.len() - 50));
+    }
+    text
+}
+
+struct Progress {
+    bar: Option<ProgressBar>,
+    started: Instant,
+    last_line: Instant,
+    total_bytes: u64,
+}
+
+impl Progress {
+    fn new(total_bytes: u64) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total_bytes);
+            let style = ProgressStyle::with_template(
+                "{bar:30} {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar
+        });
+        Progress {
+            bar,
+            started: Instant::now(),
+            last_line: Instant::now(),
+            total_bytes,
+        }
+    }
+
+    fn update(&mut self, bytes: u64, rows: u64) {
+        let rate = rows as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+        if let Some(bar) = &self.bar {
+            bar.set_position(bytes);
+            bar.set_message(format!("{rows} rows ({rate:.0} rows/s)"));
+        } else if self.last_line.elapsed() >= Duration::from_secs(2) {
+            self.last_line = Instant::now();
+            eprintln!(
+                "imported {rows} rows, {:.1} of {:.1} MB read, {rate:.0} rows/s",
+                bytes as f64 / 1e6,
+                self.total_bytes as f64 / 1e6
+            );
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Runs the import; the summary line on success.
+pub fn run(a: ImportArgs) -> Result<String, String> {
+    let format = detect_format(&a)?;
+    if format == Format::Ndjson && (!a.map.is_empty() || a.ignore_unknown_columns) {
+        return Err("--map and --ignore-unknown-columns apply to CSV files only".into());
+    }
+    let total_bytes = std::fs::metadata(&a.file)
+        .map_err(|e| format!("cannot open {}: {e}", a.file.display()))?
+        .len();
+    let read = Arc::new(AtomicU64::new(0));
+    let input = open(&a.file, read.clone())?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let batch_rows = a.batch_rows.max(1);
+    let reader = std::thread::spawn(move || match format {
+        Format::Csv => csv_batches(input, batch_rows, tx),
+        Format::Ndjson => ndjson_batches(input, batch_rows, tx),
+    });
+    let base = a.url.trim_end_matches('/');
+    let url = match format {
+        Format::Csv => {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            for m in &a.map {
+                let (field, column) = m
+                    .split_once('=')
+                    .ok_or_else(|| format!("--map {m:?}: use FIELD=COLUMN"))?;
+                q.append_pair(&format!("map.{field}"), column);
+            }
+            if a.ignore_unknown_columns {
+                q.append_pair("ignore_unknown_columns", "true");
+            }
+            format!("{base}/usage/{}/csv?{}", a.event, q.finish())
+        }
+        Format::Ndjson => format!("{base}/usage/{}", a.event),
+    };
+    let content_type = match format {
+        Format::Csv => "text/csv",
+        Format::Ndjson => "application/x-ndjson",
+    };
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(600)))
+        .build()
+        .new_agent();
+    let mut progress = Progress::new(total_bytes);
+    let mut committed = 0u64;
+    let mut batches = 0u64;
+    let outcome = (|| -> Result<(), String> {
+        for batch in rx {
+            let batch = batch?;
+            send(
+                &agent,
+                &url,
+                &a.api_key,
+                content_type,
+                &batch,
+                format,
+                committed,
+            )?;
+            committed += batch.rows;
+            batches += 1;
+            progress.update(read.load(Ordering::Relaxed), committed);
+        }
+        Ok(())
+    })();
+    progress.finish();
+    // The reader stops at its next send once the receiver is gone.
+    let _ = reader.join();
+    let secs = progress.started.elapsed().as_secs_f64();
+    match outcome {
+        Ok(()) => Ok(format!(
+            "imported {committed} rows in {batches} batches in {secs:.1} s ({:.0} rows/s)",
+            committed as f64 / secs.max(1e-3)
+        )),
+        Err(e) => Err(format!(
+            "{e}\n{committed} rows in {batches} earlier batches were committed; nothing of the failed batch was stored"
+        )),
+    }
+}
+
+/// Posts one batch; waits and retries while the server says it is overloaded.
+fn send(
+    agent: &ureq::Agent,
+    url: &str,
+    api_key: &str,
+    content_type: &str,
+    batch: &Batch,
+    format: Format,
+    committed: u64,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let mut resp = agent
+            .post(url)
+            .header("x-api-key", api_key)
+            .header("content-type", content_type)
+            .send(&batch.body[..])
+            .map_err(|e| {
+                format!("cannot reach the server after {committed} committed rows: {e}")
+            })?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .unwrap_or_default();
+        match status {
+            200 => return Ok(()),
+            429 | 503 if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_secs(retry_after.unwrap_or(1).clamp(1, 30)));
+            }
+            _ => return Err(describe_failure(status, &body, format, batch)),
+        }
+    }
+}
