@@ -135,6 +135,9 @@ struct ServeArgs {
     /// Time cap per SQL query, in milliseconds.
     #[arg(long, env = "METERBASE_QUERY_TIMEOUT_MS", default_value_t = 60_000)]
     query_timeout_ms: u64,
+    /// How many days back `as_of` may look (replaced and deleted rows are kept that long).
+    #[arg(long, env = "METERBASE_HISTORY_RETENTION_DAYS", default_value_t = 400)]
+    history_retention_days: u64,
     /// Threads for SQL queries.
     #[arg(long, env = "METERBASE_QUERY_THREADS", default_value_t = 2)]
     query_threads: usize,
@@ -204,6 +207,7 @@ fn main() -> ExitCode {
             config.query.memory_limit = a.query_memory_bytes;
             config.query.timeout = Duration::from_millis(a.query_timeout_ms);
             config.query.threads = a.query_threads;
+            config.history_retention = Duration::from_secs(a.history_retention_days * 86_400);
             config.sync = a.sync == "data";
             config.skip_wal_corruption = a.wal_skip_corruption;
             let runtime = match tokio::runtime::Builder::new_multi_thread()

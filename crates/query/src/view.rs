@@ -12,7 +12,7 @@ use datafusion::logical_expr::{
     BinaryExpr, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, Operator, col, lit,
 };
 use meterbase_schema::{INGESTED_AT_COLUMN, SEQ_COLUMN};
-use meterbase_storage::{FileMeta, TableSnapshot};
+use meterbase_storage::{FileMeta, ROW_BITS, TableSnapshot};
 
 use crate::provider::RawSource;
 
@@ -108,11 +108,16 @@ pub fn table_view(snap: &TableSnapshot, as_of: Option<i64>) -> Result<LogicalPla
         (Vec::new(), snap.buffer.clone())
     };
     let schema = snap.schema.clone();
+    let before_seq = snap.before_seq.map(|s| s << ROW_BITS);
     let as_of_filter = |b: LogicalPlanBuilder| -> Result<LogicalPlanBuilder> {
-        match as_of {
+        let b = match as_of {
             Some(t) => b.filter(col(INGESTED_AT_COLUMN).lt_eq(lit(
                 ScalarValue::TimestampMicrosecond(Some(t), Some("UTC".into())),
-            ))),
+            )))?,
+            None => b,
+        };
+        match before_seq {
+            Some(s) => b.filter(col(SEQ_COLUMN).lt(lit(s))),
             None => Ok(b),
         }
     };
@@ -172,6 +177,9 @@ pub fn table_view(snap: &TableSnapshot, as_of: Option<i64>) -> Result<LogicalPla
     for p in parts {
         builder = builder.union(p)?;
     }
+    if let Some(deleted) = deleted_rows(snap, as_of) {
+        builder = builder.filter(Expr::Not(Box::new(deleted)))?;
+    }
     let mut out: Vec<Expr> = schema
         .fields()
         .iter()
@@ -194,6 +202,35 @@ pub fn table_view(snap: &TableSnapshot, as_of: Option<i64>) -> Result<LogicalPla
         out.push(named_struct(args).alias("data"));
     }
     builder.project(out)?.build()
+}
+
+/// Rows removed by the deletions in force (made before `as_of` and before `before_seq`):
+/// the latest version of a key is gone when a deletion matching it came after it.
+fn deleted_rows(snap: &TableSnapshot, as_of: Option<i64>) -> Option<Expr> {
+    let ts = |v: i64| {
+        lit(ScalarValue::TimestampMicrosecond(
+            Some(v),
+            Some("UTC".into()),
+        ))
+    };
+    snap.tombstones
+        .iter()
+        .filter(|t| as_of.is_none_or(|a| t.at <= a))
+        .filter(|t| snap.before_seq.is_none_or(|b| t.seq < b))
+        .map(|t| {
+            let mut e = col(SEQ_COLUMN).lt(lit(t.seq << ROW_BITS));
+            if let Some(c) = &t.customer_id {
+                e = e.and(col("customer_id").eq(lit(c.as_str())));
+            }
+            if let Some(from) = t.from {
+                e = e.and(col("timestamp").gt_eq(ts(from)));
+            }
+            if let Some(to) = t.to {
+                e = e.and(col("timestamp").lt(ts(to)));
+            }
+            e
+        })
+        .reduce(Expr::or)
 }
 
 fn micros_of(v: &ScalarValue) -> Option<i64> {

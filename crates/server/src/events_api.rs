@@ -192,3 +192,89 @@ pub(crate) async fn list(
         Bytes::from(body),
     ))
 }
+
+/// `DELETE /usage/{slug}/events`: a range deletion, logged like a write. The reply counts the
+/// rows it removed, from the table as it stood just before the deletion.
+pub(crate) async fn delete(
+    app: &App,
+    org: &Organisation,
+    slug: &str,
+    req: &Req,
+) -> Result<HttpResponse> {
+    let def = crate::routes::find_type(app, org, slug)?;
+    let table = app
+        .store
+        .table(&org.id, &def.id)
+        .ok_or_else(|| Problem::not_found(format!("no event type with api_slug {slug:?}")))?;
+    let q = query_params(req);
+    if let Some((k, _)) = q
+        .iter()
+        .find(|(k, _)| !matches!(k.as_str(), "customer_id" | "from" | "to"))
+    {
+        return Err(Problem::bad_request(format!(
+            "unknown query parameter {k:?}: use customer_id, from and to"
+        )));
+    }
+    let instant = |name: &str| -> Result<Option<i64>> {
+        param(&q, name)
+            .map(|text| {
+                parse_timestamp(text)
+                    .map_err(|e| Problem::bad_request(format!("{name} {text:?}: {e}")))
+            })
+            .transpose()
+    };
+    let filter = meterbase_storage::DeleteFilter {
+        customer_id: param(&q, "customer_id").map(str::to_string),
+        from: instant("from")?,
+        to: instant("to")?,
+    };
+    if filter.customer_id.is_none() && (filter.from.is_none() || filter.to.is_none()) {
+        return Err(Problem::bad_request(
+            "a deletion needs customer_id, or both from and to (or all three); deleting everything is DELETE /rawmetrics/{slug}?force=true",
+        ));
+    }
+    if let (Some(f), Some(t)) = (filter.from, filter.to)
+        && f >= t
+    {
+        return Err(Problem::bad_request("from must be before to"));
+    }
+    let mut conds = vec!["true".to_string()];
+    let mut params: HashMap<String, ScalarValue> = HashMap::new();
+    let ts = |v: i64| ScalarValue::TimestampMicrosecond(Some(v), Some("UTC".into()));
+    if let Some(c) = &filter.customer_id {
+        params.insert("customer".into(), ScalarValue::Utf8(Some(c.clone())));
+        conds.push("customer_id = $customer".into());
+    }
+    if let Some(f) = filter.from {
+        params.insert("from".into(), ts(f));
+        conds.push("timestamp >= $from".into());
+    }
+    if let Some(t) = filter.to {
+        params.insert("to".into(), ts(t));
+        conds.push("timestamp < $to".into());
+    }
+    let ack = app.store.delete(&table, filter).await?;
+    let mut snap = table.snapshot()?;
+    snap.before_seq = Some(ack.seq);
+    let sql = format!(
+        "SELECT count(*) AS n FROM \"{}\" WHERE {}",
+        def.api_slug,
+        conds.join(" AND ")
+    );
+    let out = app.engine.execute(vec![snap], sql, params, None).await?;
+    let deleted = out
+        .batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .map(|a| a.value(0))
+        })
+        .unwrap_or(0);
+    Ok(crate::routes::json_response(
+        StatusCode::OK,
+        &json!({ "deleted": deleted }),
+    ))
+}

@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub flush_age: Duration,
     pub max_buffer_bytes: usize,
     pub query: QueryConfig,
+    /// How far back `as_of` may look; replaced and deleted versions are kept this long.
+    pub history_retention: Duration,
     pub sync: bool,
     pub skip_wal_corruption: bool,
 }
@@ -95,6 +97,7 @@ impl ServerConfig {
             flush_age: Duration::from_secs(10),
             max_buffer_bytes: 1 << 30,
             query: QueryConfig::default(),
+            history_retention: Duration::from_secs(400 * 86_400),
             sync: true,
             skip_wal_corruption: false,
         }

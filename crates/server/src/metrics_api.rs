@@ -111,10 +111,7 @@ pub(crate) async fn usage(
     let end = instant("end_date")?;
     let window: Option<Window> = param(&q, "window").map(str::parse).transpose()?;
     let as_of = param(&q, "as_of")
-        .map(|t| {
-            meterbase_schema::timestamp::parse_timestamp(t)
-                .map_err(|e| Problem::bad_request(format!("as_of {t:?}: {e}")))
-        })
+        .map(|t| crate::routes::parse_as_of(app, t))
         .transpose()?;
     let customer_id = param(&q, "customer_id");
     let request = UsageRequest {

@@ -186,6 +186,9 @@ async fn route(app: &Arc<App>, req: Req) -> Result<HttpResponse> {
                 (["usage", slug, "events"], &Method::GET) => {
                     crate::events_api::list(app, &org, slug, &req).await
                 }
+                (["usage", slug, "events"], &Method::DELETE) => {
+                    crate::events_api::delete(app, &org, slug, &req).await
+                }
                 (["usage", "bulk", slug], &Method::POST) => {
                     Ok(crate::bulk::handle(app, &org, slug, req).await)
                 }
@@ -570,6 +573,21 @@ pub(crate) async fn ingest_events(
     }
 }
 
+/// An `as_of` instant, refused when older than the history kept (`--history-retention-days`):
+/// versions replaced or deleted longer ago may already be gone, so the answer could be wrong.
+pub(crate) fn parse_as_of(app: &App, text: &str) -> Result<i64> {
+    let t =
+        parse_timestamp(text).map_err(|e| Problem::bad_request(format!("as_of {text:?}: {e}")))?;
+    let oldest = now_micros() - app.config.history_retention.as_micros() as i64;
+    if t < oldest {
+        return Err(Problem::bad_request(format!(
+            "as_of {text:?} is older than the history kept ({} days, --history-retention-days)",
+            app.config.history_retention.as_secs() / 86_400
+        )));
+    }
+    Ok(t)
+}
+
 /// One consistent snapshot of each of the organisation's tables.
 pub(crate) fn snapshots(
     app: &App,
@@ -660,12 +678,11 @@ async fn sql(app: &App, org: &Organisation, req: Req) -> Result<HttpResponse> {
     let format = output_format(&req)?;
     let body = read_body(req, SMALL_BODY).await?;
     let r: SqlRequest = parse_json(&body)?;
-    let as_of = match &r.as_of {
-        None => None,
-        Some(t) => Some(
-            parse_timestamp(t).map_err(|e| Problem::bad_request(format!("as_of {t:?}: {e}")))?,
-        ),
-    };
+    let as_of = r
+        .as_of
+        .as_deref()
+        .map(|t| parse_as_of(app, t))
+        .transpose()?;
     let mut params = HashMap::new();
     for (k, v) in &r.params {
         params.insert(k.clone(), scalar_param(k, v)?);

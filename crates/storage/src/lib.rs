@@ -14,10 +14,12 @@ mod table;
 mod upload;
 mod url;
 
-pub use manifest::{FileMeta, Manifest};
-pub use record::WalRecord;
+pub use manifest::{FileMeta, Manifest, Tombstone};
+pub use record::{DeleteFilter, WalRecord};
 pub use store::{StorageConfig, StorageStats, Store};
-pub use table::{Table, TableSnapshot, adapt_batch, record_seq, ts_range as batch_ts_range};
+pub use table::{
+    ROW_BITS, Table, TableSnapshot, adapt_batch, record_seq, ts_range as batch_ts_range,
+};
 pub use upload::Upload;
 pub use url::{ObjectStoreHandle, parse_object_store_url};
 

@@ -33,12 +33,34 @@ pub struct FileMeta {
     pub visible_from: Option<i64>,
 }
 
+/// A range deletion: every row version written before it (`_seq < seq << ROW_BITS`) that
+/// matches it is gone from `at` on. Kept (not applied to files) so `as_of` earlier than `at`
+/// still sees the rows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Tombstone {
+    /// Write-ahead log sequence of the deletion.
+    pub seq: u64,
+    /// When it was acknowledged (µs since the epoch, the log's clock).
+    pub at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    /// Inclusive lower bound on `timestamp` (µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<i64>,
+    /// Exclusive upper bound on `timestamp` (µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<i64>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
     pub version: u64,
-    /// Every write-ahead log record of this table with a sequence up to here is in `files`.
+    /// Every write-ahead log record of this table with a sequence up to here is in `files`
+    /// (rows) or `tombstones` (deletions).
     pub persisted_seq: u64,
     pub files: Vec<FileMeta>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tombstones: Vec<Tombstone>,
 }
 
 pub(crate) fn manifest_dir(org_id: &str, slug: &str, type_id: &str) -> Path {

@@ -12,6 +12,7 @@ use crate::StorageError;
 
 const KIND_EVENTS: u8 = 1;
 const KIND_MARKER: u8 = 2;
+const KIND_DELETE: u8 = 3;
 
 #[derive(Debug)]
 pub enum WalRecord {
@@ -24,6 +25,40 @@ pub enum WalRecord {
     /// Carries no rows: it takes a sequence number (and an arrival instant) from the log for
     /// rows written straight to files by a staged upload, so they order with logged rows.
     Marker { org_id: String, type_id: String },
+    /// `DELETE /usage/{slug}/events`: its sequence and instant come from the log frame.
+    Delete {
+        org_id: String,
+        type_id: String,
+        filter: DeleteFilter,
+    },
+}
+
+/// Which rows a deletion removes; `None` matches everything on that axis.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeleteFilter {
+    pub customer_id: Option<String>,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+}
+
+fn put_opt_i64(out: &mut Vec<u8>, v: Option<i64>) {
+    match v {
+        Some(x) => {
+            out.push(1);
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        None => out.push(0),
+    }
+}
+
+fn get_opt_i64(buf: &mut &[u8]) -> Result<Option<i64>, StorageError> {
+    if take(buf, 1)?[0] == 0 {
+        return Ok(None);
+    }
+    let b = take(buf, 8)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    Ok(Some(i64::from_le_bytes(a)))
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -74,6 +109,23 @@ impl WalRecord {
         out
     }
 
+    pub fn encode_delete(org_id: &str, type_id: &str, filter: &DeleteFilter) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        out.push(KIND_DELETE);
+        put_str(&mut out, org_id);
+        put_str(&mut out, type_id);
+        match &filter.customer_id {
+            Some(c) => {
+                out.push(1);
+                put_str(&mut out, c);
+            }
+            None => out.push(0),
+        }
+        put_opt_i64(&mut out, filter.from);
+        put_opt_i64(&mut out, filter.to);
+        out
+    }
+
     pub fn decode(payload: &[u8]) -> Result<WalRecord, StorageError> {
         let mut buf = payload;
         let kind = take(&mut buf, 1)?[0];
@@ -98,9 +150,59 @@ impl WalRecord {
                 org_id: get_str(&mut buf)?,
                 type_id: get_str(&mut buf)?,
             }),
+            KIND_DELETE => {
+                let org_id = get_str(&mut buf)?;
+                let type_id = get_str(&mut buf)?;
+                let customer_id = if take(&mut buf, 1)?[0] == 0 {
+                    None
+                } else {
+                    Some(get_str(&mut buf)?)
+                };
+                let from = get_opt_i64(&mut buf)?;
+                let to = get_opt_i64(&mut buf)?;
+                Ok(WalRecord::Delete {
+                    org_id,
+                    type_id,
+                    filter: DeleteFilter {
+                        customer_id,
+                        from,
+                        to,
+                    },
+                })
+            }
             other => Err(StorageError::BadRecord(format!(
                 "unknown record kind {other}"
             ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_records_round_trip() {
+        for filter in [
+            DeleteFilter::default(),
+            DeleteFilter {
+                customer_id: Some("c'1".into()),
+                from: Some(-5),
+                to: Some(i64::MAX),
+            },
+        ] {
+            let bytes = WalRecord::encode_delete("org", "type", &filter);
+            match WalRecord::decode(&bytes).unwrap() {
+                WalRecord::Delete {
+                    org_id,
+                    type_id,
+                    filter: back,
+                } => assert_eq!(
+                    (org_id.as_str(), type_id.as_str(), back),
+                    ("org", "type", filter)
+                ),
+                other => panic!("{other:?}"),
+            }
         }
     }
 }

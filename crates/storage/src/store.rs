@@ -47,6 +47,16 @@ impl StorageConfig {
     }
 }
 
+fn tombstone(ack: Ack, filter: crate::DeleteFilter) -> crate::Tombstone {
+    crate::Tombstone {
+        seq: ack.seq,
+        at: ack.ingested_at,
+        customer_id: filter.customer_id,
+        from: filter.from,
+        to: filter.to,
+    }
+}
+
 /// Deletes the table's data files that its manifest does not list: files of a persist or a
 /// staged upload whose manifest commit never happened. Runs before anything can write.
 async fn remove_unreferenced_files(
@@ -102,17 +112,25 @@ pub(crate) enum Pending {
         key_hashes: Vec<u64>,
     },
     Marker,
+    Delete {
+        table: Arc<Table>,
+        filter: crate::DeleteFilter,
+    },
 }
 
 impl Apply<Pending> for Tables {
     fn apply(&self, ack: Ack, item: Pending) {
-        let Pending::Rows {
-            table,
-            batch,
-            key_hashes,
-        } = item
-        else {
-            return;
+        let (table, batch, key_hashes) = match item {
+            Pending::Rows {
+                table,
+                batch,
+                key_hashes,
+            } => (table, batch, key_hashes),
+            Pending::Marker => return,
+            Pending::Delete { table, filter } => {
+                table.add_tombstone(tombstone(ack, filter));
+                return;
+            }
         };
         if let Err(e) = table.push(ack, batch, Some(key_hashes)) {
             // Cannot happen for batches built against the table's schema; the rows are still
@@ -229,6 +247,15 @@ impl Store {
                             })?;
                     }
                     WalRecord::Marker { .. } => {}
+                    WalRecord::Delete {
+                        org_id,
+                        type_id,
+                        filter,
+                    } => {
+                        if let Some(table) = self.table(&org_id, &type_id) {
+                            table.add_tombstone(tombstone(Ack { seq, ingested_at }, filter));
+                        }
+                    }
                 }
                 Ok(())
             },
@@ -369,6 +396,26 @@ impl Store {
             .await?)
     }
 
+    /// Makes a range deletion durable and effective for the next query; its `Ack` says which
+    /// rows it covers (those written before `ack.seq`).
+    pub async fn delete(
+        &self,
+        table: &Arc<Table>,
+        filter: crate::DeleteFilter,
+    ) -> Result<Ack, StorageError> {
+        let payload = WalRecord::encode_delete(&table.org_id, &table.type_id, &filter);
+        Ok(self
+            .wal()?
+            .append(
+                payload,
+                Pending::Delete {
+                    table: table.clone(),
+                    filter,
+                },
+            )
+            .await?)
+    }
+
     /// A durable sequence number and arrival instant for rows that bypass the log.
     pub(crate) async fn reserve_seq(&self, table: &Table) -> Result<Ack, StorageError> {
         let payload = WalRecord::encode_marker(&table.org_id, &table.type_id);
@@ -417,6 +464,7 @@ impl Store {
                 version: manifest.version + 1,
                 persisted_seq: chunk.max_seq,
                 files: manifest.files.clone(),
+                tombstones: table.tombstones_to_commit(),
             };
             let mut encoded = encoded;
             self.mark_shared_keys(&def, &mut next.files, &mut encoded)
@@ -437,6 +485,20 @@ impl Store {
                 .fetch_add(chunk.rows as u64, Ordering::Relaxed);
             self.stats.flushes.fetch_add(1, Ordering::Relaxed);
             table.complete_persist(&chunk, next);
+        }
+        if table.has_pending_tombstones() {
+            // Deletions with no rows to persist alongside: commit them on their own so the
+            // log segments holding them can retire.
+            let current = table.manifest();
+            let next = Manifest {
+                version: current.version + 1,
+                persisted_seq: current.persisted_seq,
+                files: current.files.clone(),
+                tombstones: table.tombstones_to_commit(),
+            };
+            let dir = manifest_dir(&table.org_id, &table.slug, &table.type_id);
+            next.commit(&self.handle, &dir).await?;
+            table.publish_manifest(next);
         }
         Ok(files)
     }
@@ -532,7 +594,7 @@ impl Store {
         let mut last_err = None;
         for t in self.tables() {
             let (rows, bytes, since) = t.buffered();
-            if rows == 0 {
+            if rows == 0 && !t.has_pending_tombstones() {
                 continue;
             }
             let due = force

@@ -16,7 +16,7 @@ use arrow::row::{RowConverter, SortField};
 use meterbase_schema::EventTypeDef;
 use meterbase_wal::{Ack, Seq};
 
-use crate::{Manifest, StorageError};
+use crate::{Manifest, StorageError, Tombstone};
 
 /// Rows of one write-ahead log record carry `_seq = record_seq << ROW_BITS | row`.
 pub const ROW_BITS: u32 = 20;
@@ -71,6 +71,8 @@ pub(crate) struct TableState {
     pub frozen: Vec<Arc<Chunk>>,
     pub active: Chunk,
     pub active_since: Option<Instant>,
+    /// Deletions acknowledged but not yet in a committed manifest (only in the log).
+    pub pending_tombstones: Vec<Tombstone>,
 }
 
 pub struct Table {
@@ -97,6 +99,11 @@ pub struct TableSnapshot {
     pub buffer_ts_range: Option<(i64, i64)>,
     /// True when two buffered rows may share a unique key.
     pub buffer_has_duplicates: bool,
+    /// Every deletion, committed or only logged, oldest first.
+    pub tombstones: Vec<Tombstone>,
+    /// When set, the snapshot shows the table as it stood just before this log sequence:
+    /// later rows and deletions are left out (how a deletion counts what it removed).
+    pub before_seq: Option<u64>,
 }
 
 /// Gives `batch` exactly the columns of `schema`, by name: columns added to the event type
@@ -135,6 +142,7 @@ impl Table {
                 frozen: Vec::new(),
                 active: Chunk::default(),
                 active_since: None,
+                pending_tombstones: Vec::new(),
             }),
             flush_lock: tokio::sync::Mutex::new(()),
             buffered_bytes,
@@ -227,6 +235,14 @@ impl Table {
             buffer: Vec::new(),
             buffer_ts_range: range,
             buffer_has_duplicates,
+            tombstones: st
+                .manifest
+                .tombstones
+                .iter()
+                .chain(&st.pending_tombstones)
+                .cloned()
+                .collect(),
+            before_seq: None,
         };
         drop(st);
         let buffer = raw
@@ -244,6 +260,30 @@ impl Table {
         (rows, bytes, st.active_since)
     }
 
+    /// Records an acknowledged deletion (called in log order, like `push`).
+    pub(crate) fn add_tombstone(&self, t: Tombstone) {
+        let mut st = self.lock();
+        if st.manifest.tombstones.iter().any(|m| m.seq == t.seq) {
+            return;
+        }
+        st.pending_tombstones.push(t);
+    }
+
+    /// Deletions a manifest committed now must carry: the committed ones and the pending.
+    pub(crate) fn tombstones_to_commit(&self) -> Vec<Tombstone> {
+        let st = self.lock();
+        st.manifest
+            .tombstones
+            .iter()
+            .chain(&st.pending_tombstones)
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn has_pending_tombstones(&self) -> bool {
+        !self.lock().pending_tombstones.is_empty()
+    }
+
     pub fn holds_rows(&self) -> bool {
         let st = self.lock();
         st.active.rows > 0 || !st.frozen.is_empty() || st.manifest.files.iter().any(|f| f.rows > 0)
@@ -252,10 +292,16 @@ impl Table {
     /// Lowest write-ahead log sequence whose rows are only in memory.
     pub(crate) fn min_unpersisted_seq(&self) -> Option<Seq> {
         let st = self.lock();
-        st.frozen
+        let rows = st
+            .frozen
             .first()
             .map(|c| c.min_seq)
-            .or((!st.active.batches.is_empty()).then_some(st.active.min_seq))
+            .or((!st.active.batches.is_empty()).then_some(st.active.min_seq));
+        let deletions = st.pending_tombstones.iter().map(|t| t.seq).min();
+        match (rows, deletions) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The chunk to persist next: the oldest frozen one (a retry), else, if `freeze`, the
@@ -284,6 +330,8 @@ impl Table {
     /// Publishes a committed manifest and drops the chunk it covers, in one step.
     pub(crate) fn complete_persist(&self, chunk: &Arc<Chunk>, manifest: Manifest) {
         let mut st = self.lock();
+        st.pending_tombstones
+            .retain(|p| !manifest.tombstones.iter().any(|t| t.seq == p.seq));
         st.manifest = Arc::new(manifest);
         st.frozen.retain(|c| !Arc::ptr_eq(c, chunk));
         drop(st);
@@ -293,7 +341,10 @@ impl Table {
 
     /// Publishes a manifest committed outside the persister (a staged upload).
     pub(crate) fn publish_manifest(&self, manifest: Manifest) {
-        self.lock().manifest = Arc::new(manifest);
+        let mut st = self.lock();
+        st.pending_tombstones
+            .retain(|p| !manifest.tombstones.iter().any(|t| t.seq == p.seq));
+        st.manifest = Arc::new(manifest);
     }
 
     /// The table's current schema.

@@ -95,6 +95,7 @@ impl Store {
             version: current.version + 1,
             persisted_seq: current.persisted_seq,
             files: live,
+            tombstones: table.tombstones_to_commit(),
         };
         let dir = manifest_dir(&table.org_id, &table.slug, &table.type_id);
         next.commit(&self.handle, &dir).await?;
