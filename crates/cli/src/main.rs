@@ -138,6 +138,19 @@ struct ServeArgs {
     /// How many days back `as_of` may look (replaced and deleted rows are kept that long).
     #[arg(long, env = "METERBASE_HISTORY_RETENTION_DAYS", default_value_t = 400)]
     history_retention_days: u64,
+    /// Seconds between background compaction passes; 0 turns them off.
+    #[arg(long, env = "METERBASE_COMPACTION_INTERVAL_SECS", default_value_t = 60)]
+    compaction_interval_secs: u64,
+    /// Most rows compaction merges into one file.
+    #[arg(
+        long,
+        env = "METERBASE_COMPACTION_MAX_ROWS",
+        default_value_t = 4_000_000
+    )]
+    compaction_max_rows: usize,
+    /// Seconds a file replaced by compaction stays once no query needs it (for outside readers).
+    #[arg(long, env = "METERBASE_COMPACTION_GRACE_SECS", default_value_t = 300)]
+    compaction_grace_secs: u64,
     /// Threads for SQL queries.
     #[arg(long, env = "METERBASE_QUERY_THREADS", default_value_t = 2)]
     query_threads: usize,
@@ -208,6 +221,9 @@ fn main() -> ExitCode {
             config.query.timeout = Duration::from_millis(a.query_timeout_ms);
             config.query.threads = a.query_threads;
             config.history_retention = Duration::from_secs(a.history_retention_days * 86_400);
+            config.compaction.interval = Duration::from_secs(a.compaction_interval_secs);
+            config.compaction.max_rows = a.compaction_max_rows.max(1);
+            config.compaction.grace = Duration::from_secs(a.compaction_grace_secs);
             config.sync = a.sync == "data";
             config.skip_wal_corruption = a.wal_skip_corruption;
             let runtime = match tokio::runtime::Builder::new_multi_thread()

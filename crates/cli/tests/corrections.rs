@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, num, tempdir};
+use common::{Server, customer_totals, num, tempdir};
 use serde_json::{Value, json};
 
 fn event(customer: &str, ts: i64, v: f64) -> Value {
@@ -13,15 +13,7 @@ fn event(customer: &str, ts: i64, v: f64) -> Value {
 }
 
 fn totals(s: &Server, as_of: Option<&str>) -> Vec<(String, u64, f64)> {
-    let mut body = json!({"sql": "SELECT customer_id, count(*) AS n, sum(data.cpu_hours_consumed) AS v FROM compute_events GROUP BY customer_id ORDER BY customer_id"});
-    if let Some(t) = as_of {
-        body["as_of"] = json!(t);
-    }
-    let r = s.post_json("/sql", &body);
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.body["rows"]
-        .as_array()
-        .unwrap()
+    customer_totals(s, as_of)
         .iter()
         .map(|r| {
             (
@@ -56,7 +48,7 @@ const T0: i64 = 1_735_689_600; // 2025-01-01T00:00:00Z
 #[test]
 fn deletions_are_logged_counted_and_undone_by_as_of() {
     let dir = tempdir();
-    let mut s = Server::start(&dir.path().join("d"), &[]);
+    let mut s = Server::start(&dir.path().join("d"), &["--flush-age-ms", "100"]);
     s.create_compute_events();
     // a: 10 events in files; b: 10 events, 5 in files and 5 in the buffer.
     let first: Vec<Value> = (0..10)

@@ -4,10 +4,9 @@
 mod common;
 
 use std::io::Write;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Reply, Server, num, tempdir};
+use common::{Reply, Server, num, parquet_files, tempdir};
 use serde_json::json;
 
 fn post_csv(s: &Server, query: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {
@@ -26,25 +25,6 @@ fn count(s: &Server) -> u64 {
     s.sql("SELECT count(*) AS n FROM compute_events")[0]["n"]
         .as_u64()
         .unwrap()
-}
-
-fn parquet_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 fn rows_csv(n: usize, customer: &str, value: f64) -> String {

@@ -236,6 +236,9 @@ impl QueryEngine {
             .as_ref()
             .ok_or_else(|| QueryError::Execution("query engine is shut down".into()))?;
         let task = runtime.spawn(async move {
+            // The snapshots (their manifests) live as long as the query: files they list are
+            // not deleted by compaction while it reads them.
+            let _snapshots = tables;
             let options = SQLOptions::new()
                 .with_allow_ddl(false)
                 .with_allow_dml(false)

@@ -75,6 +75,7 @@ pub struct ServerConfig {
     pub query: QueryConfig,
     /// How far back `as_of` may look; replaced and deleted versions are kept this long.
     pub history_retention: Duration,
+    pub compaction: meterbase_storage::CompactionConfig,
     pub sync: bool,
     pub skip_wal_corruption: bool,
 }
@@ -98,6 +99,7 @@ impl ServerConfig {
             max_buffer_bytes: 1 << 30,
             query: QueryConfig::default(),
             history_retention: Duration::from_secs(400 * 86_400),
+            compaction: meterbase_storage::CompactionConfig::default(),
             sync: true,
             skip_wal_corruption: false,
         }
@@ -201,6 +203,8 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     storage.flush_age = config.flush_age;
     storage.max_buffer_bytes = config.max_buffer_bytes;
     storage.skip_wal_corruption = config.skip_wal_corruption;
+    storage.compaction = config.compaction.clone();
+    storage.compaction.history_retention = config.history_retention;
     let store = match Store::open(handle.clone(), storage, catalog.all_event_types()).await {
         Ok(s) => s,
         Err(e) => {

@@ -148,6 +148,18 @@ async fn route(app: &Arc<App>, req: Req) -> Result<HttpResponse> {
             match (rest, &method) {
                 (["organisations"], &Method::POST) => create_org(app, req).await,
                 (["organisations"], &Method::GET) => list_orgs(app),
+                (["compact"], &Method::POST) => {
+                    let stats = app.store.compact_all().await?;
+                    Ok(json_response(
+                        StatusCode::OK,
+                        &json!({
+                            "files_in": stats.files_in,
+                            "files_out": stats.files_out,
+                            "rows_in": stats.rows_in,
+                            "rows_out": stats.rows_out,
+                        }),
+                    ))
+                }
                 (["organisations", org, "api_keys"], &Method::POST) => create_key(app, org),
                 (["api_keys", id], &Method::DELETE) => {
                     app.catalog.delete_api_key(id)?;

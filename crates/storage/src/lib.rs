@@ -6,6 +6,7 @@
 //!
 //! It must not parse HTTP or SQL, and must not know about organisations beyond their ids.
 
+mod compact;
 mod manifest;
 mod persist;
 mod record;
@@ -14,6 +15,7 @@ mod table;
 mod upload;
 mod url;
 
+pub use compact::{CompactionConfig, CompactionStats};
 pub use manifest::{FileMeta, Manifest, Tombstone};
 pub use record::{DeleteFilter, WalRecord};
 pub use store::{StorageConfig, StorageStats, Store};

@@ -31,6 +31,9 @@ pub struct FileMeta {
     /// the whole file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visible_from: Option<i64>,
+    /// Deletions up to this log sequence are applied to the file's rows (by compaction).
+    #[serde(default)]
+    pub deletions_applied: u64,
 }
 
 /// A range deletion: every row version written before it (`_seq < seq << ROW_BITS`) that

@@ -64,6 +64,7 @@ pub(crate) fn encode_chunk(
         &chunk.batches,
         chunk.min_seq,
         chunk.max_seq,
+        "",
     )
 }
 
@@ -76,6 +77,7 @@ pub(crate) fn encode_batches(
     batches: &[RecordBatch],
     min_seq: u64,
     max_seq: u64,
+    name_suffix: &str,
 ) -> Result<Vec<EncodedFile>, StorageError> {
     let adapted = batches
         .iter()
@@ -85,7 +87,7 @@ pub(crate) fn encode_batches(
     let mut out = Vec::new();
     for (day, part) in split_by_day(&sorted)? {
         let path = format!(
-            "{org_id}/{}/date={}/{}-{:020}-{:020}.parquet",
+            "{org_id}/{}/date={}/{}-{:020}-{:020}{name_suffix}.parquet",
             def.api_slug,
             format_date(day),
             def.id,
@@ -116,6 +118,7 @@ pub(crate) fn encode_batches(
                 has_duplicate_keys,
                 shares_keys: false,
                 visible_from: None,
+                deletions_applied: 0,
             },
             keys,
             path,

@@ -32,6 +32,7 @@ pub struct StorageConfig {
     /// Start of every retry back-off after a failed persist.
     pub retry_base: Duration,
     pub skip_wal_corruption: bool,
+    pub compaction: crate::CompactionConfig,
 }
 
 impl StorageConfig {
@@ -43,6 +44,7 @@ impl StorageConfig {
             max_buffer_bytes: 1 << 30,
             retry_base: Duration::from_millis(200),
             skip_wal_corruption: false,
+            compaction: crate::CompactionConfig::default(),
         }
     }
 }
@@ -634,6 +636,8 @@ impl Store {
     /// Runs the persister until `stop` fires, then persists everything once more.
     pub async fn run_persister(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let interval = self.config.compaction.interval;
+        let mut last_compaction = Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -642,6 +646,13 @@ impl Store {
             if let Err(e) = self.flush_due(false).await {
                 warn!("persister pass failed: {e}");
             }
+            if !interval.is_zero() && last_compaction.elapsed() >= interval {
+                last_compaction = Instant::now();
+                if let Err(e) = self.compact_all().await {
+                    warn!("compaction pass failed (it is retried; no data is affected): {e}");
+                }
+            }
+            self.collect_garbage().await;
         }
     }
 

@@ -81,6 +81,10 @@ pub struct Table {
     pub slug: String,
     state: Mutex<TableState>,
     pub(crate) flush_lock: tokio::sync::Mutex<()>,
+    pub(crate) compact_lock: tokio::sync::Mutex<()>,
+    pub(crate) retired: Mutex<Vec<crate::compact::Retired>>,
+    /// Every manifest that was current once and may still be held by a snapshot.
+    published: Mutex<Vec<std::sync::Weak<Manifest>>>,
     buffered_bytes: Arc<AtomicUsize>,
     pub(crate) next_attempt: Mutex<Option<(Instant, u32)>>,
 }
@@ -145,6 +149,9 @@ impl Table {
                 pending_tombstones: Vec::new(),
             }),
             flush_lock: tokio::sync::Mutex::new(()),
+            compact_lock: tokio::sync::Mutex::new(()),
+            retired: Mutex::new(Vec::new()),
+            published: Mutex::new(Vec::new()),
             buffered_bytes,
             next_attempt: Mutex::new(None),
         })
@@ -260,6 +267,15 @@ impl Table {
         (rows, bytes, st.active_since)
     }
 
+    /// Lowest write-ahead log sequence of a row still only in memory.
+    pub(crate) fn min_buffered_seq(&self) -> Option<Seq> {
+        let st = self.lock();
+        st.frozen
+            .first()
+            .map(|c| c.min_seq)
+            .or((!st.active.batches.is_empty()).then_some(st.active.min_seq))
+    }
+
     /// Records an acknowledged deletion (called in log order, like `push`).
     pub(crate) fn add_tombstone(&self, t: Tombstone) {
         let mut st = self.lock();
@@ -291,12 +307,8 @@ impl Table {
 
     /// Lowest write-ahead log sequence whose rows are only in memory.
     pub(crate) fn min_unpersisted_seq(&self) -> Option<Seq> {
+        let rows = self.min_buffered_seq();
         let st = self.lock();
-        let rows = st
-            .frozen
-            .first()
-            .map(|c| c.min_seq)
-            .or((!st.active.batches.is_empty()).then_some(st.active.min_seq));
         let deletions = st.pending_tombstones.iter().map(|t| t.seq).min();
         match (rows, deletions) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -330,9 +342,7 @@ impl Table {
     /// Publishes a committed manifest and drops the chunk it covers, in one step.
     pub(crate) fn complete_persist(&self, chunk: &Arc<Chunk>, manifest: Manifest) {
         let mut st = self.lock();
-        st.pending_tombstones
-            .retain(|p| !manifest.tombstones.iter().any(|t| t.seq == p.seq));
-        st.manifest = Arc::new(manifest);
+        self.replace_manifest(&mut st, manifest);
         st.frozen.retain(|c| !Arc::ptr_eq(c, chunk));
         drop(st);
         self.buffered_bytes
@@ -342,9 +352,31 @@ impl Table {
     /// Publishes a manifest committed outside the persister (a staged upload).
     pub(crate) fn publish_manifest(&self, manifest: Manifest) {
         let mut st = self.lock();
+        self.replace_manifest(&mut st, manifest);
+    }
+
+    /// `publish_manifest`, returning every earlier manifest a snapshot may still hold: files
+    /// dropped by `manifest` are safe to delete once all of them are gone.
+    pub(crate) fn publish_manifest_tracking(
+        &self,
+        manifest: Manifest,
+    ) -> Vec<std::sync::Weak<Manifest>> {
+        let mut st = self.lock();
+        self.replace_manifest(&mut st, manifest);
+        drop(st);
+        self.published
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn replace_manifest(&self, st: &mut TableState, manifest: Manifest) {
         st.pending_tombstones
             .retain(|p| !manifest.tombstones.iter().any(|t| t.seq == p.seq));
-        st.manifest = Arc::new(manifest);
+        let old = std::mem::replace(&mut st.manifest, Arc::new(manifest));
+        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        published.retain(|w| w.strong_count() > 0);
+        published.push(Arc::downgrade(&old));
     }
 
     /// The table's current schema.
@@ -391,8 +423,11 @@ pub(crate) fn stamp_batch(
     Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }
 
-/// One hash per row of the `unique_key` columns present in `batch`.
-pub fn key_hashes(batch: &RecordBatch, unique_key: &[String]) -> Result<Vec<u64>, StorageError> {
+/// The `unique_key` columns of `batch` as comparable rows (equal keys, equal rows).
+pub(crate) fn key_rows(
+    batch: &RecordBatch,
+    unique_key: &[String],
+) -> Result<arrow::row::Rows, StorageError> {
     let cols: Vec<ArrayRef> = unique_key
         .iter()
         .filter_map(|k| batch.column_by_name(k).cloned())
@@ -402,7 +437,12 @@ pub fn key_hashes(batch: &RecordBatch, unique_key: &[String]) -> Result<Vec<u64>
             .map(|c| SortField::new(c.data_type().clone()))
             .collect(),
     )?;
-    let rows = converter.convert_columns(&cols)?;
+    Ok(converter.convert_columns(&cols)?)
+}
+
+/// One hash per row of the `unique_key` columns present in `batch`.
+pub fn key_hashes(batch: &RecordBatch, unique_key: &[String]) -> Result<Vec<u64>, StorageError> {
+    let rows = key_rows(batch, unique_key)?;
     Ok(rows
         .iter()
         .map(|r| {

@@ -51,7 +51,7 @@ impl Store {
         let rows = batch.num_rows();
         let encoded = tokio::task::spawn_blocking(move || {
             let stamped = stamp_batch(&batch, &schema, ack)?;
-            encode_batches(&org_id, &def, &schema, &[stamped], ack.seq, ack.seq)
+            encode_batches(&org_id, &def, &schema, &[stamped], ack.seq, ack.seq, "")
         })
         .await
         .map_err(|e| StorageError::BadRecord(format!("staging task failed: {e}")))??;

@@ -275,3 +275,39 @@ pub fn tempdir() -> tempfile::TempDir {
         .tempdir()
         .expect("tempdir")
 }
+
+/// Parquet files under `dir`, at any depth.
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// `SELECT customer_id, count(*) AS n, sum(cpu_hours_consumed) AS v … GROUP BY customer_id`,
+/// ordered by customer, optionally `as_of`.
+pub fn customer_totals(s: &Server, as_of: Option<&str>) -> Vec<Value> {
+    let mut body = json!({"sql": "SELECT customer_id, count(*) AS n, sum(data.cpu_hours_consumed) AS v FROM compute_events GROUP BY customer_id ORDER BY customer_id"});
+    if let Some(t) = as_of {
+        body["as_of"] = json!(t);
+    }
+    let r = s.post_json("/sql", &body);
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["rows"].as_array().cloned().unwrap_or_default()
+}
+
+/// Runs a compaction pass now (`POST /admin/compact`); panics unless 200.
+pub fn compact(s: &Server) -> Value {
+    let r = s.admin("POST", "/admin/compact", None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body
+}

@@ -1,0 +1,246 @@
+//! A random history of 200k operations — inserts, replacements of old keys, late events,
+//! range deletions — with flushes, compactions, crashes and clean restarts in between, checked
+//! after every phase against a reference kept here: counts and sums per customer now and
+//! `as_of` earlier phases. Zero mismatches allowed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Server, compact, customer_totals, num, tempdir};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+const T0: i64 = 1_735_689_600; // 2025-01-01T00:00:00Z
+const DAYS: i64 = 30;
+const CUSTOMERS: usize = 12;
+
+type Key = (String, i64);
+
+#[derive(Clone)]
+enum Op {
+    Put(Key, i64),
+    Delete {
+        customer: Option<String>,
+        from: i64,
+        to: i64,
+    },
+}
+
+fn apply(rows: &mut BTreeMap<Key, i64>, op: &Op) -> u64 {
+    match op {
+        Op::Put(k, v) => {
+            rows.insert(k.clone(), *v);
+            0
+        }
+        Op::Delete { customer, from, to } => {
+            let before = rows.len();
+            rows.retain(|(c, ts), _| {
+                !(customer.as_ref().is_none_or(|x| x == c) && *ts >= *from && *ts < *to)
+            });
+            (before - rows.len()) as u64
+        }
+    }
+}
+
+/// The reference as of the end of `phase`, rebuilt from the plain list of operations.
+fn state_after(ops: &[(usize, Op)], phase: usize) -> BTreeMap<String, (u64, i64)> {
+    let mut rows: BTreeMap<Key, i64> = BTreeMap::new();
+    for (p, op) in ops {
+        if *p > phase {
+            break;
+        }
+        apply(&mut rows, op);
+    }
+    totals(&rows)
+}
+
+fn totals(rows: &BTreeMap<Key, i64>) -> BTreeMap<String, (u64, i64)> {
+    let mut out = BTreeMap::new();
+    for ((c, _), v) in rows.iter() {
+        let (c, v) = (c.clone(), *v);
+        let e = out.entry(c).or_insert((0u64, 0i64));
+        e.0 += 1;
+        e.1 += v;
+    }
+    out
+}
+
+fn server_state(s: &Server, as_of: Option<&str>) -> BTreeMap<String, (u64, i64)> {
+    customer_totals(s, as_of)
+        .iter()
+        .map(|r| {
+            (
+                r["customer_id"].as_str().unwrap().to_string(),
+                (r["n"].as_u64().unwrap(), num(&r["v"]) as i64),
+            )
+        })
+        .collect()
+}
+
+fn iso(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn instant_between_phases() -> String {
+    std::thread::sleep(Duration::from_millis(3));
+    let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    std::thread::sleep(Duration::from_millis(3));
+    t
+}
+
+#[test]
+fn random_history_matches_the_reference_now_and_as_of_every_phase() {
+    let total_ops: usize = std::env::var("METERBASE_HISTORY_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let phases = 20;
+    let per_phase = total_ops / phases;
+    let dir = tempdir();
+    let mut s = Server::start(
+        &dir.path().join("d"),
+        &[
+            "--flush-bytes",
+            "300000",
+            "--flush-age-ms",
+            "200",
+            "--compaction-interval-secs",
+            "0",
+            "--compaction-grace-secs",
+            "0",
+        ],
+    );
+    s.create_compute_events();
+    let mut rng = StdRng::seed_from_u64(0x6d65_7465_7262_6173);
+    let mut ops: Vec<(usize, Op)> = Vec::new();
+    let mut current: BTreeMap<Key, i64> = BTreeMap::new();
+    let mut keys: Vec<Key> = Vec::new();
+    let mut instants: Vec<String> = Vec::new();
+    let mut mismatches = Vec::new();
+    let mut done = 0usize;
+    for phase in 0..phases {
+        let mut n = 0;
+        while n < per_phase {
+            if rng.random_range(0..1000) < 2 {
+                // A range deletion: one customer, or everyone, over a few hours to days.
+                let from = T0 + rng.random_range(0..DAYS * 24) * 3600;
+                let to = from + rng.random_range(1..72) * 3600;
+                let customer = rng
+                    .random_bool(0.7)
+                    .then(|| format!("c{}", rng.random_range(0..CUSTOMERS)));
+                let mut q = url::form_urlencoded::Serializer::new(String::new());
+                if let Some(c) = &customer {
+                    q.append_pair("customer_id", c);
+                }
+                q.append_pair("from", &iso(from))
+                    .append_pair("to", &iso(to));
+                let r = s.request(
+                    "DELETE",
+                    &format!("/usage/compute_events/events?{}", q.finish()),
+                    Some(&s.key),
+                    &[],
+                    None,
+                );
+                assert_eq!(r.status, 200, "{}", r.text);
+                let op = Op::Delete { customer, from, to };
+                let removed = apply(&mut current, &op);
+                ops.push((phase, op));
+                if r.body["deleted"].as_u64() != Some(removed) {
+                    mismatches.push(format!(
+                        "phase {phase}: deletion reported {} rows, the reference removed {removed}",
+                        r.body["deleted"]
+                    ));
+                }
+                n += 1;
+                continue;
+            }
+            // A batch of puts: new keys, replacements of any earlier key (late events
+            // included: old days get rows long after they were flushed and compacted).
+            let batch = rng.random_range(50..400).min(per_phase - n);
+            let mut events = Vec::with_capacity(batch);
+            let mut in_batch: BTreeMap<Key, i64> = BTreeMap::new();
+            for _ in 0..batch {
+                let key = if !keys.is_empty() && rng.random_bool(0.3) {
+                    keys[rng.random_range(0..keys.len())].clone()
+                } else {
+                    let k = (
+                        format!("c{}", rng.random_range(0..CUSTOMERS)),
+                        T0 + rng.random_range(0..DAYS * 86_400),
+                    );
+                    keys.push(k.clone());
+                    k
+                };
+                let v = rng.random_range(1..100);
+                in_batch.insert(key.clone(), v);
+                events.push(json!({"customer_id": key.0, "timestamp": key.1, "data": {"cpu_hours_consumed": v, "region": "r"}}));
+            }
+            let r = s.post_json("/usage/compute_events", &Value::Array(events));
+            assert_eq!(r.status, 200, "{}", r.text);
+            // Within one request the last event of a key wins, as in the file order.
+            for (k, v) in in_batch {
+                let op = Op::Put(k, v);
+                apply(&mut current, &op);
+                ops.push((phase, op));
+            }
+            n += batch;
+        }
+        done += n;
+        match phase % 5 {
+            0 => s.wait_flushed(),
+            1 => {
+                s.wait_flushed();
+                let r = compact(&s);
+                eprintln!("phase {phase}: compaction {r}");
+            }
+            2 => s.restart(),
+            3 => {
+                s.terminate();
+                s.spawn();
+            }
+            _ => {}
+        }
+        let metrics = s.request("GET", "/metrics", None, &[], None).text;
+        let files = metrics
+            .lines()
+            .find(|l| l.starts_with("meterbase_live_files "))
+            .unwrap_or_default()
+            .to_string();
+        eprintln!("after phase {phase}: {files}");
+        instants.push(instant_between_phases());
+        let mut check = |label: String,
+                         got: BTreeMap<String, (u64, i64)>,
+                         want: BTreeMap<String, (u64, i64)>| {
+            if got != want {
+                mismatches.push(format!("{label}: server {got:?}\n reference {want:?}"));
+            }
+        };
+        check(
+            format!("phase {phase} now"),
+            server_state(&s, None),
+            totals(&current),
+        );
+        for _ in 0..3 {
+            let past = rng.random_range(0..=phase);
+            check(
+                format!("phase {phase} as_of phase {past}"),
+                server_state(&s, Some(&instants[past])),
+                state_after(&ops, past),
+            );
+        }
+        assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    }
+    // A last compaction over everything changes no answer, now or as of any phase.
+    compact(&s);
+    for (p, t) in instants.iter().enumerate() {
+        let want = state_after(&ops, p);
+        let got = server_state(&s, Some(t));
+        assert_eq!(got, want, "after the final compaction, as_of phase {p}");
+    }
+    assert_eq!(server_state(&s, None), state_after(&ops, phases - 1));
+    eprintln!("{done} operations in {phases} phases, zero mismatches");
+}

@@ -1,0 +1,455 @@
+//! Compaction: the files of one (table, UTC day) merged into one sorted file, published by
+//! one manifest commit that swaps inputs for outputs.
+//!
+//! It never changes an answer a query may still ask for. Versions replaced, and rows deleted,
+//! longer ago than the history retention are dropped (no allowed `as_of` can see them);
+//! everything younger is kept, so `as_of` within retention answers exactly as before. The
+//! inputs stay on disk until no snapshot taken before the swap is alive and the grace period
+//! (for readers outside this process) has passed, so a running query never sees a file
+//! vanish. A crash before the commit leaves unlisted outputs, a crash after it unlisted
+//! inputs: `Store::open` deletes both.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, AsArray, BooleanArray, TimestampMicrosecondArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{TimestampMicrosecondType, UInt64Type};
+use arrow::record_batch::RecordBatch;
+use meterbase_schema::timestamp::MICROS_PER_DAY;
+use meterbase_schema::{EventTypeDef, INGESTED_AT_COLUMN, SEQ_COLUMN};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use tracing::{info, warn};
+
+use crate::manifest::manifest_dir;
+use crate::persist::encode_batches;
+use crate::table::{ROW_BITS, adapt_batch, key_rows};
+use crate::{FileMeta, Manifest, StorageError, Store, Table, Tombstone};
+
+#[derive(Debug, Clone)]
+pub struct CompactionConfig {
+    /// How often the background pass runs; zero turns it off (`POST /admin/compact` still works).
+    pub interval: Duration,
+    /// Most rows merged into one output file.
+    pub max_rows: usize,
+    /// How long a replaced file stays after no snapshot needs it (readers outside the server).
+    pub grace: Duration,
+    /// Versions replaced or deleted longer ago than this are dropped for good.
+    pub history_retention: Duration,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            interval: Duration::from_secs(60),
+            max_rows: 4_000_000,
+            grace: Duration::from_secs(300),
+            history_retention: Duration::from_secs(400 * 86_400),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionStats {
+    pub files_in: usize,
+    pub files_out: usize,
+    pub rows_in: usize,
+    pub rows_out: usize,
+}
+
+impl std::ops::AddAssign for CompactionStats {
+    fn add_assign(&mut self, o: Self) {
+        self.files_in += o.files_in;
+        self.files_out += o.files_out;
+        self.rows_in += o.rows_in;
+        self.rows_out += o.rows_out;
+    }
+}
+
+/// Files a compaction replaced, waiting until no reader can need them.
+pub(crate) struct Retired {
+    pub paths: Vec<String>,
+    /// Manifests published before the swap; while any is alive a snapshot may read the files.
+    pub readers: Vec<Weak<Manifest>>,
+    pub since: Instant,
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn day_of(f: &FileMeta) -> i64 {
+    f.min_ts.div_euclid(MICROS_PER_DAY)
+}
+
+fn overlaps(f: &FileMeta, t: &Tombstone) -> bool {
+    t.from.is_none_or(|from| f.max_ts >= from) && t.to.is_none_or(|to| f.min_ts < to)
+}
+
+/// Groups of files worth merging: each day's files in arrival order, cut at `max_rows`;
+/// a lone file only when it still holds rows of an expired deletion.
+fn plan(manifest: &Manifest, expired: &[Tombstone], max_rows: usize) -> Vec<Vec<FileMeta>> {
+    let mut days: BTreeMap<i64, Vec<FileMeta>> = BTreeMap::new();
+    for f in &manifest.files {
+        days.entry(day_of(f)).or_default().push(f.clone());
+    }
+    let mut groups = Vec::new();
+    for (_, mut files) in days {
+        files.sort_by_key(|f| f.min_seq);
+        let mut group: Vec<FileMeta> = Vec::new();
+        let mut rows = 0usize;
+        for f in files {
+            if !group.is_empty() && rows + f.rows as usize > max_rows {
+                groups.push(std::mem::take(&mut group));
+                rows = 0;
+            }
+            rows += f.rows as usize;
+            group.push(f);
+        }
+        if !group.is_empty() {
+            groups.push(group);
+        }
+    }
+    groups.retain(|g| {
+        g.len() > 1
+            || g.iter().any(|f| {
+                expired
+                    .iter()
+                    .any(|t| f.deletions_applied < t.seq && f.min_seq < t.seq && overlaps(f, t))
+            })
+    });
+    groups
+}
+
+/// The rows of `batch` that some allowed `as_of` can still see (see the module comment).
+fn surviving_rows(
+    batch: &RecordBatch,
+    def: &EventTypeDef,
+    expired: &[Tombstone],
+    horizon: i64,
+) -> Result<RecordBatch, StorageError> {
+    let n = batch.num_rows();
+    let seq = batch
+        .column_by_name(SEQ_COLUMN)
+        .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+        .ok_or_else(|| StorageError::BadRecord("file without _seq".into()))?;
+    let ts = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+    let at = batch
+        .column_by_name(INGESTED_AT_COLUMN)
+        .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+        .ok_or_else(|| StorageError::BadRecord("file without _ingested_at".into()))?;
+    let customers = batch.column(0).as_string::<i32>();
+    let mut keep = vec![true; n];
+    for t in expired {
+        for (i, k) in keep.iter_mut().enumerate() {
+            if *k
+                && seq.value(i) < t.seq << ROW_BITS
+                && t.customer_id
+                    .as_deref()
+                    .is_none_or(|c| customers.value(i) == c)
+                && t.from.is_none_or(|f| ts.value(i) >= f)
+                && t.to.is_none_or(|to| ts.value(i) < to)
+            {
+                *k = false;
+            }
+        }
+    }
+    // A version replaced by one that arrived before the horizon is invisible to every
+    // allowed `as_of`. Only the inputs are compared (a newer version elsewhere just means
+    // the older one is kept a while longer).
+    if def.unique_key.iter().any(|k| k == "timestamp") {
+        let keys = key_rows(batch, &def.unique_key)?;
+        let mut newest: HashMap<arrow::row::Row<'_>, usize> = HashMap::new();
+        for i in 0..n {
+            if !keep[i] {
+                continue;
+            }
+            let h = keys.row(i);
+            match newest.get(&h) {
+                Some(&j) if seq.value(j) > seq.value(i) => {
+                    if at.value(j) < horizon {
+                        keep[i] = false;
+                    }
+                }
+                Some(&j) => {
+                    if at.value(i) < horizon {
+                        keep[j] = false;
+                    }
+                    newest.insert(h, i);
+                }
+                None => {
+                    newest.insert(h, i);
+                }
+            }
+        }
+    }
+    if keep.iter().all(|k| *k) {
+        return Ok(batch.clone());
+    }
+    Ok(filter_record_batch(batch, &BooleanArray::from(keep))?)
+}
+
+/// Rows of an upload arrived when the upload committed: the merged file has no per-file
+/// `visible_from`, so the instant moves into the rows.
+fn settle_arrival(
+    batch: RecordBatch,
+    visible_from: Option<i64>,
+) -> Result<RecordBatch, StorageError> {
+    let Some(v) = visible_from else {
+        return Ok(batch);
+    };
+    let idx = batch
+        .schema_ref()
+        .index_of(INGESTED_AT_COLUMN)
+        .map_err(|e| StorageError::BadRecord(e.to_string()))?;
+    let at = batch.column(idx).as_primitive::<TimestampMicrosecondType>();
+    let moved: TimestampMicrosecondArray = at.unary(|x| x.max(v));
+    let moved: ArrayRef = Arc::new(moved.with_timezone("UTC"));
+    let mut cols = batch.columns().to_vec();
+    cols[idx] = moved;
+    Ok(RecordBatch::try_new(batch.schema(), cols)?)
+}
+
+fn read_file(bytes: bytes::Bytes) -> Result<Vec<RecordBatch>, StorageError> {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
+        .with_batch_size(64 * 1024)
+        .build()?;
+    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+}
+
+impl Store {
+    /// Compacts every table once.
+    pub async fn compact_all(&self) -> Result<CompactionStats, StorageError> {
+        let mut total = CompactionStats::default();
+        for t in self.tables() {
+            total += self.compact_table(&t).await?;
+        }
+        self.collect_garbage().await;
+        Ok(total)
+    }
+
+    /// Merges each group of `plan` into one file and swaps them in one manifest commit.
+    pub async fn compact_table(&self, table: &Arc<Table>) -> Result<CompactionStats, StorageError> {
+        let _one_at_a_time = table.compact_lock.lock().await;
+        let now = now_micros();
+        let horizon = now - self.config.compaction.history_retention.as_micros() as i64;
+        let manifest = table.manifest();
+        // Logged deletions not yet in a manifest count too: the commit below carries them.
+        let expired: Vec<Tombstone> = table
+            .tombstones_to_commit()
+            .into_iter()
+            .filter(|t| t.at < horizon)
+            .collect();
+        let groups = plan(&manifest, &expired, self.config.compaction.max_rows);
+        if groups.is_empty() {
+            return Ok(CompactionStats::default());
+        }
+        let def = table.def();
+        let schema = table.schema();
+        let applied = expired.iter().map(|t| t.seq).max().unwrap_or(0);
+        let mut stats = CompactionStats::default();
+        let mut replaced: Vec<FileMeta> = Vec::new();
+        let mut outputs: Vec<FileMeta> = Vec::new();
+        for group in groups {
+            let mut batches = Vec::new();
+            for f in &group {
+                let bytes = self.handle.get_bytes(&Path::from(f.path.as_str())).await?;
+                let (schema, visible_from) = (schema.clone(), f.visible_from);
+                let read = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+                    read_file(bytes)?
+                        .iter()
+                        .map(|b| settle_arrival(adapt_batch(b, &schema)?, visible_from))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await
+                .map_err(|e| StorageError::BadRecord(format!("compaction read failed: {e}")))??;
+                batches.extend(read);
+                stats.rows_in += f.rows as usize;
+            }
+            let (d, s, ex) = (def.clone(), schema.clone(), expired.clone());
+            let org_id = table.org_id.clone();
+            let min_seq = group.iter().map(|f| f.min_seq).min().unwrap_or(0);
+            let max_seq = group.iter().map(|f| f.max_seq).max().unwrap_or(0);
+            let suffix = format!("-c{}", manifest.version + 1);
+            let encoded = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+                let merged = arrow::compute::concat_batches(&s, &batches)?;
+                drop(batches);
+                let kept = surviving_rows(&merged, &d, &ex, horizon)?;
+                if kept.num_rows() == 0 {
+                    return Ok(Vec::new());
+                }
+                encode_batches(&org_id, &d, &s, &[kept], min_seq, max_seq, &suffix)
+            })
+            .await
+            .map_err(|e| StorageError::BadRecord(format!("compaction task failed: {e}")))??;
+            for f in encoded {
+                self.put_file(&f.path, f.bytes).await?;
+                let mut meta = f.meta;
+                meta.deletions_applied =
+                    applied.max(group.iter().map(|g| g.deletions_applied).min().unwrap_or(0));
+                stats.rows_out += meta.rows as usize;
+                outputs.push(meta);
+            }
+            stats.files_in += group.len();
+            replaced.extend(group);
+        }
+        stats.files_out = outputs.len();
+        self.commit_compaction(table, replaced, outputs, horizon)
+            .await?;
+        info!(table = %table.slug, org = %table.org_id, files_in = stats.files_in, files_out = stats.files_out, rows_in = stats.rows_in, rows_out = stats.rows_out, "compacted");
+        Ok(stats)
+    }
+
+    async fn commit_compaction(
+        &self,
+        table: &Arc<Table>,
+        replaced: Vec<FileMeta>,
+        mut outputs: Vec<FileMeta>,
+        horizon: i64,
+    ) -> Result<(), StorageError> {
+        let _guard = table.flush_lock.lock().await;
+        let current = table.manifest();
+        let gone: std::collections::HashSet<&str> =
+            replaced.iter().map(|f| f.path.as_str()).collect();
+        let mut files: Vec<FileMeta> = current
+            .files
+            .iter()
+            .filter(|f| !gone.contains(f.path.as_str()))
+            .cloned()
+            .collect();
+        // Only compaction removes files, one pass per table at a time: every input is live.
+        debug_assert_eq!(files.len() + replaced.len(), current.files.len());
+        for out in outputs.iter_mut() {
+            for f in files.iter_mut() {
+                if f.max_ts >= out.min_ts && f.min_ts <= out.max_ts {
+                    f.shares_keys = true;
+                    out.shares_keys = true;
+                }
+            }
+        }
+        for i in 0..outputs.len() {
+            for j in 0..outputs.len() {
+                if i != j
+                    && outputs[i].max_ts >= outputs[j].min_ts
+                    && outputs[i].min_ts <= outputs[j].max_ts
+                {
+                    outputs[i].shares_keys = true;
+                }
+            }
+        }
+        files.extend(outputs);
+        // An expired deletion is forgotten once no file (nor the buffer) can still hold a
+        // row it covers.
+        let unpersisted = table.min_buffered_seq().unwrap_or(u64::MAX);
+        let tombstones: Vec<Tombstone> = table
+            .tombstones_to_commit()
+            .into_iter()
+            .filter(|t| {
+                let spent = t.at < horizon
+                    && unpersisted > t.seq
+                    && files.iter().all(|f| {
+                        f.min_seq > t.seq || f.deletions_applied >= t.seq || !overlaps(f, t)
+                    });
+                !spent
+            })
+            .collect();
+        let next = Manifest {
+            version: current.version + 1,
+            persisted_seq: current.persisted_seq,
+            files,
+            tombstones,
+        };
+        let dir = manifest_dir(&table.org_id, &table.slug, &table.type_id);
+        next.commit(&self.handle, &dir).await?;
+        let readers = table.publish_manifest_tracking(next);
+        table
+            .retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Retired {
+                paths: replaced.into_iter().map(|f| f.path).collect(),
+                readers,
+                since: Instant::now(),
+            });
+        Ok(())
+    }
+
+    /// Deletes replaced files nobody can read any more. Returns how many were deleted.
+    pub async fn collect_garbage(&self) -> usize {
+        let mut deleted = 0;
+        for t in self.tables() {
+            let due: Vec<Retired> = {
+                let mut retired = t.retired.lock().unwrap_or_else(|p| p.into_inner());
+                let (due, keep): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut *retired).into_iter().partition(|r| {
+                        r.since.elapsed() >= self.config.compaction.grace
+                            && r.readers.iter().all(|w| w.strong_count() == 0)
+                    });
+                *retired = keep;
+                due
+            };
+            for r in due {
+                for p in r.paths {
+                    let path = Path::from(p.as_str());
+                    match self.handle.store.delete(&path).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                        // Left for the next start's clean-up.
+                        Err(e) => warn!(%path, "could not delete a compacted file: {e}"),
+                    }
+                }
+            }
+        }
+        deleted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(day: i64, rows: u64, min_seq: u64) -> FileMeta {
+        FileMeta {
+            path: format!("f{day}-{min_seq}"),
+            size: 1,
+            rows,
+            min_ts: day * MICROS_PER_DAY,
+            max_ts: day * MICROS_PER_DAY + 10,
+            min_seq,
+            max_seq: min_seq,
+            schema_version: 1,
+            has_duplicate_keys: false,
+            shares_keys: false,
+            visible_from: None,
+            deletions_applied: 0,
+        }
+    }
+
+    #[test]
+    fn plans_days_with_several_files_cut_at_max_rows() {
+        let m = Manifest {
+            files: vec![
+                file(1, 10, 1),
+                file(1, 10, 2),
+                file(1, 10, 3),
+                file(2, 10, 4),
+            ],
+            ..Manifest::default()
+        };
+        let g = plan(&m, &[], 25);
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].len(), 2);
+        let t = Tombstone {
+            seq: 9,
+            at: 0,
+            customer_id: None,
+            from: None,
+            to: None,
+        };
+        assert_eq!(plan(&m, &[t], 100).len(), 2);
+    }
+}
