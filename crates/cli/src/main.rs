@@ -161,6 +161,9 @@ struct ServeArgs {
     /// Start even if the write-ahead log is corrupted mid-log, discarding the damaged records.
     #[arg(long, env = "METERBASE_WAL_SKIP_CORRUPTION")]
     wal_skip_corruption: bool,
+    /// Tests only: wrap the object store in a fault injector driven by POST /admin/faults.
+    #[arg(long, hide = true)]
+    fault_injection: bool,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "METERBASE_LOG_JSON")]
     log_json: bool,
@@ -226,6 +229,7 @@ fn main() -> ExitCode {
             config.compaction.grace = Duration::from_secs(a.compaction_grace_secs);
             config.sync = a.sync == "data";
             config.skip_wal_corruption = a.wal_skip_corruption;
+            config.fault_injection = a.fault_injection;
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -24,6 +24,39 @@ use meterbase_storage::FileMeta;
 
 use crate::STORE_URL;
 
+/// Files whose checksum has been checked by this process (files never change once written).
+static VERIFIED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Reads each file not yet checked once, whole, and compares its CRC-32C with the manifest:
+/// a corrupted file fails the query with its name instead of changing a total.
+async fn verify_files(state: &dyn Session, files: &[&FileMeta]) -> Result<()> {
+    use object_store::ObjectStoreExt;
+    let store = state
+        .runtime_env()
+        .object_store(ObjectStoreUrl::parse(STORE_URL)?)?;
+    for f in files {
+        let checked = || {
+            VERIFIED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&f.path)
+        };
+        if f.crc32c.is_none() || checked() {
+            continue;
+        }
+        let path = object_store::path::Path::from(f.path.as_str());
+        let bytes = store.get(&path).await?.bytes().await?;
+        f.verify(&bytes)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        VERIFIED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(f.path.clone());
+    }
+    Ok(())
+}
+
 #[derive(Debug)]
 pub(crate) struct RawSource {
     pub schema: SchemaRef,
@@ -64,6 +97,7 @@ impl TableProvider for RawSource {
             .filter(|f| f.max_ts >= lo && f.min_ts < hi)
             .collect();
         if !files.is_empty() {
+            verify_files(state, &files).await?;
             let format =
                 ParquetFormat::default().with_options(state.table_options().parquet.clone());
             let source = format.file_source(TableSchema::from(self.schema.clone()));

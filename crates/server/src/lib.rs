@@ -76,6 +76,8 @@ pub struct ServerConfig {
     /// How far back `as_of` may look; replaced and deleted versions are kept this long.
     pub history_retention: Duration,
     pub compaction: meterbase_storage::CompactionConfig,
+    /// Wraps the object store in `FaultyStore` and enables `POST /admin/faults` (tests).
+    pub fault_injection: bool,
     pub sync: bool,
     pub skip_wal_corruption: bool,
 }
@@ -100,6 +102,7 @@ impl ServerConfig {
             query: QueryConfig::default(),
             history_retention: Duration::from_secs(400 * 86_400),
             compaction: meterbase_storage::CompactionConfig::default(),
+            fault_injection: false,
             sync: true,
             skip_wal_corruption: false,
         }
@@ -114,6 +117,8 @@ pub struct App {
     pub engine: QueryEngine,
     pub metrics: Metrics,
     pub decoders: routes::DecoderCache,
+    /// Set only with `--fault-injection`.
+    pub faults: Option<Arc<meterbase_storage::Faults>>,
 }
 
 /// What the listener serves before replay has finished: only `healthz` (503) and 503s.
@@ -172,7 +177,16 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
             absolute(&config.data_dir.join("store")).display()
         )
     });
-    let handle = parse_object_store_url(&object_store_url)?;
+    let mut handle = parse_object_store_url(&object_store_url)?;
+    let faults = config.fault_injection.then(|| {
+        warn!("fault injection is on (POST /admin/faults): for tests only");
+        let faults = Arc::new(meterbase_storage::Faults::default());
+        handle.store = Arc::new(meterbase_storage::FaultyStore::new(
+            handle.store.clone(),
+            faults.clone(),
+        ));
+        faults
+    });
 
     let listener = TcpListener::bind(&config.listen)
         .await
@@ -220,6 +234,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         engine,
         metrics: Metrics::default(),
         decoders: routes::DecoderCache::default(),
+        faults,
     });
     let _ = shared.app.set(app.clone());
     shared.ready.store(true, Ordering::SeqCst);

@@ -148,6 +148,7 @@ async fn route(app: &Arc<App>, req: Req) -> Result<HttpResponse> {
             match (rest, &method) {
                 (["organisations"], &Method::POST) => create_org(app, req).await,
                 (["organisations"], &Method::GET) => list_orgs(app),
+                (["faults"], &Method::POST) => set_faults(app, req).await,
                 (["compact"], &Method::POST) => {
                     let stats = app.store.compact_all().await?;
                     Ok(json_response(
@@ -331,6 +332,46 @@ pub(crate) fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T> {
 }
 
 // ---- admin ----------------------------------------------------------------------------------
+
+/// `POST /admin/faults` (only with `--fault-injection`): sets what the object store and the
+/// write-ahead log do wrong. Absent fields are left as they are.
+async fn set_faults(app: &App, req: Req) -> Result<HttpResponse> {
+    use std::sync::atomic::Ordering::SeqCst;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        outage: Option<bool>,
+        fail_puts: Option<usize>,
+        lose_put_responses: Option<usize>,
+        latency_ms: Option<u64>,
+        wal_sync_failures: Option<usize>,
+    }
+    let Some(faults) = &app.faults else {
+        return Err(Problem::not_found(
+            "fault injection is off (start the server with --fault-injection)",
+        ));
+    };
+    let body = read_body(req, SMALL_BODY).await?;
+    let b: Body = parse_json(&body)?;
+    if let Some(v) = b.outage {
+        faults.outage.store(v, SeqCst);
+    }
+    if let Some(v) = b.fail_puts {
+        faults.fail_puts.store(v, SeqCst);
+    }
+    if let Some(v) = b.lose_put_responses {
+        faults.lose_put_responses.store(v, SeqCst);
+    }
+    if let Some(v) = b.latency_ms {
+        faults.latency_ms.store(v, SeqCst);
+    }
+    if let Some(n) = b.wal_sync_failures
+        && let Some(fp) = app.store.wal_failpoint()
+    {
+        fp.fail_next(n);
+    }
+    Ok(no_content())
+}
 
 async fn create_org(app: &App, req: Req) -> Result<HttpResponse> {
     #[derive(Deserialize)]

@@ -23,7 +23,6 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use tracing::{info, warn};
 
-use crate::manifest::manifest_dir;
 use crate::persist::encode_batches;
 use crate::table::{ROW_BITS, adapt_batch, key_rows};
 use crate::{FileMeta, Manifest, StorageError, Store, Table, Tombstone};
@@ -259,6 +258,7 @@ impl Store {
             let mut batches = Vec::new();
             for f in &group {
                 let bytes = self.handle.get_bytes(&Path::from(f.path.as_str())).await?;
+                f.verify(&bytes)?;
                 let (schema, visible_from) = (schema.clone(), f.visible_from);
                 let read = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
                     read_file(bytes)?
@@ -313,25 +313,8 @@ impl Store {
         horizon: i64,
     ) -> Result<(), StorageError> {
         let _guard = table.flush_lock.lock().await;
-        let current = table.manifest();
         let gone: std::collections::HashSet<&str> =
             replaced.iter().map(|f| f.path.as_str()).collect();
-        let mut files: Vec<FileMeta> = current
-            .files
-            .iter()
-            .filter(|f| !gone.contains(f.path.as_str()))
-            .cloned()
-            .collect();
-        // Only compaction removes files, one pass per table at a time: every input is live.
-        debug_assert_eq!(files.len() + replaced.len(), current.files.len());
-        for out in outputs.iter_mut() {
-            for f in files.iter_mut() {
-                if f.max_ts >= out.min_ts && f.min_ts <= out.max_ts {
-                    f.shares_keys = true;
-                    out.shares_keys = true;
-                }
-            }
-        }
         for i in 0..outputs.len() {
             for j in 0..outputs.len() {
                 if i != j
@@ -342,31 +325,54 @@ impl Store {
                 }
             }
         }
-        files.extend(outputs);
-        // An expired deletion is forgotten once no file (nor the buffer) can still hold a
-        // row it covers.
-        let unpersisted = table.min_buffered_seq().unwrap_or(u64::MAX);
-        let tombstones: Vec<Tombstone> = table
-            .tombstones_to_commit()
-            .into_iter()
-            .filter(|t| {
-                let spent = t.at < horizon
-                    && unpersisted > t.seq
-                    && files.iter().all(|f| {
-                        f.min_seq > t.seq || f.deletions_applied >= t.seq || !overlaps(f, t)
-                    });
-                !spent
+        let committed = self
+            .commit_manifest(table, |current| {
+                if !current.files.iter().any(|f| gone.contains(f.path.as_str())) {
+                    // An earlier attempt of this swap landed and was adopted.
+                    return None;
+                }
+                let mut files: Vec<FileMeta> = current
+                    .files
+                    .iter()
+                    .filter(|f| !gone.contains(f.path.as_str()))
+                    .cloned()
+                    .collect();
+                let mut added = outputs.clone();
+                for out in added.iter_mut() {
+                    for f in files.iter_mut() {
+                        if f.max_ts >= out.min_ts && f.min_ts <= out.max_ts {
+                            f.shares_keys = true;
+                            out.shares_keys = true;
+                        }
+                    }
+                }
+                files.extend(added);
+                // An expired deletion is forgotten once no file (nor the buffer) can still
+                // hold a row it covers.
+                let unpersisted = table.min_buffered_seq().unwrap_or(u64::MAX);
+                let tombstones: Vec<Tombstone> = table
+                    .tombstones_to_commit()
+                    .into_iter()
+                    .filter(|t| {
+                        let spent = t.at < horizon
+                            && unpersisted > t.seq
+                            && files.iter().all(|f| {
+                                f.min_seq > t.seq || f.deletions_applied >= t.seq || !overlaps(f, t)
+                            });
+                        !spent
+                    })
+                    .collect();
+                Some(Manifest {
+                    files,
+                    tombstones,
+                    ..current.clone()
+                })
             })
-            .collect();
-        let next = Manifest {
-            version: current.version + 1,
-            persisted_seq: current.persisted_seq,
-            files,
-            tombstones,
+            .await?;
+        let readers = match committed {
+            Some(next) => table.publish_manifest_tracking(next),
+            None => table.published_readers(),
         };
-        let dir = manifest_dir(&table.org_id, &table.slug, &table.type_id);
-        next.commit(&self.handle, &dir).await?;
-        let readers = table.publish_manifest_tracking(next);
         table
             .retired
             .lock()
@@ -426,6 +432,7 @@ mod tests {
             shares_keys: false,
             visible_from: None,
             deletions_applied: 0,
+            crc32c: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! It must not parse HTTP or SQL, and must not know about organisations beyond their ids.
 
 mod compact;
+mod faults;
 mod manifest;
 mod persist;
 mod record;
@@ -16,6 +17,7 @@ mod upload;
 mod url;
 
 pub use compact::{CompactionConfig, CompactionStats};
+pub use faults::{Faults, FaultyStore};
 pub use manifest::{FileMeta, Manifest, Tombstone};
 pub use record::{DeleteFilter, WalRecord};
 pub use store::{StorageConfig, StorageStats, Store};
@@ -43,6 +45,8 @@ pub enum StorageError {
     },
     #[error("manifest {path} is unreadable: {reason}")]
     CorruptManifest { path: String, reason: String },
+    #[error("data file {path} is corrupted: {reason}")]
+    CorruptFile { path: String, reason: String },
     #[error("Arrow error: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("Parquet error: {0}")]
@@ -59,6 +63,8 @@ pub enum StorageError {
     BadUrl(String, String),
     #[error("event type not found")]
     UnknownTable,
+    #[error("manifest version {path} was committed by another writer (writer {:?}); is a second server using this object store?", landed.writer)]
+    ManifestTaken { path: String, landed: Box<Manifest> },
 }
 
 impl StorageError {

@@ -34,6 +34,31 @@ pub struct FileMeta {
     /// Deletions up to this log sequence are applied to the file's rows (by compaction).
     #[serde(default)]
     pub deletions_applied: u64,
+    /// CRC-32C of the whole file: Parquet as written here has no page checksums, and a
+    /// flipped bit in a value must fail a query, not change a total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<u32>,
+}
+
+impl FileMeta {
+    /// Fails, naming the file, when `bytes` are not what was written.
+    pub fn verify(&self, bytes: &[u8]) -> Result<(), StorageError> {
+        match self.crc32c {
+            Some(expected) if crc32c::crc32c(bytes) != expected => Err(StorageError::CorruptFile {
+                path: self.path.clone(),
+                reason: format!(
+                    "checksum mismatch ({} bytes, CRC-32C {:08x}, manifest says {expected:08x})",
+                    bytes.len(),
+                    crc32c::crc32c(bytes)
+                ),
+            }),
+            _ if bytes.len() as u64 != self.size => Err(StorageError::CorruptFile {
+                path: self.path.clone(),
+                reason: format!("{} bytes, manifest says {}", bytes.len(), self.size),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A range deletion: every row version written before it (`_seq < seq << ROW_BITS`) that
@@ -64,6 +89,13 @@ pub struct Manifest {
     pub files: Vec<FileMeta>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tombstones: Vec<Tombstone>,
+    /// Which server process committed this version (a random id per start): a version found
+    /// already taken by our own process is an earlier attempt whose reply was lost.
+    #[serde(default)]
+    pub writer: String,
+    /// CRC-32C of this manifest serialized without this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<u32>,
 }
 
 pub(crate) fn manifest_dir(org_id: &str, slug: &str, type_id: &str) -> Path {
@@ -94,29 +126,77 @@ impl Manifest {
             return Ok(Manifest::default());
         };
         let bytes = store.get_bytes(&path).await?;
-        serde_json::from_slice(&bytes).map_err(|e| StorageError::CorruptManifest {
-            path: path.to_string(),
-            reason: e.to_string(),
-        })
+        Manifest::decode(&path, &bytes)
     }
 
-    /// Publishes this manifest as version `self.version`; fails if that version exists.
+    fn without_checksum(&self) -> Manifest {
+        Manifest {
+            checksum: None,
+            ..self.clone()
+        }
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, StorageError> {
+        let bare = self.without_checksum();
+        let body = serde_json::to_vec(&bare).map_err(|e| StorageError::BadRecord(e.to_string()))?;
+        let sealed = Manifest {
+            checksum: Some(crc32c::crc32c(&body)),
+            ..bare
+        };
+        serde_json::to_vec(&sealed).map_err(|e| StorageError::BadRecord(e.to_string()))
+    }
+
+    fn decode(path: &Path, bytes: &[u8]) -> Result<Manifest, StorageError> {
+        let corrupt = |reason: String| StorageError::CorruptManifest {
+            path: path.to_string(),
+            reason,
+        };
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if let Some(expected) = m.checksum {
+            let body =
+                serde_json::to_vec(&m.without_checksum()).map_err(|e| corrupt(e.to_string()))?;
+            if crc32c::crc32c(&body) != expected {
+                return Err(corrupt(format!(
+                    "checksum mismatch (CRC-32C {:08x}, recorded {expected:08x})",
+                    crc32c::crc32c(&body)
+                )));
+            }
+        }
+        Ok(m.without_checksum())
+    }
+
+    /// Publishes this manifest as version `self.version`. If that version exists already it
+    /// is read back: identical means an earlier attempt of this very commit landed (fine);
+    /// anything else is `ManifestTaken` with what is there.
     pub(crate) async fn commit(
         &self,
         store: &ObjectStoreHandle,
         dir: &Path,
     ) -> Result<(), StorageError> {
         let path = dir.clone().join(format!("{:020}.json", self.version));
-        let bytes = serde_json::to_vec(self).map_err(|e| StorageError::BadRecord(e.to_string()))?;
+        let bytes = self.encode()?;
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        store
+        match store
             .store
             .put_opts(&path, PutPayload::from(bytes), opts)
             .await
-            .map_err(|e| StorageError::store(&path, e))?;
+        {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let existing = store.get_bytes(&path).await?;
+                let landed = Manifest::decode(&path, &existing)?;
+                if landed != self.without_checksum() {
+                    return Err(StorageError::ManifestTaken {
+                        path: path.to_string(),
+                        landed: Box::new(landed),
+                    });
+                }
+            }
+            Err(e) => return Err(StorageError::store(&path, e)),
+        }
         store.sync_object(&path)?;
         // Older versions are no longer needed once this one is durable; keep a few for
         // inspection. Failing to delete them is harmless.

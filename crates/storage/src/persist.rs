@@ -119,6 +119,7 @@ pub(crate) fn encode_batches(
                 shares_keys: false,
                 visible_from: None,
                 deletions_applied: 0,
+                crc32c: Some(crc32c::crc32c(&bytes)),
             },
             keys,
             path,

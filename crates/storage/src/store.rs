@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::manifest::manifest_dir;
 use crate::persist::encode_chunk;
 use crate::table::{MAX_ROWS_PER_RECORD, PersistJob};
+use crate::upload::mark_time_overlaps;
 use crate::{Manifest, ObjectStoreHandle, StorageError, Table, WalRecord};
 
 #[derive(Debug, Clone)]
@@ -150,6 +151,8 @@ pub struct Store {
     wal: OnceLock<Wal<Pending>>,
     pub stats: StorageStats,
     pub replay: OnceLock<meterbase_wal::ReplayStats>,
+    /// Written into every manifest this process commits.
+    writer_id: String,
 }
 
 impl Store {
@@ -188,6 +191,14 @@ impl Store {
             wal: OnceLock::new(),
             stats: StorageStats::default(),
             replay: OnceLock::new(),
+            writer_id: format!(
+                "{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            ),
             config,
         });
         let started = Instant::now();
@@ -462,23 +473,43 @@ impl Store {
                 tokio::task::spawn_blocking(move || encode_chunk(&org_id, &d, &schema, &c))
                     .await
                     .map_err(|e| StorageError::BadRecord(format!("persist task failed: {e}")))??;
-            let mut next = Manifest {
-                version: manifest.version + 1,
-                persisted_seq: chunk.max_seq,
-                files: manifest.files.clone(),
-                tombstones: table.tombstones_to_commit(),
-            };
+            let mut marked = manifest.files.clone();
             let mut encoded = encoded;
-            self.mark_shared_keys(&def, &mut next.files, &mut encoded)
+            self.mark_shared_keys(&def, &mut marked, &mut encoded)
                 .await?;
+            let mut new_files = Vec::with_capacity(encoded.len());
             for f in encoded {
                 self.put_file(&f.path, f.bytes).await?;
-                next.files.push(f.meta);
+                new_files.push(f.meta);
                 chunk_files += 1;
             }
             files += chunk_files as usize;
-            let dir = manifest_dir(&table.org_id, &table.slug, &table.type_id);
-            next.commit(&self.handle, &dir).await?;
+            let committed = self
+                .commit_manifest(table, |current| {
+                    if current.persisted_seq >= chunk.max_seq {
+                        // An earlier attempt of this persist landed and was adopted.
+                        return None;
+                    }
+                    let mut next_files = if current.version == manifest.version {
+                        marked.clone()
+                    } else {
+                        current.files.clone()
+                    };
+                    let mut added = new_files.clone();
+                    if current.version != manifest.version {
+                        mark_time_overlaps(&mut next_files, &mut added);
+                    }
+                    next_files.extend(added);
+                    Some(Manifest {
+                        version: 0,
+                        persisted_seq: chunk.max_seq,
+                        files: next_files,
+                        tombstones: table.tombstones_to_commit(),
+                        writer: String::new(),
+                        checksum: None,
+                    })
+                })
+                .await?;
             self.stats
                 .files_written
                 .fetch_add(chunk_files, Ordering::Relaxed);
@@ -486,23 +517,66 @@ impl Store {
                 .rows_persisted
                 .fetch_add(chunk.rows as u64, Ordering::Relaxed);
             self.stats.flushes.fetch_add(1, Ordering::Relaxed);
-            table.complete_persist(&chunk, next);
+            if let Some(next) = committed {
+                table.complete_persist(&chunk, next);
+            }
         }
         if table.has_pending_tombstones() {
             // Deletions with no rows to persist alongside: commit them on their own so the
             // log segments holding them can retire.
-            let current = table.manifest();
-            let next = Manifest {
-                version: current.version + 1,
-                persisted_seq: current.persisted_seq,
-                files: current.files.clone(),
-                tombstones: table.tombstones_to_commit(),
-            };
-            let dir = manifest_dir(&table.org_id, &table.slug, &table.type_id);
-            next.commit(&self.handle, &dir).await?;
-            table.publish_manifest(next);
+            if let Some(next) = self
+                .commit_manifest(table, |current| {
+                    let tombstones = table.tombstones_to_commit();
+                    (tombstones.len() > current.tombstones.len()).then(|| Manifest {
+                        files: current.files.clone(),
+                        tombstones,
+                        ..current.clone()
+                    })
+                })
+                .await?
+            {
+                table.publish_manifest(next);
+            }
         }
         Ok(files)
+    }
+
+    /// Commits the manifest `build` makes from the current one, as the next version. An
+    /// ambiguous failure (the store may or may not have taken it) is retried; a version found
+    /// taken by an earlier attempt of this process is adopted and `build` asked again (it
+    /// returns `None` when the adopted version already holds its change). The caller holds
+    /// the table's `flush_lock`, so no other commit of this process races it.
+    pub(crate) async fn commit_manifest(
+        &self,
+        table: &Table,
+        mut build: impl FnMut(&Manifest) -> Option<Manifest>,
+    ) -> Result<Option<Manifest>, StorageError> {
+        let dir = manifest_dir(&table.org_id, &table.slug, &table.type_id);
+        let mut failures = 0u32;
+        loop {
+            let current = table.manifest();
+            let Some(mut next) = build(&current) else {
+                return Ok(None);
+            };
+            next.version = current.version + 1;
+            next.writer = self.writer_id.clone();
+            match next.commit(&self.handle, &dir).await {
+                Ok(()) => return Ok(Some(next)),
+                Err(StorageError::ManifestTaken { landed, .. })
+                    if landed.writer == self.writer_id =>
+                {
+                    info!(table = %table.slug, version = landed.version, "a manifest commit whose reply was lost had landed; adopting it");
+                    table.adopt(*landed);
+                }
+                Err(e @ StorageError::ManifestTaken { .. }) => return Err(e),
+                Err(e) if failures < 3 => {
+                    failures += 1;
+                    warn!(table = %table.slug, "manifest commit failed, retrying: {e}");
+                    tokio::time::sleep(Duration::from_millis(50 << failures)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Flags new files, and the live files they share a unique key with, as needing
@@ -533,6 +607,7 @@ impl Store {
             }
             let path = Path::from(old.path.as_str());
             let bytes = self.handle.get_bytes(&path).await?;
+            old.verify(&bytes)?;
             let unique_key = def.unique_key.clone();
             let old_keys = tokio::task::spawn_blocking(move || {
                 crate::persist::file_key_hashes(bytes, &unique_key)

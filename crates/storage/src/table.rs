@@ -364,10 +364,33 @@ impl Table {
         let mut st = self.lock();
         self.replace_manifest(&mut st, manifest);
         drop(st);
+        self.published_readers()
+    }
+
+    /// Every earlier manifest a snapshot may still hold.
+    pub(crate) fn published_readers(&self) -> Vec<std::sync::Weak<Manifest>> {
         self.published
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Takes a manifest this process committed in an attempt whose reply was lost: publishes
+    /// it and forgets frozen chunks it already covers.
+    pub(crate) fn adopt(&self, manifest: Manifest) {
+        let mut st = self.lock();
+        let covered = manifest.persisted_seq;
+        let mut freed = 0;
+        st.frozen.retain(|c| {
+            let done = c.max_seq <= covered;
+            if done {
+                freed += c.bytes;
+            }
+            !done
+        });
+        self.replace_manifest(&mut st, manifest);
+        drop(st);
+        self.buffered_bytes.fetch_sub(freed, Ordering::Relaxed);
     }
 
     fn replace_manifest(&self, st: &mut TableState, manifest: Manifest) {

@@ -11,7 +11,6 @@ use arrow::record_batch::RecordBatch;
 use object_store::ObjectStoreExt;
 use tracing::warn;
 
-use crate::manifest::manifest_dir;
 use crate::persist::encode_batches;
 use crate::table::{MAX_ROWS_PER_RECORD, stamp_batch};
 use crate::{FileMeta, Manifest, StorageError, Store, Table};
@@ -84,22 +83,32 @@ impl Store {
             return Err(StorageError::UnknownTable);
         }
         let commit = self.reserve_seq(&table).await?;
-        let current = table.manifest();
-        let mut live = current.files.clone();
-        mark_time_overlaps(&mut live, &mut files);
         for f in &mut files {
             f.visible_from = Some(commit.ingested_at);
         }
-        live.extend(files);
-        let next = Manifest {
-            version: current.version + 1,
-            persisted_seq: current.persisted_seq,
-            files: live,
-            tombstones: table.tombstones_to_commit(),
-        };
-        let dir = manifest_dir(&table.org_id, &table.slug, &table.type_id);
-        next.commit(&self.handle, &dir).await?;
-        table.publish_manifest(next);
+        let first = files[0].path.clone();
+        let committed = self
+            .commit_manifest(&table, |current| {
+                if current.files.iter().any(|f| f.path == first) {
+                    // An earlier attempt of this commit landed and was adopted.
+                    return None;
+                }
+                let mut live = current.files.clone();
+                let mut staged = files.clone();
+                mark_time_overlaps(&mut live, &mut staged);
+                live.extend(staged);
+                Some(Manifest {
+                    files: live,
+                    tombstones: table.tombstones_to_commit(),
+                    ..current.clone()
+                })
+            })
+            .await;
+        // On failure the files stay: the commit may have landed after all (they are then
+        // live), and if not, the next start removes them as unlisted.
+        if let Some(next) = committed? {
+            table.publish_manifest(next);
+        }
         Ok(rows)
     }
 
@@ -122,7 +131,7 @@ impl Store {
 /// An upload's files are not compared key by key (that would hold every key of a file of any
 /// size in memory): any file overlapping another in time, staged or live, is flagged for
 /// deduplication, which is always correct and only costs query time on those days.
-fn mark_time_overlaps(live: &mut [FileMeta], staged: &mut [FileMeta]) {
+pub(crate) fn mark_time_overlaps(live: &mut [FileMeta], staged: &mut [FileMeta]) {
     let overlaps = |a: &FileMeta, b: &FileMeta| a.max_ts >= b.min_ts && a.min_ts <= b.max_ts;
     for i in 0..staged.len() {
         for j in 0..staged.len() {

@@ -77,8 +77,40 @@ impl ObjectStoreHandle {
     }
 }
 
-/// `file:///abs/path` or a plain path. (`s3://` arrives with the S3 work.)
+/// `s3://bucket[/prefix]`, configured by the standard `AWS_*` variables (`AWS_ENDPOINT_URL`,
+/// `AWS_ALLOW_HTTP=true` for a local store, `AWS_DEFAULT_REGION`, credentials). Requests use
+/// path-style addressing unless `AWS_VIRTUAL_HOSTED_STYLE_REQUEST=true`. Creates use
+/// `If-None-Match: *` (`PutMode::Create`), which the store must enforce.
+fn s3(url: &str, rest: &str) -> Result<ObjectStoreHandle, StorageError> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(StorageError::BadUrl(
+            url.into(),
+            "s3:// URLs need a bucket: s3://bucket/prefix".into(),
+        ));
+    }
+    let s3 = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .build()
+        .map_err(|e| StorageError::BadUrl(url.into(), e.to_string()))?;
+    let prefix = prefix.trim_matches('/');
+    let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+        Arc::new(s3)
+    } else {
+        Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
+    };
+    Ok(ObjectStoreHandle {
+        store,
+        url: url.to_string(),
+        local_root: None,
+    })
+}
+
+/// `file:///abs/path`, a plain path, or `s3://bucket/prefix`.
 pub fn parse_object_store_url(url: &str) -> Result<ObjectStoreHandle, StorageError> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        return s3(url, rest);
+    }
     if let Some(path) = url.strip_prefix("file://") {
         if !path.starts_with('/') {
             return Err(StorageError::BadUrl(
@@ -91,7 +123,7 @@ pub fn parse_object_store_url(url: &str) -> Result<ObjectStoreHandle, StorageErr
     if url.contains("://") {
         return Err(StorageError::BadUrl(
             url.into(),
-            "supported schemes: file://".into(),
+            "supported schemes: file:// and s3://".into(),
         ));
     }
     ObjectStoreHandle::local(url)

@@ -49,6 +49,21 @@ pub enum WalError {
 }
 
 impl WalError {
+    /// The same error for another waiting writer (I/O errors keep their OS error code, so a
+    /// full disk stays recognisable).
+    pub(crate) fn duplicate(&self) -> WalError {
+        match self {
+            WalError::Io { path, source } => WalError::Io {
+                path: path.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            other => WalError::Poisoned(other.to_string()),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> WalError {
         WalError::Io {
             path: path.into(),

@@ -1,7 +1,7 @@
 //! The group-commit writer thread.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::segment::{MAGIC, MAX_RECORD, encode_frame, list_segments, segment_name};
 use crate::{Seq, WalError};
@@ -245,6 +245,12 @@ struct Writer {
     buf: Vec<u8>,
 }
 
+/// Why a group could not be made durable: a failed write can be undone, a failed sync not.
+enum Failure {
+    Write(WalError),
+    Sync(WalError),
+}
+
 fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -311,9 +317,26 @@ impl Writer {
         for (i, r) in group.iter().enumerate() {
             encode_frame(&mut self.buf, first_seq + i as u64, ts, &r.payload);
         }
-        if let Err(e) = self.write_and_sync() {
-            // After a failed write or sync the page cache cannot be trusted (PostgreSQL's
-            // fsyncgate): never acknowledge anything again in this process.
+        let outcome = match self.write_and_sync() {
+            Err(Failure::Write(e)) => match self.rewind() {
+                // A write that failed (a full disk) reached no disk that a sync vouched for:
+                // cut the partial frame off and refuse only this group. Nothing was
+                // acknowledged, and the next group can succeed once space returns.
+                Ok(()) => {
+                    warn!("{e}; the records were not written, the log stays usable");
+                    for r in group.drain(..) {
+                        let _ = r.reply.send(Err(e.duplicate()));
+                    }
+                    return;
+                }
+                Err(rewind) => Err(WalError::Poisoned(format!("{e}, then {rewind}"))),
+            },
+            Err(Failure::Sync(e)) => Err(e),
+            Ok(()) => Ok(()),
+        };
+        if let Err(e) = outcome {
+            // After a failed sync the page cache cannot be trusted (PostgreSQL's fsyncgate):
+            // never acknowledge anything again in this process.
             error!("{e}; refusing all further writes until restart");
             self.shared.poisoned.store(true, Ordering::SeqCst);
             let msg = e.to_string();
@@ -337,16 +360,25 @@ impl Writer {
         }
     }
 
-    fn write_and_sync(&mut self) -> Result<(), WalError> {
+    /// Puts the end of the current segment back where the last good frame ended.
+    fn rewind(&mut self) -> Result<(), WalError> {
+        let path = self.dir.join("current segment");
+        let file = self.file.as_mut().ok_or(WalError::Closed)?;
+        file.set_len(self.file_len)
+            .and_then(|()| file.seek(SeekFrom::Start(self.file_len)).map(drop))
+            .map_err(|e| WalError::io(&path, e))
+    }
+
+    fn write_and_sync(&mut self) -> Result<(), Failure> {
         if self.file_len > MAGIC.len() as u64
             && self.file_len + self.buf.len() as u64 > self.segment_bytes
         {
-            self.open_segment()?;
+            self.open_segment().map_err(Failure::Write)?;
         }
         let path = self.dir.join("current segment");
-        let file = self.file.as_mut().ok_or(WalError::Closed)?;
+        let file = self.file.as_mut().ok_or(Failure::Write(WalError::Closed))?;
         file.write_all(&self.buf)
-            .map_err(|e| WalError::io(&path, e))?;
+            .map_err(|e| Failure::Write(WalError::io(&path, e)))?;
         self.file_len += self.buf.len() as u64;
         self.shared
             .bytes_written
@@ -354,12 +386,13 @@ impl Writer {
         if self.sync {
             let started = Instant::now();
             if self.failpoint.should_fail() {
-                return Err(WalError::io(
+                return Err(Failure::Sync(WalError::io(
                     &path,
                     std::io::Error::other("injected fdatasync failure"),
-                ));
+                )));
             }
-            file.sync_data().map_err(|e| WalError::io(&path, e))?;
+            file.sync_data()
+                .map_err(|e| Failure::Sync(WalError::io(&path, e)))?;
             self.shared.syncs.fetch_add(1, Ordering::Relaxed);
             self.shared
                 .sync_micros
