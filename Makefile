@@ -4,7 +4,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./data
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run build test lint fmt-check clippy unit bench-build clean
+.PHONY: run build test lint fmt-check clippy unit soak bench clean
 
 ## Build (release) and start the server on a local data directory, no external services.
 run:
@@ -22,8 +22,24 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+## Unit, property and integration tests; the storage suite also runs against SeaweedFS (S3),
+## installed into .venv and started on loopback by scripts/with-s3.sh, stopped afterwards.
 unit:
-	$(CARGO) test --workspace --all-targets
+	scripts/with-s3.sh $(CARGO) test --workspace --all-targets
+
+## 200 SIGKILLs at random moments under load, flushes and compactions (make test runs 20).
+soak:
+	METERBASE_SOAK_CYCLES=$${METERBASE_SOAK_CYCLES:-200} $(CARGO) test --test crash -- --nocapture
+
+## Benchmarks (docs/benchmarks.md is rewritten from the run): installs DuckDB and chDB into
+## .venv, builds release, generates SCALE events, runs everything side by side.
+SCALE ?= 20000000
+bench:
+	test -x .venv/bin/python || python3 -m venv .venv
+	.venv/bin/pip install --quiet --disable-pip-version-check duckdb chdb
+	$(CARGO) build --release -p meterbase -p meterbase-bench
+	.venv/bin/python scripts/bench.py --scale $(SCALE) --bin $${CARGO_TARGET_DIR:-target}/release --command "make bench SCALE=$(SCALE)"
+	$(CARGO) bench -p meterbase-bench --bench micro -- --quick
 
 clean:
 	$(CARGO) clean

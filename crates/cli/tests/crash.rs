@@ -1,5 +1,7 @@
-//! SIGKILL under concurrent load, restart, and check that every acknowledged event is present
-//! exactly once, and that nothing was stored that was never sent.
+//! The soak: SIGKILL at random moments under concurrent load (flushes, manifest commits and
+//! compactions all running), restart, and check that every acknowledged event is present
+//! exactly once and that nothing was stored that was never sent. `make test` runs 20 cycles;
+//! `make soak` runs 200 (`METERBASE_SOAK_CYCLES`).
 
 mod common;
 
@@ -70,11 +72,46 @@ fn writer(
     }
 }
 
+/// Asks for compactions back to back, so kills land in the middle of them too.
+fn compactor(addr: String, stop: Arc<AtomicBool>) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent();
+    while !stop.load(Ordering::SeqCst) {
+        let r = agent
+            .post(format!("{addr}/admin/compact"))
+            .header("authorization", &format!("Bearer {}", common::ADMIN_TOKEN))
+            .send_empty();
+        if r.is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
 #[test]
 fn acknowledged_events_survive_sigkill_exactly_once() {
     let dir = tempdir();
     let data = dir.path().join("d");
-    let mut s = Server::start(&data, &["--flush-age-ms", "40", "--flush-bytes", "30000"]);
+    let mut s = Server::start(
+        &data,
+        &[
+            "--flush-age-ms",
+            "40",
+            "--flush-bytes",
+            "30000",
+            "--compaction-interval-secs",
+            "0",
+            "--compaction-grace-secs",
+            "0",
+        ],
+    );
+    let cycles: usize = std::env::var("METERBASE_SOAK_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let r = s.post_json(
         "/rawmetrics",
         &json!({"name": "crash events", "dataschema": {"data": {"n": "UInt64"}}}),
@@ -90,9 +127,9 @@ fn acknowledged_events_survive_sigkill_exactly_once() {
         sent: vec![0; WRITERS],
         acked: vec![HashSet::new(); WRITERS],
     }));
-    for cycle in 0..6 {
+    for cycle in 0..cycles {
         let stop = Arc::new(AtomicBool::new(false));
-        let handles: Vec<_> = (0..WRITERS)
+        let mut handles: Vec<_> = (0..WRITERS)
             .map(|w| {
                 let (addr, key, l, st) =
                     (s.addr.clone(), s.key.clone(), ledger.clone(), stop.clone());
@@ -100,6 +137,8 @@ fn acknowledged_events_survive_sigkill_exactly_once() {
                 std::thread::spawn(move || writer(addr, key, w, l, st, sd))
             })
             .collect();
+        let (addr, st) = (s.addr.clone(), stop.clone());
+        handles.push(std::thread::spawn(move || compactor(addr, st)));
         std::thread::sleep(Duration::from_millis(150 + rng(&mut seed) % 600));
         s.kill9();
         stop.store(true, Ordering::SeqCst);

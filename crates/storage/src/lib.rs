@@ -1,8 +1,9 @@
 //! meterbase-storage owns everything between a validated batch and a durable, queryable row:
 //! the in-memory buffer per (organisation, event type), the write-ahead log records that carry
-//! it, the persister that turns frozen buffer chunks into sorted Parquet files in the object
-//! store, and the per-table manifest that publishes them. It hands the query layer one
-//! consistent `TableSnapshot` (files + buffer) per table.
+//! it (rows, range deletions, sequence markers), the persister that turns frozen buffer chunks
+//! into sorted Parquet files in the object store (local or S3), staged uploads, compaction,
+//! and the per-table manifest that publishes them all. It hands the query layer one
+//! consistent `TableSnapshot` (files + buffer + deletions) per table.
 //!
 //! It must not parse HTTP or SQL, and must not know about organisations beyond their ids.
 

@@ -1,0 +1,348 @@
+#!/usr/bin/env python3
+"""`make bench`: every benchmark of docs/benchmarks.md in one run, on this machine.
+
+Generates the data set, measures the ceilings (no-op HTTP server, decoder alone), drives the
+release server with the Rust load generator, loads the data set and runs the billing queries
+side by side with DuckDB and chDB (ClickHouse) on the same Parquet, 2 threads each, then
+rewrites docs/benchmarks.md from the numbers. Nothing in that file is typed by hand.
+
+Run through `make bench [SCALE=20000000]`, which installs what this needs and builds release.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ADMIN = "bench-admin-token"
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def bench_json(bin_dir, *args):
+    out = sh(os.path.join(bin_dir, "meterbase-bench"), *args)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def machine():
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+    }
+
+
+class Server:
+    def __init__(self, bin_dir, data_dir, extra=()):
+        self.data_dir = data_dir
+        shutil.rmtree(data_dir, ignore_errors=True)
+        os.makedirs(data_dir)
+        self.log = open(data_dir + ".log", "w")
+        self.proc = subprocess.Popen(
+            [os.path.join(bin_dir, "meterbase"), "serve", "--data-dir", data_dir,
+             "--listen", "127.0.0.1:0", "--admin-token", ADMIN, *extra],
+            stdout=subprocess.DEVNULL, stderr=self.log)
+        addr_file = os.path.join(data_dir, "listen-addr")
+        for _ in range(600):
+            if os.path.exists(addr_file):
+                self.addr = open(addr_file).read().strip()
+                try:
+                    if self.get("/healthz")[0] == 200:
+                        break
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("server did not start; see " + data_dir + ".log")
+        self.key = open(os.path.join(data_dir, "default-api-key")).read().strip()
+
+    def request(self, method, path, body=None, headers=None, admin=False):
+        h = {"content-type": "application/json"}
+        if admin:
+            h["authorization"] = "Bearer " + ADMIN
+        else:
+            h["x-api-key"] = getattr(self, "key", "")
+        h.update(headers or {})
+        data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+        req = urllib.request.Request("http://" + self.addr + path, data=data, headers=h, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=600) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def get(self, path):
+        return self.request("GET", path)
+
+    def wait_flushed(self):
+        while True:
+            _, m = self.request("GET", "/metrics")
+            if b"\nmeterbase_buffer_bytes 0\n" in b"\n" + m:
+                return
+            time.sleep(0.2)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=300)
+
+
+def timed(fn, runs):
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+MONTH_START, MONTH_END = "2025-02-01T00:00:00Z", "2025-03-01T00:00:00Z"
+CUSTOMER = "cus_00042"
+
+SQL_DF = {
+    "Q1": "SELECT customer_id, date_trunc('month', timestamp) AS month, sum(cpu_hours_consumed) AS v FROM compute_events GROUP BY 1, 2",
+    "Q2": f"SELECT sum(cpu_hours_consumed) AS v FROM compute_events WHERE customer_id = '{CUSTOMER}' AND timestamp >= '{MONTH_START}' AND timestamp < '{MONTH_END}'",
+    "Q3": "SELECT date_trunc('day', timestamp) AS day, count(DISTINCT customer_id) AS n FROM compute_events GROUP BY 1",
+    "Q4": (
+        "SELECT customer_id, sum(cpu_hours_consumed * (epoch(coalesce(nxt, TIMESTAMP '2025-03-01 00:00:00+00')) - epoch(timestamp)) / 3600.0) AS v "
+        "FROM (SELECT customer_id, timestamp, cpu_hours_consumed, lead(timestamp) OVER (PARTITION BY customer_id ORDER BY timestamp) AS nxt "
+        f"FROM compute_events WHERE timestamp >= '{MONTH_START}' AND timestamp < '{MONTH_END}') GROUP BY customer_id"
+    ),
+}
+
+
+def duckdb_queries(parquet):
+    src = f"read_parquet('{parquet}')"
+    return {
+        "Q1": f"SELECT customer_id, date_trunc('month', timestamp) AS month, sum(cpu_hours_consumed) AS v FROM {src} GROUP BY 1, 2",
+        "Q2": f"SELECT sum(cpu_hours_consumed) AS v FROM {src} WHERE customer_id = '{CUSTOMER}' AND timestamp >= TIMESTAMPTZ '{MONTH_START}' AND timestamp < TIMESTAMPTZ '{MONTH_END}'",
+        "Q3": f"SELECT date_trunc('day', timestamp) AS day, count(DISTINCT customer_id) AS n FROM {src} GROUP BY 1",
+        "Q4": (
+            "SELECT customer_id, sum(cpu_hours_consumed * (epoch(coalesce(nxt, TIMESTAMPTZ '2025-03-01 00:00:00+00')) - epoch(timestamp)) / 3600.0) AS v "
+            "FROM (SELECT customer_id, timestamp, cpu_hours_consumed, lead(timestamp) OVER (PARTITION BY customer_id ORDER BY timestamp) AS nxt "
+            f"FROM {src} WHERE timestamp >= TIMESTAMPTZ '{MONTH_START}' AND timestamp < TIMESTAMPTZ '{MONTH_END}') GROUP BY customer_id"
+        ),
+    }
+
+
+def chdb_queries(parquet):
+    src = f"file('{parquet}', Parquet)"
+    s = " SETTINGS max_threads=2"
+    return {
+        "Q1": f"SELECT customer_id, toStartOfMonth(timestamp) AS month, sum(cpu_hours_consumed) AS v FROM {src} GROUP BY customer_id, month" + s,
+        "Q2": f"SELECT sum(cpu_hours_consumed) AS v FROM {src} WHERE customer_id = '{CUSTOMER}' AND timestamp >= parseDateTime64BestEffort('{MONTH_START}') AND timestamp < parseDateTime64BestEffort('{MONTH_END}')" + s,
+        "Q3": f"SELECT toStartOfDay(timestamp) AS day, uniqExact(customer_id) AS n FROM {src} GROUP BY day" + s,
+        "Q4": (
+            "SELECT customer_id, sum(cpu_hours_consumed * (toUnixTimestamp64Micro(if(nxt = toDateTime64(0, 6, 'UTC'), toDateTime64('2025-03-01 00:00:00', 6, 'UTC'), nxt)) - toUnixTimestamp64Micro(timestamp)) / 3600e6) AS v "
+            "FROM (SELECT customer_id, timestamp, cpu_hours_consumed, leadInFrame(timestamp) OVER (PARTITION BY customer_id ORDER BY timestamp ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING) AS nxt "
+            f"FROM {src} WHERE timestamp >= parseDateTime64BestEffort('{MONTH_START}') AND timestamp < parseDateTime64BestEffort('{MONTH_END}')) GROUP BY customer_id" + s
+        ),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scale", type=int, default=20_000_000)
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release"))
+    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "meterbase-bench"))
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--ingest-seconds", type=int, default=60)
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    ap.add_argument("--command", default="make bench")
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    results = {"machine": machine(), "scale": a.scale, "command": a.command}
+    log = lambda *m: print("bench:", *m, file=sys.stderr, flush=True)
+
+    data = os.path.join(a.work, f"data-{a.scale}")
+    parquet = os.path.join(data, "events.parquet")
+    if not os.path.exists(parquet):
+        log(f"generating {a.scale} events")
+        results["gen"] = bench_json(a.bin, "gen", "--events", str(a.scale), "--out", data)
+
+    log("parse-only ceiling")
+    results["parse"] = bench_json(a.bin, "parse", "--events", "2000000")
+
+    log("no-op server ceiling")
+    noop = subprocess.Popen([os.path.join(a.bin, "meterbase-bench"), "noop"], stderr=subprocess.PIPE, text=True)
+    noop_addr = noop.stderr.readline().strip().rsplit(" ", 1)[-1]
+    results["noop_single"] = bench_json(a.bin, "ingest", "--addr", noop_addr, "--batch", "1",
+                                        "--connections", "64", "--seconds", "20")
+    noop.kill()
+
+    log("meterbase ingest")
+    srv = Server(a.bin, os.path.join(a.work, "ingest"))
+    ev_type = json.loads(open(os.path.join(ROOT, "benches", "event_type.json")).read())
+    st, body = srv.request("POST", "/rawmetrics", ev_type)
+    assert st == 201, body
+    pid = str(srv.proc.pid)
+    common = ["--addr", srv.addr, "--api-key", srv.key, "--server-pid", pid]
+    results["single"] = bench_json(a.bin, "ingest", *common, "--batch", "1", "--connections", "64", "--seconds", "20")
+    half = results["noop_single"]["requests_per_sec"] / 2
+    results["single_half_load"] = bench_json(a.bin, "ingest", *common, "--batch", "1", "--connections", "64",
+                                             "--seconds", "20", "--rate", str(half))
+    results["batch"] = bench_json(a.bin, "ingest", *common, "--batch", "1000", "--connections", "8",
+                                  "--seconds", str(a.ingest_seconds))
+    results["batch_gzip"] = bench_json(a.bin, "ingest", *common, "--batch", "1000", "--connections", "8",
+                                       "--seconds", "20", "--gzip")
+    srv.stop()
+
+    log("loading the data set for the queries")
+    srv = Server(a.bin, os.path.join(a.work, "query"), ["--query-threads", "2", "--compaction-interval-secs", "0"])
+    st, body = srv.request("POST", "/rawmetrics", ev_type)
+    assert st == 201, body
+    t = time.perf_counter()
+    sh(os.path.join(a.bin, "meterbase"), "import", "--url", "http://" + srv.addr, "--api-key", srv.key,
+       "--event", "compute_events", "--batch-rows", "100000", os.path.join(data, "events.ndjson"))
+    srv.wait_flushed()
+    results["load_seconds"] = time.perf_counter() - t
+    st, body = srv.request("POST", "/admin/compact", admin=True)
+    results["compaction"] = json.loads(body)
+    for name, spec in [
+        ("cpu_sum", {"name": "cpu_sum", "usage_event": "compute_events", "aggregation": "sum", "field": "cpu_hours_consumed"}),
+        ("cpu_tw", {"name": "cpu_tw", "usage_event": "compute_events", "aggregation": "time_weighted_sum", "field": "cpu_hours_consumed"}),
+    ]:
+        st, body = srv.request("POST", "/billable_metrics", spec)
+        assert st == 201, body
+
+    def sql(q):
+        st, body = srv.request("POST", "/sql", {"sql": q}, {"accept": "application/vnd.apache.arrow.stream"})
+        assert st == 200, body[:500]
+
+    def usage(metric, **params):
+        st, body = srv.get(f"/billable_metrics/{metric}/usage?" + urllib.parse.urlencode(params))
+        assert st == 200, body[:500]
+
+    q = {}
+    for k, text in SQL_DF.items():
+        q.setdefault(k, {})["meterbase_sql"] = timed(lambda: sql(text), a.runs)
+    q["Q1"]["meterbase_metric"] = timed(lambda: usage("cpu_sum", start_date="2025-01-01", end_date="2025-04-01", window="month"), a.runs)
+    q["Q2"]["meterbase_metric"] = timed(lambda: usage("cpu_sum", start_date="2025-02-01", end_date="2025-03-01", customer_id=CUSTOMER), a.runs)
+    q["Q4"]["meterbase_metric"] = timed(lambda: usage("cpu_tw", start_date="2025-02-01", end_date="2025-03-01"), a.runs)
+    store = os.path.join(srv.data_dir, "store")
+    results["meterbase_bytes"] = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(store)
+                                     for f in fs if f.endswith(".parquet"))
+    srv.stop()
+
+    log("DuckDB")
+    import duckdb
+    con = duckdb.connect()
+    con.execute("SET threads=2")
+    results["duckdb_version"] = duckdb.__version__
+    for k, text in duckdb_queries(parquet).items():
+        q[k]["duckdb"] = timed(lambda: con.execute(text).fetch_arrow_table(), a.runs)
+    copy = os.path.join(a.work, "duckdb-copy.parquet")
+    con.execute(f"COPY (SELECT * FROM read_parquet('{parquet}')) TO '{copy}' (FORMAT parquet, COMPRESSION zstd)")
+    results["duckdb_bytes"] = os.path.getsize(copy)
+
+    log("chDB")
+    import chdb
+    results["chdb_version"] = getattr(chdb, "__version__", "?")
+    for k, text in chdb_queries(parquet).items():
+        q[k]["chdb"] = timed(lambda: chdb.query(text, "ArrowTable"), a.runs)
+    results["queries"] = q
+
+    with open(os.path.join(a.work, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    write_report(results, a.out)
+    log("wrote", a.out)
+
+
+def ratio(a, b):
+    return a / b if b else float("nan")
+
+
+def write_report(r, out):
+    m = r["machine"]
+    q = r["queries"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `scripts/bench.py` (do not edit by hand). Every number below comes from one",
+        "run on one machine; peers and ceilings were measured in the same run.",
+        "",
+        f"- Machine: {m['nproc']} cores, {m['cpu']}, {m['memory_gib']} GiB RAM, Linux {m['kernel']}",
+        f"- Command: `{r['command']}` (scale {r['scale']:,} events)",
+        f"- Peers: DuckDB {r.get('duckdb_version')}, chDB {r.get('chdb_version')}; both with 2 threads on the",
+        "  generator's Parquet file; meterbase with `--query-threads 2` after loading the same events",
+        "  over HTTP and compacting. Queries: median of 5 warm runs; HTTP time included for meterbase.",
+        "",
+        "## Ingest",
+        "",
+        "| Measure | meterbase | Ceiling / peer | Ratio | Goal |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    b, p = r["batch"], r["parse"]
+    lines.append(f"| Batched durable ingest, NDJSON 1000/request, 8 connections, {b['seconds']:.0f} s | {b['events_per_sec']:,.0f} events/s | parse-only ceiling {p['events_per_sec']:,.0f} events/s (1 core) | {ratio(b['events_per_sec'], p['events_per_sec']):.2f} | ≥ 1,000,000 events/s; ≥ 0.5 |")
+    g = r["batch_gzip"]
+    lines.append(f"| Same, gzip bodies, 20 s | {g['events_per_sec']:,.0f} events/s | | | |")
+    s, n = r["single"], r["noop_single"]
+    lines.append(f"| Single-event durable POST, 64 connections | {s['requests_per_sec']:,.0f} req/s | no-op hyper server {n['requests_per_sec']:,.0f} req/s | {ratio(s['requests_per_sec'], n['requests_per_sec']):.2f} | ≥ 0.5 |")
+    h = r["single_half_load"]
+    lines.append(f"| p99 ack latency at half the no-op rate ({h['requests_per_sec']:,.0f} req/s achieved) | {h['p99_ms']:.2f} ms (p50 {h['p50_ms']:.2f}, p99.9 {h['p999_ms']:.2f}) | | | ≤ 5 ms |")
+    for name, x in [("single", s), ("batched", b), ("batched gzip", g)]:
+        lines.append(f"| Server during {name} run: CPU, peak RSS | {x['server_cpu_seconds']:.1f} CPU-s in {x['seconds']:.0f} s; {x['server_peak_rss_bytes'] / 2**20:,.0f} MiB | | | RSS ≤ 1 GiB |")
+    lines += [
+        "",
+        f"Loading the {r['scale']:,}-event data set through `meterbase import` (100k-row batches) and",
+        f"persisting it took {r['load_seconds']:.1f} s; compaction then merged {r['compaction'].get('files_in')} files into {r['compaction'].get('files_out')}.",
+        "",
+        "## Billing queries",
+        "",
+        "| Query | meterbase SQL | meterbase metric endpoint | DuckDB | chDB | meterbase / faster peer | Goal |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    goals = {"Q1": "≤ 1.0", "Q2": "≤ 20 ms and ≤ 0.1", "Q3": "≤ 1.0", "Q4": ""}
+    names = {
+        "Q1": "Q1 monthly sum per customer, all data",
+        "Q2": f"Q2 one customer ({CUSTOMER}), one month",
+        "Q3": "Q3 distinct customers per day",
+        "Q4": "Q4 time-weighted CPU hours per customer, one month",
+    }
+    for k in ["Q1", "Q2", "Q3", "Q4"]:
+        x = q[k]
+        best_peer = min(x["duckdb"], x["chdb"])
+        ours = min(v for kk, v in x.items() if kk.startswith("meterbase"))
+        metric = f"{x['meterbase_metric'] * 1000:,.1f} ms" if "meterbase_metric" in x else "—"
+        lines.append(f"| {names[k]} | {x['meterbase_sql'] * 1000:,.1f} ms | {metric} | {x['duckdb'] * 1000:,.1f} ms | {x['chdb'] * 1000:,.1f} ms | {ratio(ours, best_peer):.2f} | {goals[k]} |")
+    mb, db = r["meterbase_bytes"], r["duckdb_bytes"]
+    lines += [
+        "",
+        "## Storage",
+        "",
+        "| | Bytes | Bytes per event | Ratio | Goal |",
+        "| --- | ---: | ---: | ---: | --- |",
+        f"| meterbase Parquet (after compaction) | {mb:,} | {mb / r['scale']:.2f} | {ratio(mb, db):.2f} | ≤ 0.8 |",
+        f"| DuckDB `COPY … (FORMAT parquet, COMPRESSION zstd)` of the same rows | {db:,} | {db / r['scale']:.2f} | 1.00 | |",
+        "",
+        "meterbase's files also hold `_ingested_at` and `_seq` per row (history and replacement),",
+        "which the peers' files do not need.",
+        "",
+    ]
+    with open(out, "w") as f:
+        f.write("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
