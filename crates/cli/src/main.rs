@@ -127,7 +127,7 @@ struct ServeArgs {
     #[arg(long, env = "METERBASE_FLUSH_AGE_MS", default_value_t = 10_000)]
     flush_age_ms: u64,
     /// Refuse writes (503) once this many bytes wait in memory for the object store.
-    #[arg(long, env = "METERBASE_MAX_BUFFER_BYTES", default_value_t = 1 << 30)]
+    #[arg(long, env = "METERBASE_MAX_BUFFER_BYTES", default_value_t = 512 << 20)]
     max_buffer_bytes: usize,
     /// Memory cap per SQL query, in bytes.
     #[arg(long, env = "METERBASE_QUERY_MEMORY_BYTES", default_value_t = 512 << 20)]

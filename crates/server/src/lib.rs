@@ -98,7 +98,7 @@ impl ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             flush_bytes: 64 << 20,
             flush_age: Duration::from_secs(10),
-            max_buffer_bytes: 1 << 30,
+            max_buffer_bytes: 512 << 20,
             query: QueryConfig::default(),
             history_retention: Duration::from_secs(400 * 86_400),
             compaction: meterbase_storage::CompactionConfig::default(),

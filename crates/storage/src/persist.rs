@@ -62,28 +62,28 @@ pub(crate) fn encode_chunk(
         def,
         schema,
         &chunk.batches,
-        chunk.min_seq,
-        chunk.max_seq,
+        (chunk.min_seq, chunk.max_seq),
+        &def.column_order,
         "",
     )
 }
 
-/// `encode_chunk` for any batches; `min_seq`/`max_seq` name the files, so they must be
-/// unique to these rows.
+/// `encode_chunk` for any batches, sorted by `order` (then arrival); `(min_seq, max_seq)`
+/// and `name_suffix` name the files, so together they must be unique to these rows.
 pub(crate) fn encode_batches(
     org_id: &str,
     def: &EventTypeDef,
     schema: &SchemaRef,
     batches: &[RecordBatch],
-    min_seq: u64,
-    max_seq: u64,
+    (min_seq, max_seq): (u64, u64),
+    order: &[String],
     name_suffix: &str,
 ) -> Result<Vec<EncodedFile>, StorageError> {
     let adapted = batches
         .iter()
         .map(|b| adapt_batch(b, schema))
         .collect::<Result<Vec<_>, _>>()?;
-    let sorted = sort_batches(&adapted, def)?;
+    let sorted = sort_batches(&adapted, order)?;
     let mut out = Vec::new();
     for (day, part) in split_by_day(&sorted)? {
         let path = format!(
@@ -94,7 +94,7 @@ pub(crate) fn encode_batches(
             min_seq,
             max_seq
         );
-        let bytes = write_parquet(&part, def, schema)?;
+        let bytes = write_parquet(&part, def, schema, order)?;
         let (min_ts, max_ts) = ts_range(&part).unwrap_or((0, 0));
         let seqs = part
             .column_by_name(SEQ_COLUMN)
@@ -131,17 +131,12 @@ pub(crate) fn encode_batches(
 
 /// The rows of `batches` in `column_order`, then arrival order, in one batch. Only the sort
 /// columns are concatenated; the rows are copied once, straight into sorted order.
-fn sort_batches(batches: &[RecordBatch], def: &EventTypeDef) -> Result<RecordBatch, StorageError> {
+fn sort_batches(batches: &[RecordBatch], order: &[String]) -> Result<RecordBatch, StorageError> {
     let Some(first) = batches.first() else {
         return Err(StorageError::BadRecord("nothing to persist".into()));
     };
     let mut cols: Vec<SortColumn> = Vec::new();
-    for name in def
-        .column_order
-        .iter()
-        .map(String::as_str)
-        .chain([SEQ_COLUMN])
-    {
+    for name in order.iter().map(String::as_str).chain([SEQ_COLUMN]) {
         let Ok(i) = first.schema_ref().index_of(name) else {
             continue;
         };
@@ -209,11 +204,11 @@ fn write_parquet(
     batch: &RecordBatch,
     def: &EventTypeDef,
     schema: &SchemaRef,
+    order: &[String],
 ) -> Result<Vec<u8>, StorageError> {
     let customers = batch.column(0).as_string::<i32>();
     let distinct = customers.iter().flatten().collect::<HashSet<_>>().len() as u64;
-    let sorting: Vec<SortingColumn> = def
-        .column_order
+    let sorting: Vec<SortingColumn> = order
         .iter()
         .filter_map(|c| schema.index_of(c).ok())
         .map(|i| SortingColumn {
@@ -238,7 +233,9 @@ fn write_parquet(
                 def.schema_version.to_string(),
             ),
         ]));
-    for c in ["timestamp", "_ingested_at", SEQ_COLUMN] {
+    // Arrival instants repeat (one per log group), so they keep the dictionary; times and
+    // sequences are mostly increasing, which delta encoding packs best.
+    for c in ["timestamp", SEQ_COLUMN] {
         props = props
             .set_column_dictionary_enabled(ColumnPath::from(c), false)
             .set_column_encoding(ColumnPath::from(c), Encoding::DELTA_BINARY_PACKED);

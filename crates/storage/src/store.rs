@@ -42,7 +42,7 @@ impl StorageConfig {
             wal: WalConfig::new(wal_dir),
             flush_bytes: 64 << 20,
             flush_age: Duration::from_secs(10),
-            max_buffer_bytes: 1 << 30,
+            max_buffer_bytes: 512 << 20,
             retry_base: Duration::from_millis(200),
             skip_wal_corruption: false,
             compaction: crate::CompactionConfig::default(),
@@ -598,11 +598,30 @@ impl Store {
             }
             return Ok(());
         }
+        // Reading old keys pays off while it is small next to what is being written; past
+        // that (a backfill over days that already hold much more) the files are flagged by
+        // time overlap alone, which is always correct, and compaction later makes them clean.
+        let new_rows: u64 = new.iter().map(|f| f.meta.rows).sum();
+        let overlaps = |old: &crate::FileMeta, f: &crate::persist::EncodedFile| {
+            old.max_ts >= f.meta.min_ts && old.min_ts <= f.meta.max_ts
+        };
+        let old_rows: u64 = live
+            .iter()
+            .filter(|old| new.iter().any(|f| overlaps(old, f)))
+            .map(|old| old.rows)
+            .sum();
+        let read_keys = old_rows <= new_rows.saturating_mul(2).max(1_000_000);
         for old in live.iter_mut() {
-            let overlapping: Vec<usize> = (0..new.len())
-                .filter(|&i| old.max_ts >= new[i].meta.min_ts && old.min_ts <= new[i].meta.max_ts)
-                .collect();
+            let overlapping: Vec<usize> =
+                (0..new.len()).filter(|&i| overlaps(old, &new[i])).collect();
             if overlapping.is_empty() {
+                continue;
+            }
+            if !read_keys {
+                old.shares_keys = true;
+                for i in overlapping {
+                    new[i].meta.shares_keys = true;
+                }
                 continue;
             }
             let path = Path::from(old.path.as_str());

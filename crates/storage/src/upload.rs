@@ -50,7 +50,15 @@ impl Store {
         let rows = batch.num_rows();
         let encoded = tokio::task::spawn_blocking(move || {
             let stamped = stamp_batch(&batch, &schema, ack)?;
-            encode_batches(&org_id, &def, &schema, &[stamped], ack.seq, ack.seq, "")
+            encode_batches(
+                &org_id,
+                &def,
+                &schema,
+                &[stamped],
+                (ack.seq, ack.seq),
+                &def.column_order,
+                "",
+            )
         })
         .await
         .map_err(|e| StorageError::BadRecord(format!("staging task failed: {e}")))??;
