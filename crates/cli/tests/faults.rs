@@ -115,6 +115,7 @@ fn failed_puts_lost_replies_and_a_slow_store_never_lose_or_duplicate() {
         json!({"lose_put_responses": 1}),
         json!({"lose_put_responses": 2}),
         json!({"latency_ms": 100}),
+        json!({"latency_ms": 0, "timeout_puts": 2, "timeout_ms": 300}),
         json!({"latency_ms": 0, "lose_put_responses": 3}),
     ]
     .into_iter()

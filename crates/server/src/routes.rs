@@ -344,6 +344,8 @@ async fn set_faults(app: &App, req: Req) -> Result<HttpResponse> {
         fail_puts: Option<usize>,
         lose_put_responses: Option<usize>,
         latency_ms: Option<u64>,
+        timeout_puts: Option<usize>,
+        timeout_ms: Option<u64>,
         wal_sync_failures: Option<usize>,
     }
     let Some(faults) = &app.faults else {
@@ -364,6 +366,12 @@ async fn set_faults(app: &App, req: Req) -> Result<HttpResponse> {
     }
     if let Some(v) = b.latency_ms {
         faults.latency_ms.store(v, SeqCst);
+    }
+    if let Some(v) = b.timeout_puts {
+        faults.timeout_puts.store(v, SeqCst);
+    }
+    if let Some(v) = b.timeout_ms {
+        faults.timeout_ms.store(v, SeqCst);
     }
     if let Some(n) = b.wal_sync_failures
         && let Some(fp) = app.store.wal_failpoint()

@@ -1,6 +1,6 @@
 //! An object store that fails on purpose, for the fault suite: outages (every request a
-//! 500), a number of failing puts, puts whose response is lost after the object was written
-//! (an ambiguous commit), and added latency. Off unless the server is started with
+//! 500), a number of failing puts, puts that time out part-way through their body, puts whose
+//! response is lost after the object was written (an ambiguous commit), and added latency. Off unless the server is started with
 //! `--fault-injection`; then `POST /admin/faults` sets it.
 
 use std::fmt;
@@ -27,6 +27,10 @@ pub struct Faults {
     pub fail_puts: AtomicUsize,
     /// The next this-many puts write the object, then report a failure.
     pub lose_put_responses: AtomicUsize,
+    /// The next this-many puts hang for `timeout_ms`, then fail as timed out, having sent
+    /// only part of the body (like S3 or the local store, nothing is left at the path).
+    pub timeout_puts: AtomicUsize,
+    pub timeout_ms: AtomicU64,
     /// Added to every request.
     pub latency_ms: AtomicU64,
 }
@@ -84,6 +88,15 @@ impl ObjectStore for FaultyStore {
         self.enter("put").await?;
         if take_one(&self.faults.fail_puts) {
             return Err(injected("put failed before anything was written"));
+        }
+        if take_one(&self.faults.timeout_puts) {
+            let ms = self.faults.timeout_ms.load(Ordering::Relaxed).max(1);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            return Err(injected(&format!(
+                "put timed out after {ms} ms with {} of {} bytes sent",
+                payload.content_length() / 2,
+                payload.content_length()
+            )));
         }
         let result = self.inner.put_opts(location, payload, opts).await?;
         if take_one(&self.faults.lose_put_responses) {
