@@ -172,6 +172,9 @@ impl QueryEngine {
         // still happens through the ordinary projection rules.
         ctx.remove_optimizer_rule("extract_leaf_expressions");
         ctx.remove_optimizer_rule("push_down_leaf_projections");
+        ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
+            crate::utc_trunc::UtcDateTrunc::default(),
+        ));
         for snap in tables {
             let plan: LogicalPlan = table_view(snap, as_of).map_err(df)?;
             let view = ViewTable::new(plan, None);

@@ -8,6 +8,7 @@
 mod engine;
 pub mod format;
 mod provider;
+mod utc_trunc;
 mod view;
 
 pub use engine::{QueryConfig, QueryEngine, QueryError, QueryOutput, STORE_URL};
