@@ -110,102 +110,68 @@ fn detect_format(a: &ImportArgs) -> Result<Format, String> {
 fn csv_batches(
     input: Box<dyn BufRead + Send>,
     batch_rows: usize,
-    out: std::sync::mpsc::SyncSender<Result<Batch, String>>,
-) {
+) -> impl Iterator<Item = Result<Batch, String>> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .from_reader(input);
     let mut header = csv::ByteRecord::new();
-    match reader.read_byte_record(&mut header) {
-        Ok(true) => {}
-        Ok(false) => {
-            let _ = out.send(Err("the file is empty: a header row is required".into()));
-            return;
-        }
-        Err(e) => {
-            let _ = out.send(Err(format!("unreadable CSV header: {e}")));
-            return;
-        }
-    }
+    let header_ok = match reader.read_byte_record(&mut header) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("the file is empty: a header row is required".to_string()),
+        Err(e) => Err(format!("unreadable CSV header: {e}")),
+    };
     let mut record = csv::ByteRecord::new();
-    loop {
+    let mut next = move || -> Result<Option<Batch>, String> {
+        header_ok.clone()?;
         let mut w = csv::WriterBuilder::new()
             .flexible(true)
             .from_writer(Vec::with_capacity(4 << 20));
         let mut rows = 0u64;
         let mut first_line = 0;
-        let mut failed = None;
-        while rows < batch_rows as u64 {
-            match reader.read_byte_record(&mut record) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => {
-                    failed = Some(format!("unreadable CSV: {e}"));
-                    break;
-                }
-            }
+        while rows < batch_rows as u64
+            && reader
+                .read_byte_record(&mut record)
+                .map_err(|e| format!("unreadable CSV: {e}"))?
+        {
             if rows == 0 {
                 first_line = record.position().map_or(0, |p| p.line());
-                if let Err(e) = w.write_byte_record(&header) {
-                    failed = Some(e.to_string());
-                    break;
-                }
+                w.write_byte_record(&header).map_err(|e| e.to_string())?;
             }
-            if let Err(e) = w.write_byte_record(&record) {
-                failed = Some(e.to_string());
-                break;
-            }
+            w.write_byte_record(&record).map_err(|e| e.to_string())?;
             rows += 1;
         }
-        if let Some(e) = failed {
-            let _ = out.send(Err(e));
-            return;
-        }
         if rows == 0 {
-            return;
+            return Ok(None);
         }
-        let body = match w.into_inner() {
-            Ok(b) => b,
-            Err(e) => {
-                let _ = out.send(Err(e.to_string()));
-                return;
-            }
-        };
-        if out
-            .send(Ok(Batch {
-                body,
-                rows,
-                first_line,
-            }))
-            .is_err()
-        {
-            return;
-        }
-    }
+        let body = w.into_inner().map_err(|e| e.to_string())?;
+        Ok(Some(Batch {
+            body,
+            rows,
+            first_line,
+        }))
+    };
+    std::iter::from_fn(move || next().transpose())
 }
 
 /// Batches of non-blank lines, also cut at 16 MiB so a batch stays under the body limit.
 fn ndjson_batches(
     mut input: Box<dyn BufRead + Send>,
     batch_rows: usize,
-    out: std::sync::mpsc::SyncSender<Result<Batch, String>>,
-) {
+) -> impl Iterator<Item = Result<Batch, String>> {
     let mut line_no = 0u64;
     let mut line = Vec::new();
-    loop {
+    let mut next = move || -> Result<Option<Batch>, String> {
         let mut body = Vec::with_capacity(4 << 20);
         let mut rows = 0u64;
         let mut first_line = 0;
         while rows < batch_rows as u64 && body.len() < 16 << 20 {
             line.clear();
-            match input.read_until(b'\n', &mut line) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = out.send(Err(format!("cannot read the file: {e}")));
-                    return;
-                }
+            let read = input
+                .read_until(b'\n', &mut line)
+                .map_err(|e| format!("cannot read the file: {e}"))?;
+            if read == 0 {
+                break;
             }
             line_no += 1;
             if rows == 0 {
@@ -220,17 +186,23 @@ fn ndjson_batches(
             }
             rows += u64::from(!line.trim_ascii().is_empty());
         }
-        if rows == 0 {
-            return;
-        }
-        if out
-            .send(Ok(Batch {
-                body,
-                rows,
-                first_line,
-            }))
-            .is_err()
-        {
+        Ok((rows > 0).then_some(Batch {
+            body,
+            rows,
+            first_line,
+        }))
+    };
+    std::iter::from_fn(move || next().transpose())
+}
+
+/// Hands batches to the sender until the input ends, fails, or the sender is gone.
+fn feed(
+    batches: impl Iterator<Item = Result<Batch, String>>,
+    out: std::sync::mpsc::SyncSender<Result<Batch, String>>,
+) {
+    for b in batches {
+        let failed = b.is_err();
+        if out.send(b).is_err() || failed {
             return;
         }
     }
@@ -336,8 +308,8 @@ pub fn run(a: ImportArgs) -> Result<String, String> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let batch_rows = a.batch_rows.max(1);
     let reader = std::thread::spawn(move || match format {
-        Format::Csv => csv_batches(input, batch_rows, tx),
-        Format::Ndjson => ndjson_batches(input, batch_rows, tx),
+        Format::Csv => feed(csv_batches(input, batch_rows), tx),
+        Format::Ndjson => feed(ndjson_batches(input, batch_rows), tx),
     });
     let base = a.url.trim_end_matches('/');
     let url = match format {

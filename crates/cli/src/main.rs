@@ -223,7 +223,8 @@ fn main() -> ExitCode {
             config.query.memory_limit = a.query_memory_bytes;
             config.query.timeout = Duration::from_millis(a.query_timeout_ms);
             config.query.threads = a.query_threads;
-            config.history_retention = Duration::from_secs(a.history_retention_days * 86_400);
+            config.compaction.history_retention =
+                Duration::from_secs(a.history_retention_days * 86_400);
             config.compaction.interval = Duration::from_secs(a.compaction_interval_secs);
             config.compaction.max_rows = a.compaction_max_rows.max(1);
             config.compaction.grace = Duration::from_secs(a.compaction_grace_secs);

@@ -7,7 +7,10 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, Server, compact, customer_totals, num, parquet_files, tempdir};
+use common::{
+    ADMIN_TOKEN, Server, compact, customer_totals, manifest_paths, metric, num, parquet_files,
+    tempdir,
+};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
@@ -45,12 +48,7 @@ fn start(data: &Path, extra: &[&str]) -> Server {
 }
 
 fn live_files(s: &Server) -> usize {
-    s.request("GET", "/metrics", None, &[], None)
-        .text
-        .lines()
-        .find_map(|l| l.strip_prefix("meterbase_live_files "))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
+    metric(s, "meterbase_live_files") as usize
 }
 
 #[test]
@@ -104,20 +102,8 @@ fn expired_history_is_dropped_and_answers_do_not_change() {
 
 /// Manifest versions on disk, oldest first.
 fn walk_json(dir: &Path) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.join("store")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().contains("_manifest") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out.iter()
+    manifest_paths(dir)
+        .iter()
         .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
         .collect()
 }

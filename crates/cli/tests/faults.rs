@@ -6,7 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, compact, customer_totals, num, parquet_files, tempdir};
+use common::{
+    Server, compact, customer_totals, manifest_paths, metric, num, parquet_files, tempdir,
+};
 use serde_json::{Value, json};
 
 const T0: i64 = 1_735_689_600;
@@ -29,15 +31,6 @@ fn count(s: &Server) -> u64 {
         .iter()
         .map(|r| r["n"].as_u64().unwrap())
         .sum()
-}
-
-fn metric(s: &Server, name: &str) -> f64 {
-    s.request("GET", "/metrics", None, &[], None)
-        .text
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
 }
 
 #[test]
@@ -208,11 +201,7 @@ fn corrupted_files_and_manifests_fail_loudly_naming_the_file() {
     assert_eq!(count(&s), total);
     s.terminate();
     // A flipped digit in the newest manifest: the server refuses to start, naming it.
-    let mut manifests: Vec<_> = walk(&data)
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains("_manifest"))
-        .collect();
-    manifests.sort();
+    let manifests = manifest_paths(&data);
     let newest = manifests.last().unwrap().clone();
     let text = std::fs::read_to_string(&newest).unwrap();
     let at = text.find("\"rows\":").unwrap() + 7;
@@ -231,22 +220,6 @@ fn corrupted_files_and_manifests_fail_loudly_naming_the_file() {
         stderr.contains(&manifest_name) && stderr.contains("checksum"),
         "{stderr}"
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]

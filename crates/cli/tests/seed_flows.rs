@@ -87,9 +87,9 @@ fn seed_definitions_events_and_sums() {
         (rows[0]["n"].as_u64(), num(&rows[0]["v"])),
         (Some(3), 17.75)
     );
-    let files: Vec<_> = walk(&dir.path().join("d/store"))
-        .into_iter()
-        .filter(|p| p.ends_with(".parquet"))
+    let files: Vec<String> = common::parquet_files(&dir.path().join("d/store"))
+        .iter()
+        .map(|p| p.display().to_string())
         .collect();
     assert!(
         files
@@ -97,21 +97,6 @@ fn seed_definitions_events_and_sums() {
             .any(|p| p.contains("/compute_events/date=2025-07-28/")),
         "{files:?}"
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p.display().to_string());
-            }
-        }
-    }
-    out
 }
 
 #[test]

@@ -73,8 +73,6 @@ pub struct ServerConfig {
     pub flush_age: Duration,
     pub max_buffer_bytes: usize,
     pub query: QueryConfig,
-    /// How far back `as_of` may look; replaced and deleted versions are kept this long.
-    pub history_retention: Duration,
     pub compaction: meterbase_storage::CompactionConfig,
     /// Wraps the object store in `FaultyStore` and enables `POST /admin/faults` (tests).
     pub fault_injection: bool,
@@ -100,7 +98,6 @@ impl ServerConfig {
             flush_age: Duration::from_secs(10),
             max_buffer_bytes: 512 << 20,
             query: QueryConfig::default(),
-            history_retention: Duration::from_secs(400 * 86_400),
             compaction: meterbase_storage::CompactionConfig::default(),
             fault_injection: false,
             sync: true,
@@ -218,7 +215,6 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     storage.max_buffer_bytes = config.max_buffer_bytes;
     storage.skip_wal_corruption = config.skip_wal_corruption;
     storage.compaction = config.compaction.clone();
-    storage.compaction.history_retention = config.history_retention;
     let store = match Store::open(handle.clone(), storage, catalog.all_event_types()).await {
         Ok(s) => s,
         Err(e) => {

@@ -639,11 +639,12 @@ pub(crate) async fn ingest_events(
 pub(crate) fn parse_as_of(app: &App, text: &str) -> Result<i64> {
     let t =
         parse_timestamp(text).map_err(|e| Problem::bad_request(format!("as_of {text:?}: {e}")))?;
-    let oldest = now_micros() - app.config.history_retention.as_micros() as i64;
+    let retention = app.config.compaction.history_retention;
+    let oldest = now_micros() - retention.as_micros() as i64;
     if t < oldest {
         return Err(Problem::bad_request(format!(
             "as_of {text:?} is older than the history kept ({} days, --history-retention-days)",
-            app.config.history_retention.as_secs() / 86_400
+            retention.as_secs() / 86_400
         )));
     }
     Ok(t)

@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 use crate::persist::encode_batches;
 use crate::table::{ROW_BITS, adapt_batch, key_rows};
+use crate::upload::mark_time_overlaps;
 use crate::{FileMeta, Manifest, StorageError, Store, Table, Tombstone};
 
 #[derive(Debug, Clone)]
@@ -343,22 +344,12 @@ impl Store {
         &self,
         table: &Arc<Table>,
         replaced: Vec<FileMeta>,
-        mut outputs: Vec<FileMeta>,
+        outputs: Vec<FileMeta>,
         horizon: i64,
     ) -> Result<(), StorageError> {
         let _guard = table.flush_lock.lock().await;
         let gone: std::collections::HashSet<&str> =
             replaced.iter().map(|f| f.path.as_str()).collect();
-        for i in 0..outputs.len() {
-            for j in 0..outputs.len() {
-                if i != j
-                    && outputs[i].max_ts >= outputs[j].min_ts
-                    && outputs[i].min_ts <= outputs[j].max_ts
-                {
-                    outputs[i].shares_keys = true;
-                }
-            }
-        }
         let committed = self
             .commit_manifest(table, |current| {
                 if !current.files.iter().any(|f| gone.contains(f.path.as_str())) {
@@ -372,14 +363,7 @@ impl Store {
                     .cloned()
                     .collect();
                 let mut added = outputs.clone();
-                for out in added.iter_mut() {
-                    for f in files.iter_mut() {
-                        if f.max_ts >= out.min_ts && f.min_ts <= out.max_ts {
-                            f.shares_keys = true;
-                            out.shares_keys = true;
-                        }
-                    }
-                }
+                mark_time_overlaps(&mut files, &mut added);
                 files.extend(added);
                 // An expired deletion is forgotten once no file (nor the buffer) can still
                 // hold a row it covers.

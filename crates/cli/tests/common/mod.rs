@@ -276,8 +276,8 @@ pub fn tempdir() -> tempfile::TempDir {
         .expect("tempdir")
 }
 
-/// Parquet files under `dir`, at any depth.
-pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+/// Every file under `dir`, at any depth.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -285,12 +285,40 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
+            } else {
                 out.push(p);
             }
         }
     }
     out
+}
+
+/// Parquet files under `dir`, at any depth.
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect()
+}
+
+/// Manifest versions under `dir`, oldest first.
+pub fn manifest_paths(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = files_under(dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("_manifest"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// One value from `GET /metrics` (NaN when absent).
+pub fn metric(s: &Server, name: &str) -> f64 {
+    s.request("GET", "/metrics", None, &[], None)
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 /// `SELECT customer_id, count(*) AS n, sum(cpu_hours_consumed) AS v … GROUP BY customer_id`,
