@@ -36,11 +36,7 @@ fn writer(
     stop: Arc<AtomicBool>,
     mut seed: u64,
 ) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .new_agent();
+    let agent = common::agent_with_timeout(Duration::from_secs(10));
     while !stop.load(Ordering::SeqCst) {
         let n = rng(&mut seed) % 20 + 1;
         let first = {
@@ -74,11 +70,7 @@ fn writer(
 
 /// Asks for compactions back to back, so kills land in the middle of them too.
 fn compactor(addr: String, stop: Arc<AtomicBool>) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .new_agent();
+    let agent = common::agent_with_timeout(Duration::from_secs(10));
     while !stop.load(Ordering::SeqCst) {
         let r = agent
             .post(format!("{addr}/admin/compact"))

@@ -36,9 +36,14 @@ impl Reply {
 }
 
 fn agent() -> ureq::Agent {
+    agent_with_timeout(Duration::from_secs(120))
+}
+
+/// An HTTP client that returns every status as a response; `timeout` bounds each request.
+pub fn agent_with_timeout(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
+        .timeout_global(Some(timeout))
         .build()
         .new_agent()
 }
