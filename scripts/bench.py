@@ -199,12 +199,14 @@ def main():
     assert st == 201, body
     pid = str(srv.proc.pid)
     common = ["--addr", srv.addr, "--api-key", srv.key, "--server-pid", pid]
-    results["single"] = bench_json(a.bin, "ingest", *common, "--batch", "1", "--connections", "64", "--seconds", str(a.short_seconds))
+    # Disjoint rounds: every event of the three plain runs is new to the server.
+    results["single"] = bench_json(a.bin, "ingest", *common, "--batch", "1", "--connections", "64", "--seconds", str(a.short_seconds),
+                                   "--first-round", "0")
     half = results["noop_single"]["requests_per_sec"] / 2
     results["single_half_load"] = bench_json(a.bin, "ingest", *common, "--batch", "1", "--connections", "64",
-                                             "--seconds", str(a.short_seconds), "--rate", str(half))
+                                             "--seconds", str(a.short_seconds), "--rate", str(half), "--first-round", "200")
     results["batch"] = bench_json(a.bin, "ingest", *common, "--batch", "1000", "--connections", "8",
-                                  "--seconds", str(a.ingest_seconds))
+                                  "--seconds", str(a.ingest_seconds), "--first-round", "400")
     results["batch_gzip"] = bench_json(a.bin, "ingest", *common, "--batch", "1000", "--connections", "8",
                                        "--seconds", str(a.short_seconds), "--gzip")
     srv.stop()
@@ -244,9 +246,14 @@ def main():
     q["Q1"]["meterbase_metric"] = timed(lambda: usage("cpu_sum", start_date="2025-01-01", end_date="2025-04-01", window="month"), a.runs)
     q["Q2"]["meterbase_metric"] = timed(lambda: usage("cpu_sum", start_date="2025-02-01", end_date="2025-03-01", customer_id=CUSTOMER), a.runs)
     q["Q4"]["meterbase_metric"] = timed(lambda: usage("cpu_tw", start_date="2025-02-01", end_date="2025-03-01"), a.runs)
+    # The files the newest manifest lists: the inputs compaction replaced stay on disk for
+    # the grace period (for outside readers) but hold nothing a query reads.
     store = os.path.join(srv.data_dir, "store")
-    results["meterbase_bytes"] = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(store)
-                                     for f in fs if f.endswith(".parquet"))
+    newest = max((os.path.join(d, f) for d, _, fs in os.walk(store) if "_manifest" in d
+                  for f in fs if f.endswith(".json")), key=lambda p: int(os.path.basename(p)[:-5]))
+    live = json.load(open(newest))["files"]
+    results["meterbase_bytes"] = sum(os.path.getsize(os.path.join(store, f["path"])) for f in live)
+    results["meterbase_files"] = len(live)
     srv.stop()
 
     log("DuckDB")
@@ -337,7 +344,7 @@ def write_report(r, out):
         "",
         "| | Bytes | Bytes per event | Ratio | Goal |",
         "| --- | ---: | ---: | ---: | --- |",
-        f"| meterbase Parquet (after compaction) | {mb:,} | {mb / r['scale']:.2f} | {ratio(mb, db):.2f} | ≤ 0.8 |",
+        f"| meterbase Parquet: the {r['meterbase_files']} files listed after compaction | {mb:,} | {mb / r['scale']:.2f} | {ratio(mb, db):.2f} | ≤ 0.8 |",
         f"| DuckDB `COPY … (FORMAT parquet, COMPRESSION zstd)` of the same rows | {db:,} | {db / r['scale']:.2f} | 1.00 | |",
         "",
         "meterbase's files also hold `_ingested_at` and `_seq` per row (history and replacement),",

@@ -24,6 +24,35 @@ pub struct LoadConfig {
     pub duration: Duration,
     /// Requests per second for all connections together; `None` means as fast as possible.
     pub rate: Option<f64>,
+    /// Round stamped into the first pass over `bodies` (ignored for gzip bodies).
+    pub first_round: u64,
+}
+
+/// Offsets of the last three digits of every `"timestamp":"…ffffffZ"` in `request`.
+fn stamp_offsets(request: &[u8]) -> Vec<usize> {
+    const KEY: &[u8] = b"\"timestamp\":\"";
+    // YYYY-MM-DDTHH:MM:SS.fff then the three digits this rewrites.
+    const DIGITS_AT: usize = 23;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(p) = request[at..].windows(KEY.len()).position(|w| w == KEY) {
+        let digits = at + p + KEY.len() + DIGITS_AT;
+        if request.get(digits + 3) == Some(&b'Z') {
+            out.push(digits);
+        }
+        at = digits;
+    }
+    out
+}
+
+/// Writes `round % 1000` into the stamped digits: the generator's timestamps are whole
+/// milliseconds, so each round's keys differ from every other round's.
+fn stamp(request: &mut [u8], offsets: &[usize], round: u64) {
+    let r = (round % 1000) as u8;
+    let digits = [b'0' + r / 100, b'0' + r / 10 % 10, b'0' + r % 10];
+    for &o in offsets {
+        request[o..o + 3].copy_from_slice(&digits);
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -46,7 +75,11 @@ impl LoadReport {
     }
 }
 
-fn read_response(r: &mut BufReader<TcpStream>, line: &mut String) -> Result<u16, BenchError> {
+/// The status and, for a refusal, how long the server asked the client to wait.
+fn read_response(
+    r: &mut BufReader<TcpStream>,
+    line: &mut String,
+) -> Result<(u16, Option<Duration>), BenchError> {
     line.clear();
     if r.read_line(line)? == 0 {
         return Err(BenchError::Other("connection closed".into()));
@@ -57,6 +90,7 @@ fn read_response(r: &mut BufReader<TcpStream>, line: &mut String) -> Result<u16,
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| BenchError::Other(format!("bad status line {line:?}")))?;
     let mut length = 0usize;
+    let mut retry_after = None;
     loop {
         line.clear();
         r.read_line(line)?;
@@ -68,11 +102,15 @@ fn read_response(r: &mut BufReader<TcpStream>, line: &mut String) -> Result<u16,
             && k.eq_ignore_ascii_case("content-length")
         {
             length = v.trim().parse().unwrap_or(0);
+        } else if let Some((k, v)) = l.split_once(':')
+            && k.eq_ignore_ascii_case("retry-after")
+        {
+            retry_after = v.trim().parse().ok().map(Duration::from_secs);
         }
     }
     let mut body = vec![0u8; length];
     r.read_exact(&mut body)?;
-    Ok(status)
+    Ok((status, retry_after))
 }
 
 fn connection(
@@ -96,7 +134,7 @@ fn connection(
             ""
         }
     );
-    let requests: Vec<Vec<u8>> = cfg
+    let mut requests: Vec<Vec<u8>> = cfg
         .bodies
         .iter()
         .map(|b| {
@@ -105,6 +143,12 @@ fn connection(
             r
         })
         .collect();
+    let offsets: Vec<Vec<usize>> = if cfg.gzip {
+        vec![Vec::new(); requests.len()]
+    } else {
+        requests.iter().map(|r| stamp_offsets(r)).collect()
+    };
+    let mut stamped = vec![u64::MAX; requests.len()];
     let interval = cfg
         .rate
         .map(|r| Duration::from_secs_f64(cfg.connections as f64 / r));
@@ -121,16 +165,27 @@ fn connection(
             }
             next += iv;
         }
-        let req = &requests[i % requests.len()];
+        let k = i % requests.len();
+        let round = cfg.first_round + (i / requests.len()) as u64;
+        if stamped[k] != round {
+            stamp(&mut requests[k], &offsets[k], round);
+            stamped[k] = round;
+        }
+        let req = &requests[k];
         i += cfg.connections;
         let started = Instant::now();
         writer.write_all(req)?;
-        let status = read_response(&mut reader, &mut line)?;
+        let (status, retry_after) = read_response(&mut reader, &mut line)?;
         let us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
         if status == 200 {
             latencies.push(us);
         } else {
             refused += 1;
+            // As a well-behaved client does: a refused request waits as told, instead of
+            // hammering a server that is catching up.
+            if let Some(wait) = retry_after {
+                std::thread::sleep(wait.min(deadline.saturating_duration_since(Instant::now())));
+            }
         }
     }
     Ok((latencies, refused))
@@ -171,4 +226,19 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadReport, BenchError> {
         p99_us: pct(0.99),
         p999_us: pct(0.999),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_rounds_into_every_timestamp() {
+        let mut body = crate::generate::ndjson_body(1, 0, 5, 5).into_bytes();
+        let offsets = stamp_offsets(&body);
+        assert_eq!(offsets.len(), 5);
+        stamp(&mut body, &offsets, 1042);
+        let text = String::from_utf8(body).unwrap();
+        assert_eq!(text.matches("042Z\"").count(), 5, "{text}");
+    }
 }

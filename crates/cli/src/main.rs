@@ -121,13 +121,13 @@ struct ServeArgs {
     #[arg(long, env = "METERBASE_MAX_FUTURE_SECS", default_value_t = 86_400)]
     max_future_secs: u64,
     /// Persist a table's buffer to Parquet once it holds this many bytes.
-    #[arg(long, env = "METERBASE_FLUSH_BYTES", default_value_t = 64 << 20)]
+    #[arg(long, env = "METERBASE_FLUSH_BYTES", default_value_t = meterbase_server::DEFAULT_FLUSH_BYTES)]
     flush_bytes: usize,
     /// Persist a table's buffer once its oldest event has waited this many milliseconds.
     #[arg(long, env = "METERBASE_FLUSH_AGE_MS", default_value_t = 10_000)]
     flush_age_ms: u64,
     /// Refuse writes (503) once this many bytes wait in memory for the object store.
-    #[arg(long, env = "METERBASE_MAX_BUFFER_BYTES", default_value_t = 512 << 20)]
+    #[arg(long, env = "METERBASE_MAX_BUFFER_BYTES", default_value_t = meterbase_server::DEFAULT_MAX_BUFFER_BYTES)]
     max_buffer_bytes: usize,
     /// Memory cap per SQL query, in bytes.
     #[arg(long, env = "METERBASE_QUERY_MEMORY_BYTES", default_value_t = 512 << 20)]
@@ -145,7 +145,7 @@ struct ServeArgs {
     #[arg(
         long,
         env = "METERBASE_COMPACTION_MAX_ROWS",
-        default_value_t = 4_000_000
+        default_value_t = meterbase_server::DEFAULT_COMPACTION_MAX_ROWS
     )]
     compaction_max_rows: usize,
     /// Seconds a file replaced by compaction stays once no query needs it (for outside readers).
@@ -183,7 +183,23 @@ fn init_logging(json: bool) {
     }
 }
 
+// glibc's allocator kept freed buffer memory resident (peak RSS climbed to 3 GiB under
+// sustained ingest with ~150 MiB buffered); mimalloc returns it, once told not to wait.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in mimalloc.h (the bindings predate its rename from
+/// `reset_delay`).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+fn return_freed_memory_at_once() {
+    // SAFETY: sets one integer option; mimalloc reads options atomically. Its default
+    // (1 s) kept ~300 MiB of freed persist buffers resident under sustained ingest.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10) };
+}
+
 fn main() -> ExitCode {
+    return_freed_memory_at_once();
     let cli = Cli::parse();
     match cli.command {
         Command::Sql(a) => match run_sql(a) {

@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::{Server, num, tempdir};
 use proptest::prelude::*;
@@ -12,7 +12,12 @@ use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    // Read at run time (cargo sets it for tests): a build cache shared by two checkouts
+    // may run a binary compiled in the other one.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("../..")
 }
 
 fn load_dataset(s: &Server) {

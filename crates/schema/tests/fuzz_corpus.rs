@@ -7,9 +7,12 @@ use std::path::PathBuf;
 use meterbase_schema::fuzzing::{check_csv, check_json, check_ndjson, check_timestamp, decoder};
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/fuzz")
-        .join(target);
+    // Read at run time (cargo sets it for tests): a build cache shared by two checkouts
+    // may run a binary compiled in the other one.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let dir = manifest_dir.join("../../testdata/fuzz").join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())

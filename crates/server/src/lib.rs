@@ -37,6 +37,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::{error, info, warn};
 
+pub use meterbase_storage::{
+    DEFAULT_COMPACTION_MAX_ROWS, DEFAULT_FLUSH_BYTES, DEFAULT_MAX_BUFFER_BYTES,
+};
 pub use metrics::Metrics;
 
 #[derive(Debug, Error)]
@@ -94,9 +97,9 @@ impl ServerConfig {
             max_future: Duration::from_secs(24 * 3600),
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
-            flush_bytes: 64 << 20,
+            flush_bytes: meterbase_storage::DEFAULT_FLUSH_BYTES,
             flush_age: Duration::from_secs(10),
-            max_buffer_bytes: 512 << 20,
+            max_buffer_bytes: meterbase_storage::DEFAULT_MAX_BUFFER_BYTES,
             query: QueryConfig::default(),
             compaction: meterbase_storage::CompactionConfig::default(),
             fault_injection: false,
@@ -236,6 +239,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     shared.ready.store(true, Ordering::SeqCst);
     info!("ready");
     let persister = tokio::spawn(store.clone().run_persister(stop_rx.clone()));
+    let compactor = tokio::spawn(store.clone().run_compactor(stop_rx.clone()));
 
     wait_for_signal().await;
     info!("shutting down: no new connections, finishing requests in flight");
@@ -244,6 +248,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         let _ = tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await;
     }
     let _ = persister.await;
+    let _ = compactor.await;
     info!("persisting buffered events");
     store.shutdown().await?;
     info!("stopped cleanly");

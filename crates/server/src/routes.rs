@@ -150,7 +150,10 @@ async fn route(app: &Arc<App>, req: Req) -> Result<HttpResponse> {
                 (["organisations"], &Method::GET) => list_orgs(app),
                 (["faults"], &Method::POST) => set_faults(app, req).await,
                 (["compact"], &Method::POST) => {
-                    let stats = app.store.compact_all().await?;
+                    let stats = app
+                        .store
+                        .compact_all(meterbase_storage::CompactionMode::Full)
+                        .await?;
                     Ok(json_response(
                         StatusCode::OK,
                         &json!({

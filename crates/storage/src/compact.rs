@@ -28,6 +28,10 @@ use crate::table::{ROW_BITS, adapt_batch, key_rows};
 use crate::upload::mark_time_overlaps;
 use crate::{FileMeta, Manifest, StorageError, Store, Table, Tombstone};
 
+/// Rows per compacted file: a merge holds its group in memory two or three times over
+/// (read, sorted copy, encoded), so this bounds compaction's memory at a few hundred MiB.
+pub const DEFAULT_COMPACTION_MAX_ROWS: usize = 1_000_000;
+
 #[derive(Debug, Clone)]
 pub struct CompactionConfig {
     /// How often the background pass runs; zero turns it off (`POST /admin/compact` still works).
@@ -44,7 +48,7 @@ impl Default for CompactionConfig {
     fn default() -> Self {
         CompactionConfig {
             interval: Duration::from_secs(60),
-            max_rows: 4_000_000,
+            max_rows: DEFAULT_COMPACTION_MAX_ROWS,
             grace: Duration::from_secs(300),
             history_retention: Duration::from_secs(400 * 86_400),
         }
@@ -115,40 +119,89 @@ fn written_by_compaction(f: &FileMeta) -> bool {
     })
 }
 
-/// Groups of files worth merging: each day's files in arrival order, cut at `max_rows`; a
-/// lone file when it is fresh from a flush (to put it in customer order) or still holds rows
-/// of an expired deletion.
-fn plan(manifest: &Manifest, expired: &[Tombstone], max_rows: usize) -> Vec<Vec<FileMeta>> {
+/// How much of a day one pass rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompactionMode {
+    /// The background pass: a day's fresh files, plus compacted files at most twice the size
+    /// of what they would join. A row is then rewritten about log2(day rows / flush rows) times,
+    /// not once per pass, which matters while a day is still receiving events.
+    Tiered,
+    /// Every file of a day into as few files as `max_rows` allows (`POST /admin/compact`).
+    Full,
+}
+
+fn touched_by(f: &FileMeta, expired: &[Tombstone]) -> bool {
+    expired
+        .iter()
+        .any(|t| f.deletions_applied < t.seq && f.min_seq < t.seq && overlaps(f, t))
+}
+
+/// `files` (in arrival order) cut into groups of at most `max_rows` rows.
+fn cut(files: Vec<FileMeta>, max_rows: usize, groups: &mut Vec<Vec<FileMeta>>) {
+    let mut group: Vec<FileMeta> = Vec::new();
+    let mut rows = 0usize;
+    for f in files {
+        if !group.is_empty() && rows + f.rows as usize > max_rows {
+            groups.push(std::mem::take(&mut group));
+            rows = 0;
+        }
+        rows += f.rows as usize;
+        group.push(f);
+    }
+    if !group.is_empty() {
+        groups.push(group);
+    }
+}
+
+/// The tiered choice for one day: fresh files (or, without any, the smallest compacted one),
+/// then compacted files, smallest first, while each is at most twice the rows gathered so
+/// far; compacted files left out but holding rows of an expired deletion go alone.
+fn tiered(files: Vec<FileMeta>, expired: &[Tombstone], max_rows: usize) -> Vec<Vec<FileMeta>> {
+    let (mut chosen, mut compacted): (Vec<FileMeta>, Vec<FileMeta>) =
+        files.into_iter().partition(|f| !written_by_compaction(f));
+    compacted.sort_by_key(|f| f.rows);
+    let mut rest = compacted.into_iter().peekable();
+    if chosen.is_empty() {
+        chosen.extend(rest.next());
+    }
+    let mut rows: usize = chosen.iter().map(|f| f.rows as usize).sum();
+    while let Some(next) =
+        rest.next_if(|f| f.rows as usize <= 2 * rows.max(1) && rows + f.rows as usize <= max_rows)
+    {
+        rows += next.rows as usize;
+        chosen.push(next);
+    }
+    chosen.sort_by_key(|f| f.min_seq);
+    let mut groups = Vec::new();
+    cut(chosen, max_rows, &mut groups);
+    groups.extend(rest.filter(|f| touched_by(f, expired)).map(|f| vec![f]));
+    groups
+}
+
+/// Groups of files worth merging, per day (see `CompactionMode`); a lone file is worth it
+/// when it is fresh from a flush (to put it in customer order) or still holds rows of an
+/// expired deletion.
+fn plan(
+    manifest: &Manifest,
+    expired: &[Tombstone],
+    max_rows: usize,
+    mode: CompactionMode,
+) -> Vec<Vec<FileMeta>> {
     let mut days: BTreeMap<i64, Vec<FileMeta>> = BTreeMap::new();
     for f in &manifest.files {
         days.entry(day_of(f)).or_default().push(f.clone());
     }
     let mut groups = Vec::new();
     for (_, mut files) in days {
-        files.sort_by_key(|f| f.min_seq);
-        let mut group: Vec<FileMeta> = Vec::new();
-        let mut rows = 0usize;
-        for f in files {
-            if !group.is_empty() && rows + f.rows as usize > max_rows {
-                groups.push(std::mem::take(&mut group));
-                rows = 0;
+        match mode {
+            CompactionMode::Full => {
+                files.sort_by_key(|f| f.min_seq);
+                cut(files, max_rows, &mut groups);
             }
-            rows += f.rows as usize;
-            group.push(f);
-        }
-        if !group.is_empty() {
-            groups.push(group);
+            CompactionMode::Tiered => groups.extend(tiered(files, expired, max_rows)),
         }
     }
-    groups.retain(|g| {
-        g.len() > 1
-            || !written_by_compaction(&g[0])
-            || g.iter().any(|f| {
-                expired
-                    .iter()
-                    .any(|t| f.deletions_applied < t.seq && f.min_seq < t.seq && overlaps(f, t))
-            })
-    });
+    groups.retain(|g| g.len() > 1 || !written_by_compaction(&g[0]) || touched_by(&g[0], expired));
     groups
 }
 
@@ -241,6 +294,57 @@ fn settle_arrival(
     Ok(RecordBatch::try_new(batch.schema(), cols)?)
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs `work` on the compaction thread, which runs at the lowest CPU priority. Compaction
+/// only tidies rows that are already durable and queryable, so under load it should take
+/// the cores ingest and queries leave idle, not compete with them. One long-lived thread
+/// (not one per job) so its allocations stay in one heap.
+async fn at_low_priority<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StorageError> {
+    static WORKER: std::sync::OnceLock<Result<std::sync::mpsc::Sender<Job>, String>> =
+        std::sync::OnceLock::new();
+    let worker = WORKER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("meterbase-compact".into())
+            .spawn(move || {
+                lower_this_threads_priority();
+                for job in rx {
+                    // A panicking job drops its reply sender; the caller sees the error.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            })
+            .map(|_| tx)
+            .map_err(|e| format!("cannot start the compaction thread: {e}"))
+    });
+    let worker = worker
+        .as_ref()
+        .map_err(|e| StorageError::BadRecord(e.clone()))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    worker
+        .send(Box::new(move || {
+            let _ = tx.send(work());
+        }))
+        .map_err(|_| StorageError::BadRecord("the compaction thread stopped".into()))?;
+    rx.await
+        .map_err(|_| StorageError::BadRecord("a compaction job failed".into()))
+}
+
+#[cfg(target_os = "linux")]
+fn lower_this_threads_priority() {
+    // SAFETY: plain syscall on integer arguments. Under Linux the nice value belongs to a
+    // thread, so this lowers only the compaction thread. Failure just leaves it at normal
+    // priority.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_this_threads_priority() {}
+
 fn read_file(bytes: bytes::Bytes) -> Result<Vec<RecordBatch>, StorageError> {
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
         .with_batch_size(64 * 1024)
@@ -250,17 +354,21 @@ fn read_file(bytes: bytes::Bytes) -> Result<Vec<RecordBatch>, StorageError> {
 
 impl Store {
     /// Compacts every table once.
-    pub async fn compact_all(&self) -> Result<CompactionStats, StorageError> {
+    pub async fn compact_all(&self, mode: CompactionMode) -> Result<CompactionStats, StorageError> {
         let mut total = CompactionStats::default();
         for t in self.tables() {
-            total += self.compact_table(&t).await?;
+            total += self.compact_table(&t, mode).await?;
         }
         self.collect_garbage().await;
         Ok(total)
     }
 
     /// Merges each group of `plan` into one file and swaps them in one manifest commit.
-    pub async fn compact_table(&self, table: &Arc<Table>) -> Result<CompactionStats, StorageError> {
+    pub async fn compact_table(
+        &self,
+        table: &Arc<Table>,
+        mode: CompactionMode,
+    ) -> Result<CompactionStats, StorageError> {
         let _one_at_a_time = table.compact_lock.lock().await;
         let now = now_micros();
         let horizon = now - self.config.compaction.history_retention.as_micros() as i64;
@@ -271,7 +379,7 @@ impl Store {
             .into_iter()
             .filter(|t| t.at < horizon)
             .collect();
-        let groups = plan(&manifest, &expired, self.config.compaction.max_rows);
+        let groups = plan(&manifest, &expired, self.config.compaction.max_rows, mode);
         if groups.is_empty() {
             return Ok(CompactionStats::default());
         }
@@ -282,19 +390,22 @@ impl Store {
         let mut replaced: Vec<FileMeta> = Vec::new();
         let mut outputs: Vec<FileMeta> = Vec::new();
         for group in groups {
+            if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                // Shutting down: publish the groups already merged, leave the rest.
+                break;
+            }
             let mut batches = Vec::new();
             for f in &group {
                 let bytes = self.handle.get_bytes(&Path::from(f.path.as_str())).await?;
                 f.verify(&bytes)?;
                 let (schema, visible_from) = (schema.clone(), f.visible_from);
-                let read = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+                let read = at_low_priority(move || -> Result<_, StorageError> {
                     read_file(bytes)?
                         .iter()
                         .map(|b| settle_arrival(adapt_batch(b, &schema)?, visible_from))
                         .collect::<Result<Vec<_>, _>>()
                 })
-                .await
-                .map_err(|e| StorageError::BadRecord(format!("compaction read failed: {e}")))??;
+                .await??;
                 batches.extend(read);
                 stats.rows_in += f.rows as usize;
             }
@@ -303,7 +414,7 @@ impl Store {
             let min_seq = group.iter().map(|f| f.min_seq).min().unwrap_or(0);
             let max_seq = group.iter().map(|f| f.max_seq).max().unwrap_or(0);
             let suffix = format!("-c{}", manifest.version + 1);
-            let encoded = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+            let encoded = at_low_priority(move || -> Result<_, StorageError> {
                 let merged = arrow::compute::concat_batches(&s, &batches)?;
                 drop(batches);
                 let kept = surviving_rows(&merged, &d, &ex, horizon)?;
@@ -320,8 +431,7 @@ impl Store {
                     &suffix,
                 )
             })
-            .await
-            .map_err(|e| StorageError::BadRecord(format!("compaction task failed: {e}")))??;
+            .await??;
             for f in encoded {
                 self.put_file(&f.path, f.bytes).await?;
                 let mut meta = f.meta;
@@ -334,6 +444,9 @@ impl Store {
             replaced.extend(group);
         }
         stats.files_out = outputs.len();
+        if replaced.is_empty() {
+            return Ok(stats);
+        }
         self.commit_compaction(table, replaced, outputs, horizon)
             .await?;
         info!(table = %table.slug, org = %table.org_id, files_in = stats.files_in, files_out = stats.files_out, rows_in = stats.rows_in, rows_out = stats.rows_out, "compacted");
@@ -465,7 +578,7 @@ mod tests {
             ],
             ..Manifest::default()
         };
-        let g = plan(&m, &[], 25);
+        let g = plan(&m, &[], 25, CompactionMode::Full);
         // Day 1 cut into two groups at 25 rows, and day 2's lone fresh file.
         assert_eq!(g.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 1, 1]);
         let compacted = Manifest {
@@ -475,7 +588,9 @@ mod tests {
             }],
             ..Manifest::default()
         };
-        assert!(plan(&compacted, &[], 25).is_empty());
+        for mode in [CompactionMode::Full, CompactionMode::Tiered] {
+            assert!(plan(&compacted, &[], 25, mode).is_empty());
+        }
         let t = Tombstone {
             seq: 9,
             at: 0,
@@ -483,6 +598,65 @@ mod tests {
             from: None,
             to: None,
         };
-        assert_eq!(plan(&compacted, &[t], 100).len(), 1);
+        for mode in [CompactionMode::Full, CompactionMode::Tiered] {
+            assert_eq!(
+                plan(&compacted, std::slice::from_ref(&t), 100, mode).len(),
+                1
+            );
+        }
+    }
+
+    fn compacted(rows: u64, min_seq: u64) -> FileMeta {
+        FileMeta {
+            path: format!("x/t-{min_seq}-{min_seq}-c3.parquet"),
+            ..file(1, rows, min_seq)
+        }
+    }
+
+    #[test]
+    fn tiered_plans_leave_big_compacted_files_alone() {
+        let paths = |g: &[Vec<FileMeta>]| -> Vec<Vec<String>> {
+            g.iter()
+                .map(|g| g.iter().map(|f| f.path.clone()).collect())
+                .collect()
+        };
+        let m = Manifest {
+            files: vec![
+                compacted(1000, 1),
+                compacted(10, 50),
+                file(1, 5, 60),
+                file(1, 6, 70),
+            ],
+            ..Manifest::default()
+        };
+        let g = plan(&m, &[], 10_000, CompactionMode::Tiered);
+        // Fresh rows (11) take the 10-row compacted file along, not the 1000-row one.
+        assert_eq!(
+            paths(&g),
+            vec![vec!["x/t-50-50-c3.parquet", "f1-60", "f1-70"]]
+        );
+        // Without fresh files, small compacted files of similar size still merge.
+        let m = Manifest {
+            files: vec![compacted(1000, 1), compacted(10, 50), compacted(12, 80)],
+            ..Manifest::default()
+        };
+        let g = plan(&m, &[], 10_000, CompactionMode::Tiered);
+        assert_eq!(
+            paths(&g),
+            vec![vec!["x/t-50-50-c3.parquet", "x/t-80-80-c3.parquet"]]
+        );
+        // A big file holding rows of an expired deletion is rewritten on its own.
+        let t = Tombstone {
+            seq: 9,
+            at: 0,
+            customer_id: None,
+            from: None,
+            to: None,
+        };
+        let g = plan(&m, &[t], 10_000, CompactionMode::Tiered);
+        assert_eq!(g.len(), 2);
+        assert_eq!(paths(&g)[1], vec!["x/t-1-1-c3.parquet"]);
+        // Full mode merges the whole day.
+        assert_eq!(plan(&m, &[], 10_000, CompactionMode::Full)[0].len(), 3);
     }
 }

@@ -17,11 +17,13 @@ mod table;
 mod upload;
 mod url;
 
-pub use compact::{CompactionConfig, CompactionStats};
+pub use compact::{CompactionConfig, CompactionMode, CompactionStats, DEFAULT_COMPACTION_MAX_ROWS};
 pub use faults::{Faults, FaultyStore};
 pub use manifest::{FileMeta, Manifest, Tombstone};
 pub use record::{DeleteFilter, WalRecord};
-pub use store::{StorageConfig, StorageStats, Store};
+pub use store::{
+    DEFAULT_FLUSH_BYTES, DEFAULT_MAX_BUFFER_BYTES, StorageConfig, StorageStats, Store,
+};
 pub use table::{
     ROW_BITS, Table, TableSnapshot, adapt_batch, record_seq, ts_range as batch_ts_range,
 };

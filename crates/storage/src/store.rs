@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,13 @@ use crate::persist::encode_chunk;
 use crate::table::{MAX_ROWS_PER_RECORD, PersistJob};
 use crate::upload::mark_time_overlaps;
 use crate::{Manifest, ObjectStoreHandle, StorageError, Table, WalRecord};
+
+/// A table's buffer is persisted once it holds this much.
+pub const DEFAULT_FLUSH_BYTES: usize = 32 << 20;
+/// Writes are refused (503) beyond this much buffered, and flushes hurry from half of it.
+/// With the persister's working copies and the allocator's slack, the process peaks at
+/// about three times this under sustained ingest; 256 MiB keeps it under 1 GiB.
+pub const DEFAULT_MAX_BUFFER_BYTES: usize = 256 << 20;
 
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
@@ -40,9 +47,9 @@ impl StorageConfig {
     pub fn new(wal_dir: impl Into<PathBuf>) -> StorageConfig {
         StorageConfig {
             wal: WalConfig::new(wal_dir),
-            flush_bytes: 64 << 20,
+            flush_bytes: DEFAULT_FLUSH_BYTES,
             flush_age: Duration::from_secs(10),
-            max_buffer_bytes: 512 << 20,
+            max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
             retry_base: Duration::from_millis(200),
             skip_wal_corruption: false,
             compaction: crate::CompactionConfig::default(),
@@ -153,6 +160,8 @@ pub struct Store {
     pub replay: OnceLock<meterbase_wal::ReplayStats>,
     /// Written into every manifest this process commits.
     writer_id: String,
+    /// Set on shutdown: a compaction pass stops after the group it is merging.
+    pub(crate) stopping: AtomicBool,
 }
 
 impl Store {
@@ -191,6 +200,7 @@ impl Store {
             wal: OnceLock::new(),
             stats: StorageStats::default(),
             replay: OnceLock::new(),
+            stopping: AtomicBool::new(false),
             writer_id: format!(
                 "{}-{}",
                 std::process::id(),
@@ -727,11 +737,9 @@ impl Store {
         }
     }
 
-    /// Runs the persister until `stop` fires, then persists everything once more.
+    /// Runs the persister until `stop` fires (the final persist is `shutdown`'s).
     pub async fn run_persister(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
-        let interval = self.config.compaction.interval;
-        let mut last_compaction = Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -740,13 +748,36 @@ impl Store {
             if let Err(e) = self.flush_due(false).await {
                 warn!("persister pass failed: {e}");
             }
-            if !interval.is_zero() && last_compaction.elapsed() >= interval {
-                last_compaction = Instant::now();
-                if let Err(e) = self.compact_all().await {
-                    warn!("compaction pass failed (it is retried; no data is affected): {e}");
-                }
-            }
             self.collect_garbage().await;
+        }
+    }
+
+    /// Runs background compaction until `stop` fires. A task of its own: a pass can take
+    /// long (it runs at low CPU priority) and flushes must never wait for it, or the buffer
+    /// fills and writes are refused.
+    pub async fn run_compactor(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let interval = self.config.compaction.interval;
+        if interval.is_zero() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => break,
+            }
+            let pass = self.compact_all(crate::CompactionMode::Tiered);
+            tokio::pin!(pass);
+            let result = tokio::select! {
+                r = &mut pass => r,
+                _ = stop.changed() => {
+                    self.stopping.store(true, Ordering::Relaxed);
+                    let _ = pass.await;
+                    break;
+                }
+            };
+            if let Err(e) = result {
+                warn!("compaction pass failed (it is retried; no data is affected): {e}");
+            }
         }
     }
 

@@ -135,7 +135,10 @@ async fn persist_upload_delete_compact_and_reopen_on_every_store() {
         let manifest = table.manifest();
         assert_eq!(manifest.tombstones.len(), 1, "{name}");
         assert_eq!(live_rows(&store).await, 500, "{name}");
-        let stats = store.compact_table(&table).await.unwrap();
+        let stats = store
+            .compact_table(&table, meterbase_storage::CompactionMode::Full)
+            .await
+            .unwrap();
         assert!(stats.files_in >= 2, "{name}: {stats:?}");
         assert_eq!(stats.rows_in, stats.rows_out, "{name}: history is kept");
         let before = table.manifest();
