@@ -221,7 +221,7 @@ fn write_parquet(
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(1_000_000))
-        .set_data_page_row_count_limit(16 * 1024)
+        .set_data_page_row_count_limit(4 * 1024)
         .set_sorting_columns(Some(sorting))
         .set_column_bloom_filter_enabled(ColumnPath::from("customer_id"), true)
         .set_column_bloom_filter_fpp(ColumnPath::from("customer_id"), 0.01)
