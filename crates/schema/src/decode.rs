@@ -116,27 +116,32 @@ impl EventDecoder {
     }
 
     pub fn decode(&self, body: &[u8], format: InputFormat, limits: DecodeLimits) -> DecodeOutcome {
-        if let Err(e) = std::str::from_utf8(body) {
-            return DecodeOutcome::Invalid {
-                errors: vec![EventError {
-                    index: None,
-                    line: Some(
-                        1 + body[..e.valid_up_to()]
-                            .iter()
-                            .filter(|b| **b == b'\n')
-                            .count(),
-                    ),
-                    pointer: String::new(),
-                    message: format!("body is not valid UTF-8 (byte {})", e.valid_up_to()),
-                }],
-                invalid_events: 1,
-                events: 0,
-            };
-        }
+        // Validated once here; parsing the text as `str` then skips serde_json's second
+        // check of every string (about 2% of ingest CPU).
+        let text = match std::str::from_utf8(body) {
+            Ok(text) => text,
+            Err(e) => {
+                return DecodeOutcome::Invalid {
+                    errors: vec![EventError {
+                        index: None,
+                        line: Some(
+                            1 + body[..e.valid_up_to()]
+                                .iter()
+                                .filter(|b| **b == b'\n')
+                                .count(),
+                        ),
+                        pointer: String::new(),
+                        message: format!("body is not valid UTF-8 (byte {})", e.valid_up_to()),
+                    }],
+                    invalid_events: 1,
+                    events: 0,
+                };
+            }
+        };
         let mut b = BatchBuilder::new(self, estimate_events(body), limits);
         match format {
             InputFormat::Json => {
-                let mut de = serde_json::Deserializer::from_slice(body);
+                let mut de = serde_json::Deserializer::from_str(text);
                 let res = (TopSeed { b: &mut b })
                     .deserialize(&mut de)
                     .and_then(|()| de.end());
@@ -153,7 +158,16 @@ impl EventDecoder {
                         break;
                     }
                     b.begin_event(None, Some(line_no));
-                    let mut de = serde_json::Deserializer::from_slice(line);
+                    // Lines end at ASCII bytes, so their offsets are char boundaries.
+                    let start = line.as_ptr() as usize - body.as_ptr() as usize;
+                    let Some(line) = text.get(start..start + line.len()) else {
+                        let e = <serde_json::Error as serde::de::Error>::custom(
+                            "line does not split on a character boundary",
+                        );
+                        b.syntax_error(Some(line_no), &e);
+                        continue;
+                    };
+                    let mut de = serde_json::Deserializer::from_str(line);
                     let res = (EventSeed { b: &mut b })
                         .deserialize(&mut de)
                         .and_then(|()| de.end());
