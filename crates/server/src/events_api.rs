@@ -254,15 +254,38 @@ pub(crate) async fn delete(
         conds.push("timestamp < $to".into());
     }
     let ack = app.store.delete(&table, filter).await?;
-    let mut snap = table.snapshot()?;
-    snap.before_seq = Some(ack.seq);
     let sql = format!(
         "SELECT count(*) AS n FROM \"{}\" WHERE {}",
         def.api_slug,
         conds.join(" AND ")
     );
+    // The deletion is durable from here on: a count that fails must not read as a failed
+    // deletion, so it is reported next to a 200.
+    let body = match count_before(app, &table, ack.seq, sql, params).await {
+        Ok(deleted) => json!({ "deleted": deleted }),
+        Err(p) => {
+            tracing::warn!(table = %def.api_slug, "deletion applied, counting its rows failed: {}", p.detail);
+            json!({
+                "deleted": null,
+                "count_error": format!("the deletion is applied; counting its rows failed: {}", p.detail),
+            })
+        }
+    };
+    Ok(crate::routes::json_response(StatusCode::OK, &body))
+}
+
+/// Rows `sql` counts among those written before log sequence `seq`.
+async fn count_before(
+    app: &App,
+    table: &std::sync::Arc<meterbase_storage::Table>,
+    seq: u64,
+    sql: String,
+    params: HashMap<String, ScalarValue>,
+) -> Result<i64> {
+    let mut snap = table.snapshot()?;
+    snap.before_seq = Some(seq);
     let out = app.engine.execute(vec![snap], sql, params, None).await?;
-    let deleted = out
+    Ok(out
         .batches
         .iter()
         .find(|b| b.num_rows() > 0)
@@ -272,9 +295,5 @@ pub(crate) async fn delete(
                 .downcast_ref::<arrow::array::Int64Array>()
                 .map(|a| a.value(0))
         })
-        .unwrap_or(0);
-    Ok(crate::routes::json_response(
-        StatusCode::OK,
-        &json!({ "deleted": deleted }),
-    ))
+        .unwrap_or(0))
 }
