@@ -67,13 +67,7 @@ fn expired_history_is_dropped_and_answers_do_not_change() {
     }
     put(&s, (0..50).map(|i| ev("b", T0 + i * 60, 5)).collect());
     s.wait_flushed();
-    let r = s.request(
-        "DELETE",
-        "/usage/compute_events/events?customer_id=b&from=2025-01-01T00:00:00Z&to=2025-01-01T00:20:00Z",
-        Some(&s.key),
-        &[],
-        None,
-    );
+    let r = s.delete("/usage/compute_events/events?customer_id=b&from=2025-01-01T00:00:00Z&to=2025-01-01T00:20:00Z");
     assert_eq!(r.body["deleted"], 20, "{}", r.text);
     s.wait_flushed();
     let before = answer(&s, None);

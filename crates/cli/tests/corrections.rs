@@ -26,13 +26,7 @@ fn totals(s: &Server, as_of: Option<&str>) -> Vec<(String, u64, f64)> {
 }
 
 fn delete(s: &Server, query: &str) -> (u16, Value) {
-    let r = s.request(
-        "DELETE",
-        &format!("/usage/compute_events/events{query}"),
-        Some(&s.key),
-        &[],
-        None,
-    );
+    let r = s.delete(&format!("/usage/compute_events/events{query}"));
     (r.status, r.body)
 }
 

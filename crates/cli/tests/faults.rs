@@ -316,13 +316,7 @@ fn a_deletion_whose_count_fails_still_says_it_is_applied() {
     assert_eq!(count(&s), 700);
     // The deletion goes through the log; counting what it covers needs the (down) store.
     faults(&s, json!({"outage": true}));
-    let r = s.request(
-        "DELETE",
-        "/usage/compute_events/events?customer_id=c3",
-        Some(&s.key),
-        &[],
-        None,
-    );
+    let r = s.delete("/usage/compute_events/events?customer_id=c3");
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(r.body["deleted"].is_null(), "{}", r.text);
     let why = r.body["count_error"].as_str().unwrap_or_default();

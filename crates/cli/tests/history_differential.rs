@@ -139,13 +139,7 @@ fn random_history_matches_the_reference_now_and_as_of_every_phase() {
                 }
                 q.append_pair("from", &iso(from))
                     .append_pair("to", &iso(to));
-                let r = s.request(
-                    "DELETE",
-                    &format!("/usage/compute_events/events?{}", q.finish()),
-                    Some(&s.key),
-                    &[],
-                    None,
-                );
+                let r = s.delete(&format!("/usage/compute_events/events?{}", q.finish()));
                 assert_eq!(r.status, 200, "{}", r.text);
                 let op = Op::Delete { customer, from, to };
                 let removed = apply(&mut current, &op);

@@ -201,13 +201,7 @@ fn seed_scenario_and_lifecycle() {
         assert_eq!(r.status, 400, "{bad}: {}", r.text);
     }
     // An event type a metric reads cannot be deleted; the metric is named.
-    let r = s.request(
-        "DELETE",
-        "/rawmetrics/compute_events?force=true",
-        Some(&s.key),
-        &[],
-        None,
-    );
+    let r = s.delete("/rawmetrics/compute_events?force=true");
     assert_eq!(r.status, 409);
     assert!(r.text.contains("cpu_hours"), "{}", r.text);
     // A new field on the event type does not break the metric.
@@ -224,17 +218,7 @@ fn seed_scenario_and_lifecycle() {
     assert_eq!(r.status, 200, "{}", r.text);
     let r = s.get("/billable_metrics/cpu_hours/usage?start_date=2025-07-01&end_date=2025-08-01");
     assert_eq!(r.body["rows"].as_array().unwrap().len(), 2, "{}", r.text);
-    assert_eq!(
-        s.request(
-            "DELETE",
-            "/billable_metrics/cpu_hours",
-            Some(&s.key),
-            &[],
-            None
-        )
-        .status,
-        204
-    );
+    assert_eq!(s.delete("/billable_metrics/cpu_hours").status, 204);
     assert_eq!(s.get("/billable_metrics/cpu_hours").status, 404);
     // Bad usage parameters.
     for q in [

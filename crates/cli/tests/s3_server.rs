@@ -55,13 +55,7 @@ fn the_server_works_the_same_on_s3() {
         Some(csv.as_bytes()),
     );
     assert_eq!(r.status, 200, "{}", r.text);
-    let r = s.request(
-        "DELETE",
-        "/usage/compute_events/events?customer_id=c0",
-        Some(&s.key),
-        &[],
-        None,
-    );
+    let r = s.delete("/usage/compute_events/events?customer_id=c0");
     assert_eq!(r.body["deleted"], 1000, "{}", r.text);
     s.wait_flushed();
     let expect = customer_totals(&s, None);

@@ -160,28 +160,8 @@ fn event_type_lifecycle() {
     assert_eq!(s.sql("SELECT sum(extra) AS e FROM a_raw_metric")[0]["e"], 5);
 
     // DELETE refuses while events exist, unless forced.
-    assert_eq!(
-        s.request(
-            "DELETE",
-            "/rawmetrics/a_raw_metric",
-            Some(&s.key),
-            &[],
-            None
-        )
-        .status,
-        409
-    );
-    assert_eq!(
-        s.request(
-            "DELETE",
-            "/rawmetrics/a_raw_metric?force=true",
-            Some(&s.key),
-            &[],
-            None
-        )
-        .status,
-        204
-    );
+    assert_eq!(s.delete("/rawmetrics/a_raw_metric").status, 409);
+    assert_eq!(s.delete("/rawmetrics/a_raw_metric?force=true").status, 204);
     assert_eq!(s.get("/rawmetrics/a_raw_metric").status, 404);
     assert_eq!(s.post_json("/usage/a_raw_metric", &ev).status, 404);
 }
@@ -205,14 +185,7 @@ fn replacement_across_buffer_and_files() {
     assert_eq!((rows[0]["n"].as_u64(), num(&rows[0]["v"])), (Some(1), 20.0));
     s.wait_flushed();
     assert_eq!(
-        s.request(
-            "DELETE",
-            "/rawmetrics/compute_events?force=true",
-            Some(&s.key),
-            &[],
-            None
-        )
-        .status,
+        s.delete("/rawmetrics/compute_events?force=true").status,
         204
     );
     s.create_compute_events();

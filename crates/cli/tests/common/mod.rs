@@ -202,6 +202,10 @@ impl Server {
         self.request("GET", path, Some(&self.key), &[], None)
     }
 
+    pub fn delete(&self, path: &str) -> Reply {
+        self.request("DELETE", path, Some(&self.key), &[], None)
+    }
+
     pub fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
         let auth = format!("Bearer {ADMIN_TOKEN}");
         let b = body.map(|b| b.to_string());
