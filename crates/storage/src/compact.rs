@@ -110,12 +110,13 @@ fn compacted_order(def: &EventTypeDef) -> Vec<String> {
     order
 }
 
-/// Files compaction wrote are named `…-c<version>.parquet` and are already customer-first.
+/// Files compaction wrote are named `…-c<version>_<group>.parquet` (`…-c<version>` before
+/// groups were numbered) and are already customer-first.
 fn written_by_compaction(f: &FileMeta) -> bool {
     f.path.rsplit_once("-c").is_some_and(|(_, v)| {
         v.trim_end_matches(".parquet")
             .bytes()
-            .all(|b| b.is_ascii_digit())
+            .all(|b| b.is_ascii_digit() || b == b'_')
     })
 }
 
@@ -389,7 +390,7 @@ impl Store {
         let mut stats = CompactionStats::default();
         let mut replaced: Vec<FileMeta> = Vec::new();
         let mut outputs: Vec<FileMeta> = Vec::new();
-        for group in groups {
+        for (group_no, group) in groups.into_iter().enumerate() {
             if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
                 // Shutting down: publish the groups already merged, leave the rest.
                 break;
@@ -413,7 +414,9 @@ impl Store {
             let org_id = table.org_id.clone();
             let min_seq = group.iter().map(|f| f.min_seq).min().unwrap_or(0);
             let max_seq = group.iter().map(|f| f.max_seq).max().unwrap_or(0);
-            let suffix = format!("-c{}", manifest.version + 1);
+            // The group number keeps two groups of one day apart even when their sequence
+            // ranges coincide: `put_file` takes an existing name for the same rows.
+            let suffix = format!("-c{}_{group_no}", manifest.version + 1);
             let encoded = at_low_priority(move || -> Result<_, StorageError> {
                 let merged = arrow::compute::concat_batches(&s, &batches)?;
                 drop(batches);
@@ -567,6 +570,24 @@ mod tests {
         }
     }
 
+    fn compacted(rows: u64, min_seq: u64) -> FileMeta {
+        FileMeta {
+            path: format!("x/t-{min_seq}-{min_seq}-c3.parquet"),
+            ..file(1, rows, min_seq)
+        }
+    }
+
+    /// A deletion of everything, logged at `seq`.
+    fn delete_all(seq: u64) -> Tombstone {
+        Tombstone {
+            seq,
+            at: 0,
+            customer_id: None,
+            from: None,
+            to: None,
+        }
+    }
+
     #[test]
     fn plans_days_with_several_files_cut_at_max_rows() {
         let m = Manifest {
@@ -581,35 +602,16 @@ mod tests {
         let g = plan(&m, &[], 25, CompactionMode::Full);
         // Day 1 cut into two groups at 25 rows, and day 2's lone fresh file.
         assert_eq!(g.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 1, 1]);
-        let compacted = Manifest {
-            files: vec![FileMeta {
-                path: "x/t-1-3-c7.parquet".into(),
-                ..file(1, 10, 1)
-            }],
+        let lone = Manifest {
+            files: vec![compacted(10, 1)],
             ..Manifest::default()
         };
         for mode in [CompactionMode::Full, CompactionMode::Tiered] {
-            assert!(plan(&compacted, &[], 25, mode).is_empty());
+            assert!(plan(&lone, &[], 25, mode).is_empty());
         }
-        let t = Tombstone {
-            seq: 9,
-            at: 0,
-            customer_id: None,
-            from: None,
-            to: None,
-        };
+        let t = delete_all(9);
         for mode in [CompactionMode::Full, CompactionMode::Tiered] {
-            assert_eq!(
-                plan(&compacted, std::slice::from_ref(&t), 100, mode).len(),
-                1
-            );
-        }
-    }
-
-    fn compacted(rows: u64, min_seq: u64) -> FileMeta {
-        FileMeta {
-            path: format!("x/t-{min_seq}-{min_seq}-c3.parquet"),
-            ..file(1, rows, min_seq)
+            assert_eq!(plan(&lone, std::slice::from_ref(&t), 100, mode).len(), 1);
         }
     }
 
@@ -646,16 +648,18 @@ mod tests {
             vec![vec!["x/t-50-50-c3.parquet", "x/t-80-80-c3.parquet"]]
         );
         // A big file holding rows of an expired deletion is rewritten on its own.
-        let t = Tombstone {
-            seq: 9,
-            at: 0,
-            customer_id: None,
-            from: None,
-            to: None,
-        };
+        let t = delete_all(9);
         let g = plan(&m, &[t], 10_000, CompactionMode::Tiered);
         assert_eq!(g.len(), 2);
         assert_eq!(paths(&g)[1], vec!["x/t-1-1-c3.parquet"]);
+        // Outputs are numbered per group; names from before the numbering still count.
+        for name in ["x/t-1-3-c7_2.parquet", "x/t-1-3-c7.parquet"] {
+            assert!(written_by_compaction(&FileMeta {
+                path: name.into(),
+                ..file(1, 1, 1)
+            }));
+        }
+        assert!(!written_by_compaction(&file(1, 1, 1)));
         // Full mode merges the whole day.
         assert_eq!(plan(&m, &[], 10_000, CompactionMode::Full)[0].len(), 3);
     }
