@@ -123,9 +123,11 @@ fn written_by_compaction(f: &FileMeta) -> bool {
 /// How much of a day one pass rewrites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompactionMode {
-    /// The background pass: a day's fresh files, plus compacted files at most twice the size
-    /// of what they would join. A row is then rewritten about log2(day rows / flush rows) times,
-    /// not once per pass, which matters while a day is still receiving events.
+    /// The background pass. A day that received files since the last pass merges them with
+    /// compacted files at most twice their size: a row is then rewritten about
+    /// log2(day rows / flush rows) times while the day keeps receiving events, not once per
+    /// pass. A day that received nothing since (it has settled) is merged whole, as `Full`:
+    /// files of one day overlap in time, so until then queries deduplicate across them.
     Tiered,
     /// Every file of a day into as few files as `max_rows` allows (`POST /admin/compact`).
     Full,
@@ -137,8 +139,9 @@ fn touched_by(f: &FileMeta, expired: &[Tombstone]) -> bool {
         .any(|t| f.deletions_applied < t.seq && f.min_seq < t.seq && overlaps(f, t))
 }
 
-/// `files` (in arrival order) cut into groups of at most `max_rows` rows.
-fn cut(files: Vec<FileMeta>, max_rows: usize, groups: &mut Vec<Vec<FileMeta>>) {
+/// `files`, in arrival order, cut into groups of at most `max_rows` rows.
+fn cut(mut files: Vec<FileMeta>, max_rows: usize, groups: &mut Vec<Vec<FileMeta>>) {
+    files.sort_by_key(|f| f.min_seq);
     let mut group: Vec<FileMeta> = Vec::new();
     let mut rows = 0usize;
     for f in files {
@@ -154,17 +157,15 @@ fn cut(files: Vec<FileMeta>, max_rows: usize, groups: &mut Vec<Vec<FileMeta>>) {
     }
 }
 
-/// The tiered choice for one day: fresh files (or, without any, the smallest compacted one),
-/// then compacted files, smallest first, while each is at most twice the rows gathered so
-/// far; compacted files left out but holding rows of an expired deletion go alone.
+/// The tiered choice for one day (see `CompactionMode::Tiered`): its fresh files, then
+/// compacted files, smallest first, while each is at most twice the rows gathered so far;
+/// compacted files left out but holding rows of an expired deletion go alone.
 fn tiered(files: Vec<FileMeta>, expired: &[Tombstone], max_rows: usize) -> Vec<Vec<FileMeta>> {
+    let mut groups = Vec::new();
     let (mut chosen, mut compacted): (Vec<FileMeta>, Vec<FileMeta>) =
         files.into_iter().partition(|f| !written_by_compaction(f));
     compacted.sort_by_key(|f| f.rows);
     let mut rest = compacted.into_iter().peekable();
-    if chosen.is_empty() {
-        chosen.extend(rest.next());
-    }
     let mut rows: usize = chosen.iter().map(|f| f.rows as usize).sum();
     while let Some(next) =
         rest.next_if(|f| f.rows as usize <= 2 * rows.max(1) && rows + f.rows as usize <= max_rows)
@@ -172,8 +173,6 @@ fn tiered(files: Vec<FileMeta>, expired: &[Tombstone], max_rows: usize) -> Vec<V
         rows += next.rows as usize;
         chosen.push(next);
     }
-    chosen.sort_by_key(|f| f.min_seq);
-    let mut groups = Vec::new();
     cut(chosen, max_rows, &mut groups);
     groups.extend(rest.filter(|f| touched_by(f, expired)).map(|f| vec![f]));
     groups
@@ -193,13 +192,12 @@ fn plan(
         days.entry(day_of(f)).or_default().push(f.clone());
     }
     let mut groups = Vec::new();
-    for (_, mut files) in days {
-        match mode {
-            CompactionMode::Full => {
-                files.sort_by_key(|f| f.min_seq);
-                cut(files, max_rows, &mut groups);
-            }
-            CompactionMode::Tiered => groups.extend(tiered(files, expired, max_rows)),
+    for (_, files) in days {
+        let settled = files.iter().all(written_by_compaction);
+        if mode == CompactionMode::Full || settled {
+            cut(files, max_rows, &mut groups);
+        } else {
+            groups.extend(tiered(files, expired, max_rows));
         }
     }
     groups.retain(|g| g.len() > 1 || !written_by_compaction(&g[0]) || touched_by(&g[0], expired));
@@ -637,21 +635,16 @@ mod tests {
             paths(&g),
             vec![vec!["x/t-50-50-c3.parquet", "f1-60", "f1-70"]]
         );
-        // Without fresh files, small compacted files of similar size still merge.
+        // A big file holding rows of an expired deletion is rewritten on its own.
+        let g = plan(&m, &[delete_all(9)], 10_000, CompactionMode::Tiered);
+        assert_eq!(g.len(), 2);
+        assert_eq!(paths(&g)[1], vec!["x/t-1-1-c3.parquet"]);
+        // A day that received nothing since the last pass has settled: merged whole.
         let m = Manifest {
             files: vec![compacted(1000, 1), compacted(10, 50), compacted(12, 80)],
             ..Manifest::default()
         };
-        let g = plan(&m, &[], 10_000, CompactionMode::Tiered);
-        assert_eq!(
-            paths(&g),
-            vec![vec!["x/t-50-50-c3.parquet", "x/t-80-80-c3.parquet"]]
-        );
-        // A big file holding rows of an expired deletion is rewritten on its own.
-        let t = delete_all(9);
-        let g = plan(&m, &[t], 10_000, CompactionMode::Tiered);
-        assert_eq!(g.len(), 2);
-        assert_eq!(paths(&g)[1], vec!["x/t-1-1-c3.parquet"]);
+        assert_eq!(plan(&m, &[], 10_000, CompactionMode::Tiered)[0].len(), 3);
         // Outputs are numbered per group; names from before the numbering still count.
         for name in ["x/t-1-3-c7_2.parquet", "x/t-1-3-c7.parquet"] {
             assert!(written_by_compaction(&FileMeta {
