@@ -29,6 +29,18 @@ pub(crate) struct EncodedFile {
     pub keys: KeySet,
 }
 
+/// The set of `hashes` and whether one repeats. Every key goes in, repeats or not: the set
+/// is compared with other files' keys, and one cut short at the first repeat would miss
+/// keys they share (a file read without deduplication next to one of its versions).
+fn key_set(hashes: Vec<u64>) -> (KeySet, bool) {
+    let mut keys = KeySet::with_capacity_and_hasher(hashes.len(), Default::default());
+    let mut repeats = false;
+    for h in hashes {
+        repeats |= !keys.insert(h);
+    }
+    (keys, repeats)
+}
+
 /// Hashes of the unique keys in a Parquet file (only the key columns are decoded).
 pub(crate) fn file_key_hashes(
     bytes: bytes::Bytes,
@@ -102,9 +114,7 @@ pub(crate) fn encode_batches(
             .ok_or_else(|| StorageError::BadRecord("batch without _seq".into()))?;
         let min_seq = arrow::compute::min(seqs).map(record_seq).unwrap_or(0);
         let max_seq = arrow::compute::max(seqs).map(record_seq).unwrap_or(0);
-        let hashes = key_hashes(&part, &def.unique_key)?;
-        let mut keys = KeySet::with_capacity_and_hasher(hashes.len(), Default::default());
-        let has_duplicate_keys = !hashes.into_iter().all(|h| keys.insert(h));
+        let (keys, has_duplicate_keys) = key_set(key_hashes(&part, &def.unique_key)?);
         out.push(EncodedFile {
             meta: FileMeta {
                 path: path.clone(),
@@ -326,6 +336,17 @@ mod tests {
             Arc::new(UInt64Array::from(seq.to_vec())),
         ];
         RecordBatch::try_new(schema, cols).unwrap()
+    }
+
+    #[test]
+    fn a_repeated_key_does_not_cut_the_key_set_short() {
+        let (keys, repeats) = key_set(vec![1, 2, 1, 3, 4]);
+        assert!(repeats);
+        assert_eq!(keys.len(), 4);
+        assert!(keys.contains(&4));
+        let (keys, repeats) = key_set(vec![5, 6]);
+        assert!(!repeats);
+        assert_eq!(keys.len(), 2);
     }
 
     #[test]
