@@ -234,3 +234,82 @@ fn a_running_query_never_loses_its_files_to_compaction() {
     let _ = compact(&s);
     assert_eq!(parquet_count(&data), live_files(&s));
 }
+
+/// The newest manifest's live files.
+fn live_manifest_files(data: &Path) -> Vec<Value> {
+    let newest = manifest_paths(data).pop().expect("a manifest");
+    let m: Value = serde_json::from_slice(&std::fs::read(newest).unwrap()).unwrap();
+    m["files"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_day_cut_into_several_files_is_deduplicated_only_where_keys_repeat() {
+    let dir = tempdir();
+    let data = dir.path().join("d");
+    let s = start(&data, &["--compaction-max-rows", "100"]);
+    s.create_compute_events();
+    // 300 events of one day in three flushes: compaction writes three files of that day,
+    // which overlap in time but share no key.
+    for part in 0..3 {
+        put(
+            &s,
+            (0..100).map(|i| ev("a", T0 + part * 100 + i, 1)).collect(),
+        );
+        s.wait_flushed();
+    }
+    compact(&s);
+    let files = live_manifest_files(&data);
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert!(
+        files.iter().all(|f| f["shares_keys"] == false),
+        "files flagged without a shared key: {files:?}"
+    );
+    assert_eq!(answer(&s, None)[0]["n"], 300);
+    // A replacement of the first event: after the next compaction its two versions sit in
+    // different files of the day, which must then be flagged, and it counts once.
+    put(&s, vec![ev("a", T0, 5)]);
+    s.wait_flushed();
+    compact(&s);
+    let files = live_manifest_files(&data);
+    assert!(
+        files.iter().filter(|f| f["shares_keys"] == true).count() >= 2
+            || files.iter().any(|f| f["has_duplicate_keys"] == true),
+        "{files:?}"
+    );
+    let totals = answer(&s, None);
+    assert_eq!(totals[0]["n"], 300);
+    assert_eq!(num(&totals[0]["v"]), 299.0 + 5.0);
+    // The next day, a replacement merged in the same pass as its original but into another
+    // file of the day: those two files are flagged by their keys, the third is not.
+    let day2 = T0 + 86_400;
+    for part in 0..3 {
+        let mut batch: Vec<Value> = (0..99).map(|i| ev("b", day2 + part * 100 + i, 1)).collect();
+        batch.push(if part == 2 {
+            ev("b", day2, 7)
+        } else {
+            ev("b", day2 + part * 100 + 99, 1)
+        });
+        put(&s, batch);
+        s.wait_flushed();
+    }
+    compact(&s);
+    let day2_files: Vec<Value> = live_manifest_files(&data)
+        .into_iter()
+        .filter(|f| f["path"].as_str().unwrap_or("").contains("date=2025-01-02"))
+        .collect();
+    assert_eq!(day2_files.len(), 3, "{day2_files:?}");
+    let flagged = day2_files
+        .iter()
+        .filter(|f| f["shares_keys"] == true)
+        .count();
+    assert_eq!(flagged, 2, "{day2_files:?}");
+    let b = answer(&s, None)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["customer_id"] == "b")
+        .cloned()
+        .unwrap();
+    assert_eq!(b["n"], 298 + 1, "b's 299 distinct events");
+    assert_eq!(num(&b["v"]), 298.0 + 7.0);
+}

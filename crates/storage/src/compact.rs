@@ -23,9 +23,11 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use tracing::{info, warn};
 
+use crate::persist::EncodedFile;
 use crate::persist::encode_batches;
+use crate::table::KeySet;
 use crate::table::{ROW_BITS, adapt_batch, key_rows};
-use crate::upload::mark_time_overlaps;
+use crate::upload::mark_overlaps_with_live;
 use crate::{FileMeta, Manifest, StorageError, Store, Table, Tombstone};
 
 /// Rows per compacted file: a merge holds its group in memory two or three times over
@@ -69,6 +71,58 @@ impl std::ops::AddAssign for CompactionStats {
         self.files_out += o.files_out;
         self.rows_in += o.rows_in;
         self.rows_out += o.rows_out;
+    }
+}
+
+/// Key sets of the outputs written so far for one day, so that outputs of a day cut at
+/// `max_rows` are flagged as sharing keys only when they do: the files of one day all
+/// overlap in time, and flagging by time would make queries deduplicate every day bigger
+/// than `max_rows` for good. Past `SIBLING_KEY_ROWS` rows it stops holding keys and flags
+/// by time instead (always correct, just slower to query).
+#[derive(Default)]
+struct SiblingKeys {
+    day: Option<i64>,
+    /// Index into the outputs and its keys, for this day's outputs.
+    held: Vec<(usize, KeySet)>,
+    rows: usize,
+    /// This day's outputs written after holding stopped.
+    unheld: Vec<usize>,
+}
+
+const SIBLING_KEY_ROWS: usize = 4_000_000;
+
+impl SiblingKeys {
+    /// Takes note of `outputs`' last file, whose keys are `keys`.
+    fn add(&mut self, outputs: &mut [FileMeta], keys: KeySet) {
+        let Some(new) = outputs.len().checked_sub(1) else {
+            return;
+        };
+        let day = day_of(&outputs[new]);
+        if self.day != Some(day) {
+            *self = SiblingKeys {
+                day: Some(day),
+                ..SiblingKeys::default()
+            };
+        }
+        let mut shares = false;
+        for (i, held) in &self.held {
+            if !held.is_disjoint(&keys) {
+                outputs[*i].shares_keys = true;
+                shares = true;
+            }
+        }
+        for &i in &self.unheld {
+            outputs[i].shares_keys = true;
+            shares = true;
+        }
+        if self.rows + keys.len() <= SIBLING_KEY_ROWS {
+            self.rows += keys.len();
+            self.held.push((new, keys));
+        } else {
+            // Its keys are not kept: later outputs count as sharing keys with it.
+            self.unheld.push(new);
+        }
+        outputs[new].shares_keys |= shares;
     }
 }
 
@@ -388,6 +442,7 @@ impl Store {
         let mut stats = CompactionStats::default();
         let mut replaced: Vec<FileMeta> = Vec::new();
         let mut outputs: Vec<FileMeta> = Vec::new();
+        let mut siblings = SiblingKeys::default();
         for (group_no, group) in groups.into_iter().enumerate() {
             if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
                 // Shutting down: publish the groups already merged, leave the rest.
@@ -433,13 +488,19 @@ impl Store {
                 )
             })
             .await??;
-            for f in encoded {
-                self.put_file(&f.path, f.bytes).await?;
-                let mut meta = f.meta;
+            for EncodedFile {
+                path,
+                bytes,
+                mut meta,
+                keys,
+            } in encoded
+            {
+                self.put_file(&path, bytes).await?;
                 meta.deletions_applied =
                     applied.max(group.iter().map(|g| g.deletions_applied).min().unwrap_or(0));
                 stats.rows_out += meta.rows as usize;
                 outputs.push(meta);
+                siblings.add(&mut outputs, keys);
             }
             stats.files_in += group.len();
             replaced.extend(group);
@@ -477,7 +538,8 @@ impl Store {
                     .cloned()
                     .collect();
                 let mut added = outputs.clone();
-                mark_time_overlaps(&mut files, &mut added);
+                // Outputs among themselves were compared by key (`SiblingKeys`).
+                mark_overlaps_with_live(&mut files, &mut added);
                 files.extend(added);
                 // An expired deletion is forgotten once no file (nor the buffer) can still
                 // hold a row it covers.

@@ -140,18 +140,29 @@ impl Store {
 /// size in memory): any file overlapping another in time, staged or live, is flagged for
 /// deduplication, which is always correct and only costs query time on those days.
 pub(crate) fn mark_time_overlaps(live: &mut [FileMeta], staged: &mut [FileMeta]) {
-    let overlaps = |a: &FileMeta, b: &FileMeta| a.max_ts >= b.min_ts && a.min_ts <= b.max_ts;
     for i in 0..staged.len() {
         for j in 0..staged.len() {
-            if i != j && overlaps(&staged[i], &staged[j]) {
-                staged[i].shares_keys = true;
-            }
-        }
-        for old in live.iter_mut() {
-            if overlaps(old, &staged[i]) {
-                old.shares_keys = true;
+            if i != j && time_overlap(&staged[i], &staged[j]) {
                 staged[i].shares_keys = true;
             }
         }
     }
+    mark_overlaps_with_live(live, staged);
+}
+
+/// `mark_time_overlaps` between `new` and `live` only, for new files whose sharing among
+/// themselves is already decided.
+pub(crate) fn mark_overlaps_with_live(live: &mut [FileMeta], new: &mut [FileMeta]) {
+    for n in new.iter_mut() {
+        for old in live.iter_mut() {
+            if time_overlap(old, n) {
+                old.shares_keys = true;
+                n.shares_keys = true;
+            }
+        }
+    }
+}
+
+fn time_overlap(a: &FileMeta, b: &FileMeta) -> bool {
+    a.max_ts >= b.min_ts && a.min_ts <= b.max_ts
 }
