@@ -32,7 +32,14 @@ fn full_buffer_answers_503_with_retry_after_and_recovers() {
     let dir = tempdir();
     let s = Server::start(
         &dir.path().join("d"),
-        &["--max-buffer-bytes", "1", "--flush-age-ms", "300"],
+        &[
+            "--max-buffer-bytes",
+            "1",
+            "--flush-age-ms",
+            "300",
+            "--buffer-wait-ms",
+            "0",
+        ],
     );
     s.create_compute_events();
     assert_eq!(
@@ -60,6 +67,29 @@ fn full_buffer_answers_503_with_retry_after_and_recovers() {
         "meterbase_wal_syncs_total",
     ] {
         assert!(m.text.contains(name), "{name} missing in\n{}", m.text);
+    }
+}
+
+#[test]
+fn a_write_that_finds_the_buffer_full_waits_for_the_persist_instead_of_bouncing() {
+    let dir = tempdir();
+    let s = Server::start(
+        &dir.path().join("d"),
+        &["--max-buffer-bytes", "1", "--flush-age-ms", "300"],
+    );
+    s.create_compute_events();
+    for (i, v) in [(0, 1.0), (1, 2.0)] {
+        let r = s.post_json("/usage/compute_events", &ev(1_735_689_600 + i, v));
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let rows = s.sql("SELECT count(*) AS n, sum(cpu_hours_consumed) AS v FROM compute_events");
+    assert_eq!((rows[0]["n"].as_u64(), num(&rows[0]["v"])), (Some(2), 3.0));
+    let m = s.request("GET", "/metrics", None, &[], None).text;
+    for name in [
+        "meterbase_buffer_waits_total 1",
+        "meterbase_overload_rejections_total 0",
+    ] {
+        assert!(m.contains(name), "{name} missing in\n{m}");
     }
 }
 

@@ -38,7 +38,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{error, info, warn};
 
 pub use meterbase_storage::{
-    DEFAULT_COMPACTION_MAX_ROWS, DEFAULT_FLUSH_BYTES, DEFAULT_MAX_BUFFER_BYTES,
+    DEFAULT_BUFFER_WAIT, DEFAULT_COMPACTION_MAX_ROWS, DEFAULT_FLUSH_BYTES, DEFAULT_MAX_BUFFER_BYTES,
 };
 pub use metrics::Metrics;
 
@@ -75,6 +75,7 @@ pub struct ServerConfig {
     pub flush_bytes: usize,
     pub flush_age: Duration,
     pub max_buffer_bytes: usize,
+    pub buffer_wait: Duration,
     pub query: QueryConfig,
     pub compaction: meterbase_storage::CompactionConfig,
     /// Wraps the object store in `FaultyStore` and enables `POST /admin/faults` (tests).
@@ -100,6 +101,7 @@ impl ServerConfig {
             flush_bytes: meterbase_storage::DEFAULT_FLUSH_BYTES,
             flush_age: Duration::from_secs(10),
             max_buffer_bytes: meterbase_storage::DEFAULT_MAX_BUFFER_BYTES,
+            buffer_wait: DEFAULT_BUFFER_WAIT,
             query: QueryConfig::default(),
             compaction: meterbase_storage::CompactionConfig::default(),
             fault_injection: false,
@@ -216,6 +218,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     storage.flush_bytes = config.flush_bytes;
     storage.flush_age = config.flush_age;
     storage.max_buffer_bytes = config.max_buffer_bytes;
+    storage.buffer_wait = config.buffer_wait;
     storage.skip_wal_corruption = config.skip_wal_corruption;
     storage.compaction = config.compaction.clone();
     let store = match Store::open(handle.clone(), storage, catalog.all_event_types()).await {

@@ -107,6 +107,11 @@ pub(crate) fn render(app: &crate::App) -> String {
         "Rows persisted to Parquet.",
         get(&s.rows_persisted),
     );
+    counter(
+        "meterbase_buffer_waits_total",
+        "Writes that found the buffer full and waited for a persist to make room.",
+        get(&s.buffer_waits),
+    );
     let mut gauge = |name: &str, help: &str, v: u64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
     };

@@ -22,7 +22,8 @@ pub use faults::{Faults, FaultyStore};
 pub use manifest::{FileMeta, Manifest, Tombstone};
 pub use record::{DeleteFilter, WalRecord};
 pub use store::{
-    DEFAULT_FLUSH_BYTES, DEFAULT_MAX_BUFFER_BYTES, StorageConfig, StorageStats, Store,
+    DEFAULT_BUFFER_WAIT, DEFAULT_FLUSH_BYTES, DEFAULT_MAX_BUFFER_BYTES, StorageConfig,
+    StorageStats, Store,
 };
 pub use table::{
     ROW_BITS, Table, TableSnapshot, adapt_batch, record_seq, ts_range as batch_ts_range,

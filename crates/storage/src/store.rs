@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::manifest::manifest_dir;
 use crate::persist::encode_chunk;
-use crate::table::{MAX_ROWS_PER_RECORD, PersistJob};
+use crate::table::{BufferGauge, MAX_ROWS_PER_RECORD, PersistJob};
 use crate::upload::mark_time_overlaps;
 use crate::{Manifest, ObjectStoreHandle, StorageError, Table, WalRecord};
 
@@ -27,6 +27,9 @@ pub const DEFAULT_FLUSH_BYTES: usize = 32 << 20;
 /// With the persister's working copies and the allocator's slack, the process peaks at
 /// about three times this under sustained ingest; 256 MiB keeps it under 1 GiB.
 pub const DEFAULT_MAX_BUFFER_BYTES: usize = 256 << 20;
+/// Long enough to span a persist under load (a few hundred ms), short next to a client's
+/// request timeout.
+pub const DEFAULT_BUFFER_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
@@ -35,8 +38,10 @@ pub struct StorageConfig {
     pub flush_bytes: usize,
     /// ...or once its oldest row has waited this long.
     pub flush_age: Duration,
-    /// Above this many buffered bytes in all, writes are refused (503) until persists catch up.
+    /// Above this many buffered bytes in all, writes wait for persists to catch up...
     pub max_buffer_bytes: usize,
+    /// ...at most this long, then are refused (503). Zero refuses at once.
+    pub buffer_wait: Duration,
     /// Start of every retry back-off after a failed persist.
     pub retry_base: Duration,
     pub skip_wal_corruption: bool,
@@ -50,6 +55,7 @@ impl StorageConfig {
             flush_bytes: DEFAULT_FLUSH_BYTES,
             flush_age: Duration::from_secs(10),
             max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
+            buffer_wait: DEFAULT_BUFFER_WAIT,
             retry_base: Duration::from_millis(200),
             skip_wal_corruption: false,
             compaction: crate::CompactionConfig::default(),
@@ -106,6 +112,8 @@ pub struct StorageStats {
     pub files_written: AtomicU64,
     pub rows_persisted: AtomicU64,
     pub wal_segments_retired: AtomicU64,
+    /// Writes that found the buffer full and waited for room (accepted or not).
+    pub buffer_waits: AtomicU64,
 }
 
 type TableKey = (String, String);
@@ -154,7 +162,7 @@ pub struct Store {
     pub handle: ObjectStoreHandle,
     pub(crate) config: StorageConfig,
     tables: Arc<Tables>,
-    buffered_bytes: Arc<AtomicUsize>,
+    buffered_bytes: Arc<BufferGauge>,
     wal: OnceLock<Wal<Pending>>,
     pub stats: StorageStats,
     pub replay: OnceLock<meterbase_wal::ReplayStats>,
@@ -172,7 +180,7 @@ impl Store {
         config: StorageConfig,
         event_types: Vec<StoredEventType>,
     ) -> Result<Arc<Store>, StorageError> {
-        let buffered_bytes = Arc::new(AtomicUsize::new(0));
+        let buffered_bytes = Arc::new(BufferGauge::default());
         let mut map = HashMap::new();
         for t in event_types {
             let dir = manifest_dir(&t.org_id, &t.def.api_slug, &t.def.id);
@@ -379,7 +387,34 @@ impl Store {
     }
 
     pub fn buffered_bytes(&self) -> usize {
-        self.buffered_bytes.load(Ordering::Relaxed)
+        self.buffered_bytes.get()
+    }
+
+    /// Waits (up to `buffer_wait`) while the buffer is full. Writes waiting hold their rows
+    /// outside the buffer, so at most a quarter of the cap of them wait; the rest, and any
+    /// still waiting at the deadline, are refused.
+    async fn wait_for_room(&self, bytes: usize) -> Result<(), StorageError> {
+        let limit = self.config.max_buffer_bytes;
+        let full = || StorageError::BufferFull {
+            used: self.buffered_bytes(),
+            limit,
+        };
+        if self.buffered_bytes() < limit {
+            return Ok(());
+        }
+        if self.config.buffer_wait.is_zero() {
+            return Err(full());
+        }
+        let Some(_in_line) = self.buffered_bytes.wait_in_line(bytes, limit / 4) else {
+            return Err(full());
+        };
+        self.stats.buffer_waits.fetch_add(1, Ordering::Relaxed);
+        tokio::time::timeout(
+            self.config.buffer_wait,
+            self.buffered_bytes.room_below(limit),
+        )
+        .await
+        .map_err(|_| full())
     }
 
     /// Makes `batch` durable in the write-ahead log and visible in the table's buffer.
@@ -388,13 +423,7 @@ impl Store {
         table: &Arc<Table>,
         batch: RecordBatch,
     ) -> Result<Ack, StorageError> {
-        let used = self.buffered_bytes();
-        if used >= self.config.max_buffer_bytes {
-            return Err(StorageError::BufferFull {
-                used,
-                limit: self.config.max_buffer_bytes,
-            });
-        }
+        self.wait_for_room(batch.get_array_memory_size()).await?;
         if batch.num_rows() > MAX_ROWS_PER_RECORD {
             return Err(StorageError::BadRecord(format!(
                 "{} rows in one record; at most {MAX_ROWS_PER_RECORD}",
