@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use arrow::array::{ArrayRef, AsArray, TimestampMicrosecondArray, UInt64Array, new_null_array};
 use arrow::compute::kernels::aggregate::{max, min};
-use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
+use arrow::datatypes::{Int64Type, SchemaRef, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 use meterbase_schema::EventTypeDef;
@@ -530,9 +530,43 @@ pub(crate) fn key_rows(
 pub type KeySet = std::collections::HashSet<u64, foldhash::fast::FixedState>;
 
 pub fn key_hashes(batch: &RecordBatch, unique_key: &[String]) -> Result<Vec<u64>, StorageError> {
+    let cols: Vec<&ArrayRef> = unique_key
+        .iter()
+        .filter_map(|k| batch.column_by_name(k))
+        .collect();
+    if let Some(hashes) = hash_values(&cols, batch.num_rows()) {
+        return Ok(hashes);
+    }
     let rows = key_rows(batch, unique_key)?;
     let state = foldhash::fast::FixedState::default();
     Ok(rows.iter().map(|r| state.hash_one(r.as_ref())).collect())
+}
+
+/// Key hashes straight from the values, for the key column types billing tables use
+/// (strings, timestamps, 64-bit integers); `None` for any other, which go through the row
+/// format. Building a row converter per request was a tenth of a single-event POST's CPU.
+/// The choice depends only on the column types, so equal keys always hash alike.
+fn hash_values(cols: &[&ArrayRef], rows: usize) -> Option<Vec<u64>> {
+    let state = foldhash::fast::FixedState::default();
+    let mut hashes = vec![0u64; rows];
+    for col in cols {
+        if let Some(values) = col.as_string_opt::<i32>() {
+            for (h, v) in hashes.iter_mut().zip(values.iter()) {
+                *h = state.hash_one((*h, v));
+            }
+        } else if let Some(values) = col.as_primitive_opt::<TimestampMicrosecondType>() {
+            for (h, v) in hashes.iter_mut().zip(values.iter()) {
+                *h = state.hash_one((*h, v));
+            }
+        } else if let Some(values) = col.as_primitive_opt::<Int64Type>() {
+            for (h, v) in hashes.iter_mut().zip(values.iter()) {
+                *h = state.hash_one((*h, v));
+            }
+        } else {
+            return None;
+        }
+    }
+    Some(hashes)
 }
 
 /// Sequence of the write-ahead log record a row came from.
@@ -570,6 +604,52 @@ mod tests {
             .await
             .expect("woken by the release")
             .expect("no panic");
+    }
+
+    fn keyed(customers: &[Option<&str>], ts: &[i64], amounts: &[f64]) -> RecordBatch {
+        use arrow::array::{Float64Array, StringArray};
+        use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("customer_id", DataType::Utf8, true),
+            Field::new(
+                "timestamp",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("amount", DataType::Float64, false),
+        ]));
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(customers.to_vec())),
+            Arc::new(TimestampMicrosecondArray::from(ts.to_vec()).with_timezone("UTC")),
+            Arc::new(Float64Array::from(amounts.to_vec())),
+        ];
+        RecordBatch::try_new(schema, cols).expect("valid batch")
+    }
+
+    #[test]
+    fn equal_keys_hash_alike_in_any_batch_and_different_keys_apart() {
+        let key = ["customer_id".to_string(), "timestamp".to_string()];
+        let a = keyed(
+            &[Some("c1"), Some("c2"), None, Some("c1")],
+            &[1, 1, 1, 2],
+            &[0.0; 4],
+        );
+        let b = keyed(&[Some("c2"), Some("c1")], &[1, 2], &[5.0, 6.0]);
+        let ha = key_hashes(&a, &key).expect("hashes");
+        let hb = key_hashes(&b, &key).expect("hashes");
+        assert_eq!((hb[0], hb[1]), (ha[1], ha[3]));
+        assert_eq!(key_hashes(&a.slice(1, 3), &key).expect("hashes"), ha[1..]);
+        let distinct: KeySet = ha.iter().copied().collect();
+        assert_eq!(
+            distinct.len(),
+            4,
+            "a null customer and each other key apart"
+        );
+        // A key type without a direct hash goes through the row format, consistently.
+        let key = ["amount".to_string()];
+        let hb = key_hashes(&b, &key).expect("hashes");
+        assert_ne!(hb[0], hb[1]);
+        assert_eq!(key_hashes(&b.slice(1, 1), &key).expect("hashes"), hb[1..]);
     }
 
     #[test]
