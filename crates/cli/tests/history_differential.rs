@@ -95,26 +95,59 @@ fn instant_between_phases() -> String {
 
 #[test]
 fn random_history_matches_the_reference_now_and_as_of_every_phase() {
+    let files_one_seq = random_history(History {
+        ops: 200_000,
+        deletions_per_100k: 200,
+        keep_history: true,
+    });
+    eprintln!("{files_one_seq} compacted files with one sequence");
+}
+
+/// Without history kept, compaction leaves one version per key and forgets spent deletions,
+/// so days it merges take one sequence (`files_one_seq`); the replacements and deletions
+/// that follow must still order against those rows exactly.
+#[test]
+fn replacements_and_deletions_after_rows_share_one_sequence_match_the_reference() {
+    let files_one_seq = random_history(History {
+        ops: 100_000,
+        deletions_per_100k: 20,
+        keep_history: false,
+    });
+    assert!(files_one_seq > 0, "no compaction gave a file one sequence");
+}
+
+struct History {
+    ops: usize,
+    deletions_per_100k: u32,
+    /// Otherwise `--history-retention-days 0`, and only the present is checked.
+    keep_history: bool,
+}
+
+/// Runs a random history against a server and the reference; returns how many compacted
+/// files took one sequence.
+fn random_history(h: History) -> usize {
     let total_ops: usize = std::env::var("METERBASE_HISTORY_OPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+        .unwrap_or(h.ops);
     let phases = 20;
     let per_phase = total_ops / phases;
     let dir = tempdir();
-    let mut s = Server::start(
-        &dir.path().join("d"),
-        &[
-            "--flush-bytes",
-            "300000",
-            "--flush-age-ms",
-            "200",
-            "--compaction-interval-secs",
-            "0",
-            "--compaction-grace-secs",
-            "0",
-        ],
-    );
+    let mut args = vec![
+        "--flush-bytes",
+        "300000",
+        "--flush-age-ms",
+        "200",
+        "--compaction-interval-secs",
+        "0",
+        "--compaction-grace-secs",
+        "0",
+    ];
+    if !h.keep_history {
+        args.extend(["--history-retention-days", "0"]);
+    }
+    let mut s = Server::start(&dir.path().join("d"), &args);
+    let mut files_one_seq = 0;
     s.create_compute_events();
     let mut rng = StdRng::seed_from_u64(0x6d65_7465_7262_6173);
     let mut ops: Vec<(usize, Op)> = Vec::new();
@@ -126,7 +159,7 @@ fn random_history_matches_the_reference_now_and_as_of_every_phase() {
     for phase in 0..phases {
         let mut n = 0;
         while n < per_phase {
-            if rng.random_range(0..1000) < 2 {
+            if rng.random_range(0..100_000) < h.deletions_per_100k {
                 // A range deletion: one customer, or everyone, over a few hours to days.
                 let from = T0 + rng.random_range(0..DAYS * 24) * 3600;
                 let to = from + rng.random_range(1..72) * 3600;
@@ -190,6 +223,7 @@ fn random_history_matches_the_reference_now_and_as_of_every_phase() {
                 s.wait_flushed();
                 let r = compact(&s);
                 eprintln!("phase {phase}: compaction {r}");
+                files_one_seq += r["files_one_seq"].as_u64().unwrap_or(0) as usize;
             }
             2 => s.restart(),
             3 => {
@@ -218,7 +252,7 @@ fn random_history_matches_the_reference_now_and_as_of_every_phase() {
             server_state(&s, None),
             totals(&current),
         );
-        for _ in 0..3 {
+        for _ in 0..if h.keep_history { 3 } else { 0 } {
             let past = rng.random_range(0..=phase);
             check(
                 format!("phase {phase} as_of phase {past}"),
@@ -229,12 +263,14 @@ fn random_history_matches_the_reference_now_and_as_of_every_phase() {
         assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
     }
     // A last compaction over everything changes no answer, now or as of any phase.
-    compact(&s);
-    for (p, t) in instants.iter().enumerate() {
+    let r = compact(&s);
+    files_one_seq += r["files_one_seq"].as_u64().unwrap_or(0) as usize;
+    for (p, t) in instants.iter().enumerate().filter(|_| h.keep_history) {
         let want = state_after(&ops, p);
         let got = server_state(&s, Some(t));
         assert_eq!(got, want, "after the final compaction, as_of phase {p}");
     }
     assert_eq!(server_state(&s, None), state_after(&ops, phases - 1));
     eprintln!("{done} operations in {phases} phases, zero mismatches");
+    files_one_seq
 }

@@ -161,6 +161,7 @@ async fn route(app: &Arc<App>, req: Req) -> Result<HttpResponse> {
                             "files_out": stats.files_out,
                             "rows_in": stats.rows_in,
                             "rows_out": stats.rows_out,
+                            "files_one_seq": stats.files_one_seq,
                         }),
                     ))
                 }

@@ -23,8 +23,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use tracing::{info, warn};
 
-use crate::persist::EncodedFile;
-use crate::persist::encode_batches;
+use crate::persist::{EncodedFile, Layout, encode_batches};
 use crate::table::KeySet;
 use crate::table::{ROW_BITS, adapt_batch, key_rows};
 use crate::upload::mark_overlaps_with_live;
@@ -63,6 +62,8 @@ pub struct CompactionStats {
     pub files_out: usize,
     pub rows_in: usize,
     pub rows_out: usize,
+    /// Outputs whose rows all took the group's latest `_seq` (`may_share_one_seq`).
+    pub files_one_seq: usize,
 }
 
 impl std::ops::AddAssign for CompactionStats {
@@ -71,6 +72,7 @@ impl std::ops::AddAssign for CompactionStats {
         self.files_out += o.files_out;
         self.rows_in += o.rows_in;
         self.rows_out += o.rows_out;
+        self.files_one_seq += o.files_one_seq;
     }
 }
 
@@ -258,6 +260,72 @@ fn plan(
     groups
 }
 
+/// A group's sequence range and time range: the rows `_seq` values may be collapsed over.
+#[derive(Debug, Clone, Copy)]
+struct SeqSpan {
+    lo: u64,
+    hi: u64,
+    min_ts: i64,
+    max_ts: i64,
+}
+
+impl SeqSpan {
+    fn of(group: &[FileMeta]) -> SeqSpan {
+        SeqSpan {
+            lo: group.iter().map(|f| f.min_seq).min().unwrap_or(0),
+            hi: group.iter().map(|f| f.max_seq).max().unwrap_or(0),
+            min_ts: group.iter().map(|f| f.min_ts).min().unwrap_or(0),
+            max_ts: group.iter().map(|f| f.max_ts).max().unwrap_or(0),
+        }
+    }
+
+    /// A file that may hold a key of these rows and a sequence inside the range.
+    fn crossed_by_file(&self, f: &FileMeta) -> bool {
+        f.max_ts >= self.min_ts
+            && f.min_ts <= self.max_ts
+            && f.max_seq >= self.lo
+            && f.min_seq <= self.hi
+    }
+
+    /// A deletion made inside the range that may cover these rows: it removes the rows that
+    /// arrived before it, which one shared sequence could no longer tell apart.
+    fn crossed_by_deletion(&self, t: &Tombstone) -> bool {
+        t.seq >= self.lo
+            && t.seq <= self.hi
+            && t.from.is_none_or(|from| self.max_ts >= from)
+            && t.to.is_none_or(|to| self.min_ts < to)
+    }
+}
+
+/// Whether the rows of `group` may all take its latest `_seq` (see `Layout::one_seq`).
+/// `_seq` does two things: the latest version of a key wins, and a deletion removes the rows
+/// that arrived before it. One value for the group keeps both answers when nothing outside
+/// the group falls inside its sequence range: no other file of overlapping time (sibling
+/// groups of this pass included) holds a sequence in it, no deletion covering it was made
+/// within it, no upload is staging (its chunks take sequences as they go and are listed
+/// only at the end), the buffer holds only later rows, and the key includes the timestamp
+/// (otherwise a version of a key may sit on any day). Versions within the group are checked
+/// when it is encoded: a file holding two versions of a key keeps every row's own sequence.
+/// Later arrivals take later sequences, so what holds now keeps holding.
+fn may_share_one_seq(
+    group: &[FileMeta],
+    live: &[FileMeta],
+    tombstones: &[Tombstone],
+    key_has_time: bool,
+    uploads_staging: bool,
+    min_buffered_seq: Option<u64>,
+) -> bool {
+    let span = SeqSpan::of(group);
+    key_has_time
+        && !uploads_staging
+        && min_buffered_seq.is_none_or(|s| s > span.hi)
+        && !tombstones.iter().any(|t| span.crossed_by_deletion(t))
+        && !live
+            .iter()
+            .filter(|f| !group.iter().any(|g| g.path == f.path))
+            .any(|f| span.crossed_by_file(f))
+}
+
 /// The rows of `batch` that some allowed `as_of` can still see (see the module comment).
 fn surviving_rows(
     batch: &RecordBatch,
@@ -443,6 +511,12 @@ impl Store {
         let mut replaced: Vec<FileMeta> = Vec::new();
         let mut outputs: Vec<FileMeta> = Vec::new();
         let mut siblings = SiblingKeys::default();
+        let key_has_time = def.unique_key.iter().any(|k| k == "timestamp");
+        let tombstones = table.tombstones_to_commit();
+        let uploads_staging = table.uploads_staging();
+        let min_buffered_seq = table.min_buffered_seq();
+        // Groups whose rows took one sequence, to check again when the swap commits.
+        let mut one_seq_spans: Vec<SeqSpan> = Vec::new();
         for (group_no, group) in groups.into_iter().enumerate() {
             if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
                 // Shutting down: publish the groups already merged, leave the rest.
@@ -470,6 +544,14 @@ impl Store {
             // The group number keeps two groups of one day apart even when their sequence
             // ranges coincide: `put_file` takes an existing name for the same rows.
             let suffix = format!("-c{}_{group_no}", manifest.version + 1);
+            let one_seq = may_share_one_seq(
+                &group,
+                &manifest.files,
+                &tombstones,
+                key_has_time,
+                uploads_staging,
+                min_buffered_seq,
+            );
             let encoded = at_low_priority(move || -> Result<_, StorageError> {
                 let merged = arrow::compute::concat_batches(&s, &batches)?;
                 drop(batches);
@@ -483,8 +565,11 @@ impl Store {
                     &s,
                     &[kept],
                     (min_seq, max_seq),
-                    &compacted_order(&d),
-                    &suffix,
+                    &Layout {
+                        order: &compacted_order(&d),
+                        name_suffix: &suffix,
+                        one_seq,
+                    },
                 )
             })
             .await??;
@@ -499,6 +584,9 @@ impl Store {
                 meta.deletions_applied =
                     applied.max(group.iter().map(|g| g.deletions_applied).min().unwrap_or(0));
                 stats.rows_out += meta.rows as usize;
+                if one_seq && !meta.has_duplicate_keys {
+                    one_seq_spans.push(SeqSpan::of(&group));
+                }
                 outputs.push(meta);
                 siblings.add(&mut outputs, keys);
             }
@@ -506,12 +594,13 @@ impl Store {
             replaced.extend(group);
         }
         stats.files_out = outputs.len();
+        stats.files_one_seq = one_seq_spans.len();
         if replaced.is_empty() {
             return Ok(stats);
         }
-        self.commit_compaction(table, replaced, outputs, horizon)
+        self.commit_compaction(table, replaced, outputs, &one_seq_spans, horizon)
             .await?;
-        info!(table = %table.slug, org = %table.org_id, files_in = stats.files_in, files_out = stats.files_out, rows_in = stats.rows_in, rows_out = stats.rows_out, "compacted");
+        info!(table = %table.slug, org = %table.org_id, files_in = stats.files_in, files_out = stats.files_out, rows_in = stats.rows_in, rows_out = stats.rows_out, files_one_seq = stats.files_one_seq, "compacted");
         Ok(stats)
     }
 
@@ -520,11 +609,13 @@ impl Store {
         table: &Arc<Table>,
         replaced: Vec<FileMeta>,
         outputs: Vec<FileMeta>,
+        one_seq_spans: &[SeqSpan],
         horizon: i64,
     ) -> Result<(), StorageError> {
         let _guard = table.flush_lock.lock().await;
         let gone: std::collections::HashSet<&str> =
             replaced.iter().map(|f| f.path.as_str()).collect();
+        let crossed = std::sync::atomic::AtomicBool::new(false);
         let committed = self
             .commit_manifest(table, |current| {
                 if !current.files.iter().any(|f| gone.contains(f.path.as_str())) {
@@ -537,6 +628,17 @@ impl Store {
                     .filter(|f| !gone.contains(f.path.as_str()))
                     .cloned()
                     .collect();
+                // What `may_share_one_seq` ruled out when the pass began must still be out:
+                // if anything now falls inside a collapsed range, the swap does not happen.
+                let pending = table.tombstones_to_commit();
+                if one_seq_spans.iter().any(|s| {
+                    files.iter().any(|f| s.crossed_by_file(f))
+                        || pending.iter().any(|t| s.crossed_by_deletion(t))
+                        || table.min_buffered_seq().is_some_and(|b| b <= s.hi)
+                }) {
+                    crossed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return None;
+                }
                 let mut added = outputs.clone();
                 // Outputs among themselves were compared by key (`SiblingKeys`).
                 mark_overlaps_with_live(&mut files, &mut added);
@@ -563,6 +665,13 @@ impl Store {
                 })
             })
             .await?;
+        if crossed.load(std::sync::atomic::Ordering::Relaxed) {
+            // The outputs are unlisted: the next start removes them; the inputs stay live.
+            warn!(table = %table.slug, org = %table.org_id, "a compaction's sequence range was crossed before it committed; not swapped");
+            return Err(StorageError::BadRecord(
+                "compaction abandoned: its sequence range was crossed".into(),
+            ));
+        }
         let readers = match committed {
             Some(next) => table.publish_manifest_tracking(next),
             None => table.published_readers(),
@@ -717,5 +826,58 @@ mod tests {
         assert!(!written_by_compaction(&file(1, 1, 1)));
         // Full mode merges the whole day.
         assert_eq!(plan(&m, &[], 10_000, CompactionMode::Full)[0].len(), 3);
+    }
+
+    #[test]
+    fn rows_share_one_seq_only_when_nothing_else_falls_in_their_range() {
+        let mut a = file(1, 10, 5);
+        a.max_seq = 8;
+        let b = FileMeta {
+            max_seq: 12,
+            ..file(1, 10, 10)
+        };
+        let group = vec![a, b];
+        let ok = |live: &[FileMeta], tombstones: &[Tombstone], buffered: Option<u64>| {
+            may_share_one_seq(&group, live, tombstones, true, false, buffered)
+        };
+        assert!(ok(&group, &[], None));
+        // A file of the same time whose sequences fall inside [5, 12]: say, a version
+        // that arrived between the group's rows.
+        let between = FileMeta {
+            path: "between".into(),
+            ..file(1, 1, 9)
+        };
+        assert!(!ok(
+            &[group.clone(), vec![between.clone()]].concat(),
+            &[],
+            None
+        ));
+        // The same sequences on another day, or later ones on this day, are fine.
+        let other_day = FileMeta {
+            path: "other".into(),
+            ..file(2, 1, 9)
+        };
+        let later = FileMeta {
+            path: "later".into(),
+            ..file(1, 1, 13)
+        };
+        assert!(ok(
+            &[group.clone(), vec![other_day, later]].concat(),
+            &[],
+            None
+        ));
+        // A deletion made inside the range, unless it covers other times only.
+        assert!(!ok(&group, &[delete_all(7)], None));
+        assert!(ok(&group, &[delete_all(4), delete_all(13)], None));
+        let elsewhere = Tombstone {
+            from: Some(5 * MICROS_PER_DAY),
+            ..delete_all(7)
+        };
+        assert!(ok(&group, &[elsewhere], None));
+        // Buffered rows must all be later; no upload may be staging; the key needs time.
+        assert!(!ok(&group, &[], Some(12)));
+        assert!(ok(&group, &[], Some(13)));
+        assert!(!may_share_one_seq(&group, &group, &[], true, true, None));
+        assert!(!may_share_one_seq(&group, &group, &[], false, false, None));
     }
 }

@@ -85,6 +85,8 @@ pub struct Table {
     /// Every manifest that was current once and may still be held by a snapshot.
     published: Mutex<Vec<std::sync::Weak<Manifest>>>,
     buffered_bytes: Arc<BufferGauge>,
+    /// Uploads begun and not yet committed or dropped (see `compact::may_share_one_seq`).
+    pub(crate) uploads: AtomicUsize,
     pub(crate) next_attempt: Mutex<Option<(Instant, u32)>>,
 }
 
@@ -214,6 +216,7 @@ impl Table {
             retired: Mutex::new(Vec::new()),
             published: Mutex::new(Vec::new()),
             buffered_bytes,
+            uploads: AtomicUsize::new(0),
             next_attempt: Mutex::new(None),
         })
     }
@@ -329,6 +332,10 @@ impl Table {
     }
 
     /// Lowest write-ahead log sequence of a row still only in memory.
+    pub(crate) fn uploads_staging(&self) -> bool {
+        self.uploads.load(Ordering::SeqCst) > 0
+    }
+
     pub(crate) fn min_buffered_seq(&self) -> Option<Seq> {
         let st = self.lock();
         st.frozen

@@ -6,12 +6,13 @@
 //! the whole upload became visible (`as_of`).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use arrow::record_batch::RecordBatch;
 use object_store::ObjectStoreExt;
 use tracing::warn;
 
-use crate::persist::encode_batches;
+use crate::persist::{Layout, encode_batches};
 use crate::table::{MAX_ROWS_PER_RECORD, stamp_batch};
 use crate::{FileMeta, Manifest, StorageError, Store, Table};
 
@@ -20,6 +21,24 @@ pub struct Upload {
     table: Arc<Table>,
     files: Vec<FileMeta>,
     pub rows: usize,
+    _staging: Staging,
+}
+
+/// Counts an upload among its table's `uploads` while it lives: its chunks hold sequence
+/// numbers no manifest lists yet, which compaction must not collapse a range over.
+struct Staging(Arc<Table>);
+
+impl Staging {
+    fn new(table: &Arc<Table>) -> Staging {
+        table.uploads.fetch_add(1, Ordering::SeqCst);
+        Staging(table.clone())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        self.0.uploads.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Store {
@@ -28,6 +47,7 @@ impl Store {
             table: table.clone(),
             files: Vec::new(),
             rows: 0,
+            _staging: Staging::new(table),
         }
     }
 
@@ -56,8 +76,7 @@ impl Store {
                 &schema,
                 &[stamped],
                 (ack.seq, ack.seq),
-                &def.column_order,
-                "",
+                &Layout::arrival(&def.column_order),
             )
         })
         .await
@@ -73,10 +92,12 @@ impl Store {
 
     /// Publishes every staged file in one manifest commit; returns the rows made visible.
     pub async fn commit_upload(&self, upload: Upload) -> Result<usize, StorageError> {
+        // `_staging` lives to the end: the upload counts as staging until it is listed.
         let Upload {
             table,
             mut files,
             rows,
+            _staging,
         } = upload;
         if files.is_empty() {
             return Ok(0);
