@@ -95,6 +95,15 @@ class Server:
     def get(self, path):
         return self.request("GET", path)
 
+    def define_event_type(self):
+        ev_type = json.loads(open(os.path.join(ROOT, "benches", "event_type.json")).read())
+        st, body = self.request("POST", "/rawmetrics", ev_type)
+        assert st == 201, body
+
+    def load_args(self):
+        """`meterbase-bench ingest` arguments aimed at this server."""
+        return ["--addr", self.addr, "--api-key", self.key, "--server-pid", str(self.proc.pid)]
+
     def wait_flushed(self):
         while True:
             _, m = self.request("GET", "/metrics")
@@ -194,11 +203,8 @@ def main():
 
     log("meterbase ingest")
     srv = Server(a.bin, os.path.join(a.work, "ingest"))
-    ev_type = json.loads(open(os.path.join(ROOT, "benches", "event_type.json")).read())
-    st, body = srv.request("POST", "/rawmetrics", ev_type)
-    assert st == 201, body
-    pid = str(srv.proc.pid)
-    common = ["--addr", srv.addr, "--api-key", srv.key, "--server-pid", pid]
+    srv.define_event_type()
+    common = srv.load_args()
     # Disjoint rounds: every event of the three plain runs is new to the server.
     results["single"] = bench_json(a.bin, "ingest", *common, "--batch", "1", "--connections", "64", "--seconds", str(a.short_seconds),
                                    "--first-round", "0")
@@ -215,10 +221,8 @@ def main():
     # runs' many small files; this one measures ingest (log, buffer, persist) alone.
     log("meterbase batched ingest alone")
     srv = Server(a.bin, os.path.join(a.work, "ingest-alone"), ["--compaction-interval-secs", "0"])
-    st, body = srv.request("POST", "/rawmetrics", ev_type)
-    assert st == 201, body
-    results["batch_alone"] = bench_json(a.bin, "ingest", "--addr", srv.addr, "--api-key", srv.key,
-                                        "--server-pid", str(srv.proc.pid), "--batch", "1000",
+    srv.define_event_type()
+    results["batch_alone"] = bench_json(a.bin, "ingest", *srv.load_args(), "--batch", "1000",
                                         "--connections", "8", "--seconds", str(a.ingest_seconds))
     srv.stop()
     shutil.rmtree(srv.data_dir, ignore_errors=True)
@@ -228,8 +232,7 @@ def main():
     # peers run uncapped here, so meterbase gets room to sort a month for Q4 too.
     srv = Server(a.bin, os.path.join(a.work, "query"), ["--query-threads", "2", "--compaction-interval-secs", "0",
                                                         "--query-memory-bytes", str(4 << 30)])
-    st, body = srv.request("POST", "/rawmetrics", ev_type)
-    assert st == 201, body
+    srv.define_event_type()
     t = time.perf_counter()
     sh(os.path.join(a.bin, "meterbase"), "import", "--url", "http://" + srv.addr, "--api-key", srv.key,
        "--event", "compute_events", "--batch-rows", "100000", os.path.join(data, "events.ndjson"))

@@ -148,7 +148,12 @@ fn day_of(f: &FileMeta) -> i64 {
 }
 
 fn overlaps(f: &FileMeta, t: &Tombstone) -> bool {
-    t.from.is_none_or(|from| f.max_ts >= from) && t.to.is_none_or(|to| f.min_ts < to)
+    covers_time(t, f.min_ts, f.max_ts)
+}
+
+/// Whether deletion `t` may cover a row timed within `[min_ts, max_ts]`.
+fn covers_time(t: &Tombstone, min_ts: i64, max_ts: i64) -> bool {
+    t.from.is_none_or(|from| max_ts >= from) && t.to.is_none_or(|to| min_ts < to)
 }
 
 /// Compacted day files are sorted by customer first: billing asks "customer X in period P",
@@ -279,21 +284,24 @@ impl SeqSpan {
         }
     }
 
-    /// A file that may hold a key of these rows and a sequence inside the range.
-    fn crossed_by_file(&self, f: &FileMeta) -> bool {
-        f.max_ts >= self.min_ts
-            && f.min_ts <= self.max_ts
-            && f.max_seq >= self.lo
-            && f.min_seq <= self.hi
-    }
-
-    /// A deletion made inside the range that may cover these rows: it removes the rows that
-    /// arrived before it, which one shared sequence could no longer tell apart.
-    fn crossed_by_deletion(&self, t: &Tombstone) -> bool {
-        t.seq >= self.lo
-            && t.seq <= self.hi
-            && t.from.is_none_or(|from| self.max_ts >= from)
-            && t.to.is_none_or(|to| self.min_ts < to)
+    /// Nothing else falls inside the range: none of `others` (files of the table outside the
+    /// group) may hold a key of these rows and a sequence in it; no deletion that may cover
+    /// these rows was made in it (it removes the rows that arrived before it, which one shared
+    /// sequence could no longer tell apart); every buffered row is later.
+    fn clear_of<'a>(
+        &self,
+        mut others: impl Iterator<Item = &'a FileMeta>,
+        tombstones: &[Tombstone],
+        min_buffered_seq: Option<u64>,
+    ) -> bool {
+        let inside = |lo: u64, hi: u64| hi >= self.lo && lo <= self.hi;
+        min_buffered_seq.is_none_or(|s| s > self.hi)
+            && !tombstones
+                .iter()
+                .any(|t| inside(t.seq, t.seq) && covers_time(t, self.min_ts, self.max_ts))
+            && !others.any(|f| {
+                inside(f.min_seq, f.max_seq) && f.max_ts >= self.min_ts && f.min_ts <= self.max_ts
+            })
     }
 }
 
@@ -309,21 +317,17 @@ impl SeqSpan {
 /// Later arrivals take later sequences, so what holds now keeps holding.
 fn may_share_one_seq(
     group: &[FileMeta],
+    span: &SeqSpan,
     live: &[FileMeta],
     tombstones: &[Tombstone],
     key_has_time: bool,
     uploads_staging: bool,
     min_buffered_seq: Option<u64>,
 ) -> bool {
-    let span = SeqSpan::of(group);
-    key_has_time
-        && !uploads_staging
-        && min_buffered_seq.is_none_or(|s| s > span.hi)
-        && !tombstones.iter().any(|t| span.crossed_by_deletion(t))
-        && !live
-            .iter()
-            .filter(|f| !group.iter().any(|g| g.path == f.path))
-            .any(|f| span.crossed_by_file(f))
+    let others = live
+        .iter()
+        .filter(|f| !group.iter().any(|g| g.path == f.path));
+    key_has_time && !uploads_staging && span.clear_of(others, tombstones, min_buffered_seq)
 }
 
 /// The rows of `batch` that some allowed `as_of` can still see (see the module comment).
@@ -495,10 +499,11 @@ impl Store {
         let horizon = now - self.config.compaction.history_retention.as_micros() as i64;
         let manifest = table.manifest();
         // Logged deletions not yet in a manifest count too: the commit below carries them.
-        let expired: Vec<Tombstone> = table
-            .tombstones_to_commit()
-            .into_iter()
+        let tombstones = table.tombstones_to_commit();
+        let expired: Vec<Tombstone> = tombstones
+            .iter()
             .filter(|t| t.at < horizon)
+            .cloned()
             .collect();
         let groups = plan(&manifest, &expired, self.config.compaction.max_rows, mode);
         if groups.is_empty() {
@@ -512,7 +517,6 @@ impl Store {
         let mut outputs: Vec<FileMeta> = Vec::new();
         let mut siblings = SiblingKeys::default();
         let key_has_time = def.unique_key.iter().any(|k| k == "timestamp");
-        let tombstones = table.tombstones_to_commit();
         let uploads_staging = table.uploads_staging();
         let min_buffered_seq = table.min_buffered_seq();
         // Groups whose rows took one sequence, to check again when the swap commits.
@@ -539,13 +543,13 @@ impl Store {
             }
             let (d, s, ex) = (def.clone(), schema.clone(), expired.clone());
             let org_id = table.org_id.clone();
-            let min_seq = group.iter().map(|f| f.min_seq).min().unwrap_or(0);
-            let max_seq = group.iter().map(|f| f.max_seq).max().unwrap_or(0);
+            let span = SeqSpan::of(&group);
             // The group number keeps two groups of one day apart even when their sequence
             // ranges coincide: `put_file` takes an existing name for the same rows.
             let suffix = format!("-c{}_{group_no}", manifest.version + 1);
             let one_seq = may_share_one_seq(
                 &group,
+                &span,
                 &manifest.files,
                 &tombstones,
                 key_has_time,
@@ -564,7 +568,7 @@ impl Store {
                     &d,
                     &s,
                     &[kept],
-                    (min_seq, max_seq),
+                    (span.lo, span.hi),
                     &Layout {
                         order: &compacted_order(&d),
                         name_suffix: &suffix,
@@ -585,7 +589,7 @@ impl Store {
                     applied.max(group.iter().map(|g| g.deletions_applied).min().unwrap_or(0));
                 stats.rows_out += meta.rows as usize;
                 if one_seq && !meta.has_duplicate_keys {
-                    one_seq_spans.push(SeqSpan::of(&group));
+                    one_seq_spans.push(span);
                 }
                 outputs.push(meta);
                 siblings.add(&mut outputs, keys);
@@ -630,12 +634,11 @@ impl Store {
                     .collect();
                 // What `may_share_one_seq` ruled out when the pass began must still be out:
                 // if anything now falls inside a collapsed range, the swap does not happen.
-                let pending = table.tombstones_to_commit();
-                if one_seq_spans.iter().any(|s| {
-                    files.iter().any(|f| s.crossed_by_file(f))
-                        || pending.iter().any(|t| s.crossed_by_deletion(t))
-                        || table.min_buffered_seq().is_some_and(|b| b <= s.hi)
-                }) {
+                let (logged, buffered) = (table.tombstones_to_commit(), table.min_buffered_seq());
+                if !one_seq_spans
+                    .iter()
+                    .all(|s| s.clear_of(files.iter(), &logged, buffered))
+                {
                     crossed.store(true, std::sync::atomic::Ordering::Relaxed);
                     return None;
                 }
@@ -645,9 +648,8 @@ impl Store {
                 files.extend(added);
                 // An expired deletion is forgotten once no file (nor the buffer) can still
                 // hold a row it covers.
-                let unpersisted = table.min_buffered_seq().unwrap_or(u64::MAX);
-                let tombstones: Vec<Tombstone> = table
-                    .tombstones_to_commit()
+                let unpersisted = buffered.unwrap_or(u64::MAX);
+                let tombstones: Vec<Tombstone> = logged
                     .into_iter()
                     .filter(|t| {
                         let spent = t.at < horizon
@@ -666,8 +668,9 @@ impl Store {
             })
             .await?;
         if crossed.load(std::sync::atomic::Ordering::Relaxed) {
-            // The outputs are unlisted: the next start removes them; the inputs stay live.
+            // Nothing was swapped: the inputs stay live and the outputs were never listed.
             warn!(table = %table.slug, org = %table.org_id, "a compaction's sequence range was crossed before it committed; not swapped");
+            self.delete_unlisted(&outputs).await;
             return Err(StorageError::BadRecord(
                 "compaction abandoned: its sequence range was crossed".into(),
             ));
@@ -837,8 +840,9 @@ mod tests {
             ..file(1, 10, 10)
         };
         let group = vec![a, b];
+        let span = SeqSpan::of(&group);
         let ok = |live: &[FileMeta], tombstones: &[Tombstone], buffered: Option<u64>| {
-            may_share_one_seq(&group, live, tombstones, true, false, buffered)
+            may_share_one_seq(&group, &span, live, tombstones, true, false, buffered)
         };
         assert!(ok(&group, &[], None));
         // A file of the same time whose sequences fall inside [5, 12]: say, a version
@@ -877,7 +881,23 @@ mod tests {
         // Buffered rows must all be later; no upload may be staging; the key needs time.
         assert!(!ok(&group, &[], Some(12)));
         assert!(ok(&group, &[], Some(13)));
-        assert!(!may_share_one_seq(&group, &group, &[], true, true, None));
-        assert!(!may_share_one_seq(&group, &group, &[], false, false, None));
+        assert!(!may_share_one_seq(
+            &group,
+            &span,
+            &group,
+            &[],
+            true,
+            true,
+            None
+        ));
+        assert!(!may_share_one_seq(
+            &group,
+            &span,
+            &group,
+            &[],
+            false,
+            false,
+            None
+        ));
     }
 }

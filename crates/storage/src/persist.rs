@@ -2,7 +2,6 @@
 //! statistics, the page index and a bloom filter on `customer_id`.
 
 use std::collections::{BTreeMap, HashSet};
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, UInt32Array, UInt64Array};
@@ -326,10 +325,11 @@ fn write_parquet(
 ) -> Result<Vec<u8>, StorageError> {
     let customers = batch.column(0).as_string::<i32>();
     // Sizes the bloom filter. A fast hash: counting with SipHash was ~2% of ingest CPU.
-    let mut seen: HashSet<u64, foldhash::fast::FixedState> = HashSet::default();
-    let state = foldhash::fast::FixedState::default();
-    seen.extend(customers.iter().flatten().map(|c| state.hash_one(c)));
-    let distinct = seen.len() as u64;
+    let distinct = customers
+        .iter()
+        .flatten()
+        .collect::<HashSet<&str, foldhash::fast::FixedState>>()
+        .len() as u64;
     let sorting: Vec<SortingColumn> = order
         .iter()
         .filter_map(|c| schema.index_of(c).ok())

@@ -393,7 +393,7 @@ impl Store {
     /// Waits (up to `buffer_wait`) while the buffer is full. Writes waiting hold their rows
     /// outside the buffer, so at most a quarter of the cap of them wait; the rest, and any
     /// still waiting at the deadline, are refused.
-    async fn wait_for_room(&self, bytes: usize) -> Result<(), StorageError> {
+    async fn wait_for_room(&self, batch: &RecordBatch) -> Result<(), StorageError> {
         let limit = self.config.max_buffer_bytes;
         let full = || StorageError::BufferFull {
             used: self.buffered_bytes(),
@@ -405,6 +405,7 @@ impl Store {
         if self.config.buffer_wait.is_zero() {
             return Err(full());
         }
+        let bytes = batch.get_array_memory_size();
         let Some(_in_line) = self.buffered_bytes.wait_in_line(bytes, limit / 4) else {
             return Err(full());
         };
@@ -423,7 +424,7 @@ impl Store {
         table: &Arc<Table>,
         batch: RecordBatch,
     ) -> Result<Ack, StorageError> {
-        self.wait_for_room(batch.get_array_memory_size()).await?;
+        self.wait_for_room(&batch).await?;
         if batch.num_rows() > MAX_ROWS_PER_RECORD {
             return Err(StorageError::BadRecord(format!(
                 "{} rows in one record; at most {MAX_ROWS_PER_RECORD}",

@@ -331,11 +331,11 @@ impl Table {
         (rows, bytes, st.active_since)
     }
 
-    /// Lowest write-ahead log sequence of a row still only in memory.
     pub(crate) fn uploads_staging(&self) -> bool {
         self.uploads.load(Ordering::SeqCst) > 0
     }
 
+    /// Lowest write-ahead log sequence of a row still only in memory.
     pub(crate) fn min_buffered_seq(&self) -> Option<Seq> {
         let st = self.lock();
         st.frozen
@@ -530,12 +530,12 @@ pub(crate) fn key_rows(
     Ok(converter.convert_columns(&cols)?)
 }
 
-/// One hash per row of the `unique_key` columns present in `batch`.
 /// Key hashes stay in this process's memory (never on disk) and only decide whether rows
 /// may share a key: a collision costs a deduplication at query time, never an answer. So a
 /// fast hash; SipHash here was ~2% of ingest CPU.
 pub type KeySet = std::collections::HashSet<u64, foldhash::fast::FixedState>;
 
+/// One hash per row of the `unique_key` columns present in `batch`.
 pub fn key_hashes(batch: &RecordBatch, unique_key: &[String]) -> Result<Vec<u64>, StorageError> {
     let cols: Vec<&ArrayRef> = unique_key
         .iter()
@@ -554,21 +554,20 @@ pub fn key_hashes(batch: &RecordBatch, unique_key: &[String]) -> Result<Vec<u64>
 /// format. Building a row converter per request was a tenth of a single-event POST's CPU.
 /// The choice depends only on the column types, so equal keys always hash alike.
 fn hash_values(cols: &[&ArrayRef], rows: usize) -> Option<Vec<u64>> {
-    let state = foldhash::fast::FixedState::default();
+    fn mix<T: std::hash::Hash>(hashes: &mut [u64], values: impl Iterator<Item = T>) {
+        let state = foldhash::fast::FixedState::default();
+        for (h, v) in hashes.iter_mut().zip(values) {
+            *h = state.hash_one((*h, v));
+        }
+    }
     let mut hashes = vec![0u64; rows];
     for col in cols {
         if let Some(values) = col.as_string_opt::<i32>() {
-            for (h, v) in hashes.iter_mut().zip(values.iter()) {
-                *h = state.hash_one((*h, v));
-            }
+            mix(&mut hashes, values.iter());
         } else if let Some(values) = col.as_primitive_opt::<TimestampMicrosecondType>() {
-            for (h, v) in hashes.iter_mut().zip(values.iter()) {
-                *h = state.hash_one((*h, v));
-            }
+            mix(&mut hashes, values.iter());
         } else if let Some(values) = col.as_primitive_opt::<Int64Type>() {
-            for (h, v) in hashes.iter_mut().zip(values.iter()) {
-                *h = state.hash_one((*h, v));
-            }
+            mix(&mut hashes, values.iter());
         } else {
             return None;
         }

@@ -108,7 +108,7 @@ impl Store {
             .is_some_and(|t| Arc::ptr_eq(&t, &table));
         if !still_there {
             drop(_guard);
-            self.abort_upload_files(&files).await;
+            self.delete_unlisted(&files).await;
             return Err(StorageError::UnknownTable);
         }
         let commit = self.reserve_seq(&table).await?;
@@ -143,15 +143,16 @@ impl Store {
 
     /// Deletes what an upload staged (best effort: the next start removes leftovers).
     pub async fn abort_upload(&self, upload: Upload) {
-        self.abort_upload_files(&upload.files).await;
+        self.delete_unlisted(&upload.files).await;
     }
 
-    async fn abort_upload_files(&self, files: &[FileMeta]) {
+    /// Deletes files no manifest lists (best effort: the next start removes leftovers).
+    pub(crate) async fn delete_unlisted(&self, files: &[FileMeta]) {
         for f in files {
             let path = object_store::path::Path::from(f.path.as_str());
             match self.handle.store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => warn!(%path, "could not delete a staged file: {e}"),
+                Err(e) => warn!(%path, "could not delete an unlisted file: {e}"),
             }
         }
     }
