@@ -1,5 +1,5 @@
 //! Frozen chunk → sorted, zstd-compressed Parquet files, one per UTC day, with page
-//! statistics, the page index and a bloom filter on `customer_id`.
+//! statistics, the page index and, in arrival-ordered files, a bloom filter on `customer_id`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -323,13 +323,6 @@ fn write_parquet(
     schema: &SchemaRef,
     order: &[String],
 ) -> Result<Vec<u8>, StorageError> {
-    let customers = batch.column(0).as_string::<i32>();
-    // Sizes the bloom filter. A fast hash: counting with SipHash was ~2% of ingest CPU.
-    let distinct = customers
-        .iter()
-        .flatten()
-        .collect::<HashSet<&str, foldhash::fast::FixedState>>()
-        .len() as u64;
     let sorting: Vec<SortingColumn> = order
         .iter()
         .filter_map(|c| schema.index_of(c).ok())
@@ -345,9 +338,6 @@ fn write_parquet(
         .set_max_row_group_row_count(Some(1_000_000))
         .set_data_page_row_count_limit(4 * 1024)
         .set_sorting_columns(Some(sorting))
-        .set_column_bloom_filter_enabled(ColumnPath::from("customer_id"), true)
-        .set_column_bloom_filter_fpp(ColumnPath::from("customer_id"), 0.01)
-        .set_column_bloom_filter_max_ndv(ColumnPath::from("customer_id"), distinct.max(16))
         .set_key_value_metadata(Some(vec![
             KeyValue::new("meterbase.event_type".into(), def.id.clone()),
             KeyValue::new(
@@ -361,6 +351,25 @@ fn write_parquet(
         props = props
             .set_column_dictionary_enabled(ColumnPath::from(c), false)
             .set_column_encoding(ColumnPath::from(c), Encoding::DELTA_BINARY_PACKED);
+    }
+    // In customer order the page index narrows a read of one customer to that customer's
+    // pages, so a bloom filter would only cost a read per file (Q2 over 29 day files: 18.5
+    // -> 16.8 ms). In arrival order every page holds every customer and only the bloom filter
+    // can say one is absent from the file.
+    if order.first().map(String::as_str) != Some("customer_id") {
+        // Sized by the distinct count, with a fast hash: SipHash was ~2% of ingest CPU.
+        let distinct = batch
+            .column(0)
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .collect::<HashSet<&str, foldhash::fast::FixedState>>()
+            .len() as u64;
+        let customer = ColumnPath::from("customer_id");
+        props = props
+            .set_column_bloom_filter_enabled(customer.clone(), true)
+            .set_column_bloom_filter_fpp(customer.clone(), 0.01)
+            .set_column_bloom_filter_max_ndv(customer, distinct.max(16));
     }
     let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 4);
     let mut writer = ArrowWriter::try_new(&mut buf, Arc::clone(schema), Some(props.build()))?;
