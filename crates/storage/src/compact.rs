@@ -1,5 +1,6 @@
-//! Compaction: the files of one (table, UTC day) merged into one sorted file, published by
-//! one manifest commit that swaps inputs for outputs.
+//! Compaction: the files of one (table, UTC day) merged into one sorted file, and days that
+//! have settled merged with their neighbours of the same UTC month into files of up to
+//! `max_rows`, published by one manifest commit that swaps inputs for outputs.
 //!
 //! It never changes an answer a query may still ask for. Versions replaced, and rows deleted,
 //! longer ago than the history retention are dropped (no allowed `as_of` can see them);
@@ -17,7 +18,7 @@ use arrow::array::{ArrayRef, AsArray, BooleanArray, TimestampMicrosecondArray};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{TimestampMicrosecondType, UInt64Type};
 use arrow::record_batch::RecordBatch;
-use meterbase_schema::timestamp::MICROS_PER_DAY;
+use meterbase_schema::timestamp::{MICROS_PER_DAY, civil_from_days};
 use meterbase_schema::{EventTypeDef, INGESTED_AT_COLUMN, SEQ_COLUMN};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
@@ -239,28 +240,93 @@ fn tiered(files: Vec<FileMeta>, expired: &[Tombstone], max_rows: usize) -> Vec<V
     groups
 }
 
-/// Groups of files worth merging, per day (see `CompactionMode`); a lone file is worth it
-/// when it is fresh from a flush (to put it in customer order) or still holds rows of an
-/// expired deletion.
+/// A day is merged with its neighbours of the month once it ended this long ago: events of a
+/// day still arriving would otherwise rewrite a multi-day file again and again.
+const SPAN_AFTER_MICROS: i64 = MICROS_PER_DAY;
+
+/// The (year, month) of an instant, UTC.
+fn month_of(micros: i64) -> (i64, u32) {
+    let (y, m, _) = civil_from_days(micros.div_euclid(MICROS_PER_DAY));
+    (y, m)
+}
+
+/// Consecutive settled days of one UTC month gathered into one group while their rows fit
+/// in `max_rows`. A billing query asks for a customer's month: over one file per few days
+/// it reads a few pages from each, where over day files it paid each file's opening, page
+/// index and dictionary pages once per day (Q2 on the benchmark: 29 day files 16.8 ms, 8
+/// four-day files 6.8 ms). Longer runs of a customer also compress better.
+#[derive(Default)]
+struct Span {
+    files: Vec<FileMeta>,
+    rows: usize,
+    month: Option<(i64, u32)>,
+}
+
+impl Span {
+    /// Adds the files of a day merged whole; false (nothing added) when they do not fit.
+    fn add(&mut self, files: &[FileMeta], max_rows: usize, now: i64) -> bool {
+        let rows: usize = files.iter().map(|f| f.rows as usize).sum();
+        let (Some(lo), Some(hi)) = (
+            files.iter().map(|f| f.min_ts).min(),
+            files.iter().map(|f| f.max_ts).max(),
+        ) else {
+            return false;
+        };
+        let month = month_of(lo);
+        let last_day_ended = (hi.div_euclid(MICROS_PER_DAY) + 1) * MICROS_PER_DAY;
+        let fits = month_of(hi) == month
+            && last_day_ended + SPAN_AFTER_MICROS <= now
+            && self.rows + rows <= max_rows
+            && self.month.is_none_or(|m| m == month);
+        if fits {
+            self.files.extend_from_slice(files);
+            self.rows += rows;
+            self.month = Some(month);
+        }
+        fits
+    }
+
+    fn close(&mut self, groups: &mut Vec<Vec<FileMeta>>) {
+        let span = std::mem::take(self);
+        if !span.files.is_empty() {
+            groups.push(span.files);
+        }
+    }
+}
+
+/// Groups of files worth merging, per day (see `CompactionMode`), and settled days of a
+/// month together (`Span`); a lone file is worth it when it is fresh from a flush (to put it
+/// in customer order) or still holds rows of an expired deletion.
 fn plan(
     manifest: &Manifest,
     expired: &[Tombstone],
     max_rows: usize,
     mode: CompactionMode,
+    now: i64,
 ) -> Vec<Vec<FileMeta>> {
     let mut days: BTreeMap<i64, Vec<FileMeta>> = BTreeMap::new();
     for f in &manifest.files {
         days.entry(day_of(f)).or_default().push(f.clone());
     }
     let mut groups = Vec::new();
+    let mut span = Span::default();
     for (_, files) in days {
         let settled = files.iter().all(written_by_compaction);
         if mode == CompactionMode::Full || settled {
+            if span.add(&files, max_rows, now) {
+                continue;
+            }
+            span.close(&mut groups);
+            if span.add(&files, max_rows, now) {
+                continue;
+            }
             cut(files, max_rows, &mut groups);
         } else {
+            span.close(&mut groups);
             groups.extend(tiered(files, expired, max_rows));
         }
     }
+    span.close(&mut groups);
     groups.retain(|g| g.len() > 1 || !written_by_compaction(&g[0]) || touched_by(&g[0], expired));
     groups
 }
@@ -505,7 +571,13 @@ impl Store {
             .filter(|t| t.at < horizon)
             .cloned()
             .collect();
-        let groups = plan(&manifest, &expired, self.config.compaction.max_rows, mode);
+        let groups = plan(
+            &manifest,
+            &expired,
+            self.config.compaction.max_rows,
+            mode,
+            now,
+        );
         if groups.is_empty() {
             return Ok(CompactionStats::default());
         }
@@ -573,6 +645,7 @@ impl Store {
                         order: &compacted_order(&d),
                         name_suffix: &suffix,
                         one_seq,
+                        split_days: false,
                     },
                 )
             })
@@ -771,7 +844,7 @@ mod tests {
             ],
             ..Manifest::default()
         };
-        let g = plan(&m, &[], 25, CompactionMode::Full);
+        let g = plan(&m, &[], 25, CompactionMode::Full, 0);
         // Day 1 cut into two groups at 25 rows, and day 2's lone fresh file.
         assert_eq!(g.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 1, 1]);
         let lone = Manifest {
@@ -779,11 +852,11 @@ mod tests {
             ..Manifest::default()
         };
         for mode in [CompactionMode::Full, CompactionMode::Tiered] {
-            assert!(plan(&lone, &[], 25, mode).is_empty());
+            assert!(plan(&lone, &[], 25, mode, 0).is_empty());
         }
         let t = delete_all(9);
         for mode in [CompactionMode::Full, CompactionMode::Tiered] {
-            assert_eq!(plan(&lone, std::slice::from_ref(&t), 100, mode).len(), 1);
+            assert_eq!(plan(&lone, std::slice::from_ref(&t), 100, mode, 0).len(), 1);
         }
     }
 
@@ -803,14 +876,14 @@ mod tests {
             ],
             ..Manifest::default()
         };
-        let g = plan(&m, &[], 10_000, CompactionMode::Tiered);
+        let g = plan(&m, &[], 10_000, CompactionMode::Tiered, 0);
         // Fresh rows (11) take the 10-row compacted file along, not the 1000-row one.
         assert_eq!(
             paths(&g),
             vec![vec!["x/t-50-50-c3.parquet", "f1-60", "f1-70"]]
         );
         // A big file holding rows of an expired deletion is rewritten on its own.
-        let g = plan(&m, &[delete_all(9)], 10_000, CompactionMode::Tiered);
+        let g = plan(&m, &[delete_all(9)], 10_000, CompactionMode::Tiered, 0);
         assert_eq!(g.len(), 2);
         assert_eq!(paths(&g)[1], vec!["x/t-1-1-c3.parquet"]);
         // A day that received nothing since the last pass has settled: merged whole.
@@ -818,7 +891,7 @@ mod tests {
             files: vec![compacted(1000, 1), compacted(10, 50), compacted(12, 80)],
             ..Manifest::default()
         };
-        assert_eq!(plan(&m, &[], 10_000, CompactionMode::Tiered)[0].len(), 3);
+        assert_eq!(plan(&m, &[], 10_000, CompactionMode::Tiered, 0)[0].len(), 3);
         // Outputs are numbered per group; names from before the numbering still count.
         for name in ["x/t-1-3-c7_2.parquet", "x/t-1-3-c7.parquet"] {
             assert!(written_by_compaction(&FileMeta {
@@ -828,7 +901,76 @@ mod tests {
         }
         assert!(!written_by_compaction(&file(1, 1, 1)));
         // Full mode merges the whole day.
-        assert_eq!(plan(&m, &[], 10_000, CompactionMode::Full)[0].len(), 3);
+        assert_eq!(plan(&m, &[], 10_000, CompactionMode::Full, 0)[0].len(), 3);
+    }
+
+    #[test]
+    fn settled_days_of_a_month_merge_while_their_rows_fit() {
+        use meterbase_schema::timestamp::days_from_civil;
+        let day = |m: u32, d: u32| days_from_civil(2025, m, d);
+        let settled = |d: i64, rows: u64| FileMeta {
+            path: format!("x/t-{d}-{d}-c3.parquet"),
+            ..file(d, rows, d as u64)
+        };
+        let names = |g: &[Vec<FileMeta>]| -> Vec<Vec<String>> {
+            g.iter()
+                .map(|g| g.iter().map(|f| f.path.clone()).collect())
+                .collect()
+        };
+        let later = (day(6, 1)) * MICROS_PER_DAY;
+        let m = Manifest {
+            files: vec![
+                settled(day(1, 30), 10),
+                settled(day(1, 31), 10),
+                settled(day(2, 1), 10),
+                settled(day(2, 2), 10),
+                settled(day(2, 3), 10),
+            ],
+            ..Manifest::default()
+        };
+        // Not across the month's end, and not past max_rows: 2 February stands alone.
+        let g = plan(&m, &[], 25, CompactionMode::Tiered, later);
+        let (jan30, jan31, feb1, feb2, feb3) = (
+            day(1, 30).to_string(),
+            day(1, 31).to_string(),
+            day(2, 1).to_string(),
+            day(2, 2).to_string(),
+            day(2, 3).to_string(),
+        );
+        let path = |d: &str| format!("x/t-{d}-{d}-c3.parquet");
+        assert_eq!(
+            names(&g),
+            vec![
+                vec![path(&jan30), path(&jan31)],
+                vec![path(&feb1), path(&feb2)]
+            ]
+        );
+        // A day that ended less than a day ago is still merged on its own.
+        let soon = (day(2, 3) + 1) * MICROS_PER_DAY + MICROS_PER_DAY / 2;
+        let g = plan(&m, &[], 100, CompactionMode::Tiered, soon);
+        assert_eq!(
+            names(&g),
+            vec![
+                vec![path(&jan30), path(&jan31)],
+                vec![path(&feb1), path(&feb2)]
+            ]
+        );
+        // A day still taking fresh files breaks the run (its fresh file is merged the tiered
+        // way, alone here); in Full mode it joins it.
+        let mut busy = m.clone();
+        busy.files.push(file(day(2, 2), 1, 99));
+        let g = plan(&busy, &[], 100, CompactionMode::Tiered, later);
+        assert_eq!(
+            names(&g),
+            vec![
+                vec![path(&jan30), path(&jan31)],
+                vec![format!("f{feb2}-99")]
+            ]
+        );
+        let g = plan(&busy, &[], 100, CompactionMode::Full, later);
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[1].len(), 4);
+        assert!(g[1].iter().any(|f| f.path == path(&feb3)));
     }
 
     #[test]
