@@ -380,7 +380,7 @@ def write_report(r, out):
         f"| meterbase Parquet: the {r['meterbase_files']} files listed after compaction | {mb:,} | {mb / r['scale']:.2f} | {ratio(mb, db):.2f} | ≤ 0.8 |",
         f"| DuckDB `COPY … (FORMAT parquet, COMPRESSION zstd)` of the same rows | {db:,} | {db / r['scale']:.2f} | 1.00 | |",
         "",
-        "Bytes per event by column (compressed column chunks; files add footers and bloom filters):",
+        "Bytes per event by column (compressed column chunks; files add footers and the page index):",
         "",
         "| Column | meterbase | DuckDB |",
         "| --- | ---: | ---: |",
@@ -395,9 +395,10 @@ def write_report(r, out):
         "meterbase's files also hold `_ingested_at` and `_seq` per row (history and replacement),",
         "which the peers' files do not need; a compacted file holding one version per key gives",
         "all its rows one `_seq` (docs/storage.md), which is why that column costs almost nothing.",
-        "Compacted files are ordered by customer, then time (what makes Q2 read a page or two per",
-        "day); the generator's timestamps are evenly spaced, so in time order (DuckDB's file) they",
-        "compress to little, while within a customer each step is a wide, irregular gap.",
+        "Compacted files are ordered by customer, then time, and settled days of a month share",
+        "files of up to 1M rows (what makes Q2 read a page or two from each of a few files); the",
+        "generator's timestamps are evenly spaced, so in time order (DuckDB's file) they compress",
+        "to little, while within a customer each step is a wide, irregular gap.",
         "",
     ]
     with open(out, "w") as f:
