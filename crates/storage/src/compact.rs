@@ -77,18 +77,20 @@ impl std::ops::AddAssign for CompactionStats {
     }
 }
 
-/// Key sets of the outputs written so far for one day, so that outputs of a day cut at
-/// `max_rows` are flagged as sharing keys only when they do: the files of one day all
-/// overlap in time, and flagging by time would make queries deduplicate every day bigger
-/// than `max_rows` for good. Past `SIBLING_KEY_ROWS` rows it stops holding keys and flags
-/// by time instead (always correct, just slower to query).
+/// Key sets of the outputs written so far that later outputs may overlap in time, so that
+/// outputs overlapping each other (a day cut at `max_rows`, or a multi-day file next to one
+/// that took a late day of its range) are flagged as sharing keys only when they do:
+/// flagging by time would make queries deduplicate every such day for good. Groups come in
+/// day order and an output starts on its group's first day, so an output that ended before
+/// the new one's day began cannot overlap any later output and is let go. Past
+/// `SIBLING_KEY_ROWS` held rows it stops holding keys and flags by time instead (always
+/// correct, just slower to query).
 #[derive(Default)]
 struct SiblingKeys {
-    day: Option<i64>,
-    /// Index into the outputs and its keys, for this day's outputs.
+    /// Index into the outputs and its keys.
     held: Vec<(usize, KeySet)>,
     rows: usize,
-    /// This day's outputs written after holding stopped.
+    /// Outputs whose keys were not kept.
     unheld: Vec<usize>,
 }
 
@@ -100,32 +102,31 @@ impl SiblingKeys {
         let Some(new) = outputs.len().checked_sub(1) else {
             return;
         };
-        let day = day_of(&outputs[new]);
-        if self.day != Some(day) {
-            *self = SiblingKeys {
-                day: Some(day),
-                ..SiblingKeys::default()
-            };
-        }
-        let mut shares = false;
-        for (i, held) in &self.held {
-            if !held.is_disjoint(&keys) {
-                outputs[*i].shares_keys = true;
-                shares = true;
-            }
-        }
-        for &i in &self.unheld {
+        let day_start = day_of(&outputs[new]) * MICROS_PER_DAY;
+        self.held.retain(|(i, _)| outputs[*i].max_ts >= day_start);
+        self.unheld.retain(|&i| outputs[i].max_ts >= day_start);
+        self.rows = self.held.iter().map(|(_, k)| k.len()).sum();
+        let overlaps = |i: usize| {
+            outputs[i].max_ts >= outputs[new].min_ts && outputs[i].min_ts <= outputs[new].max_ts
+        };
+        let mut shared: Vec<usize> = self
+            .held
+            .iter()
+            .filter(|(i, held)| overlaps(*i) && !held.is_disjoint(&keys))
+            .map(|(i, _)| *i)
+            .collect();
+        shared.extend(self.unheld.iter().copied().filter(|&i| overlaps(i)));
+        for &i in &shared {
             outputs[i].shares_keys = true;
-            shares = true;
         }
+        outputs[new].shares_keys |= !shared.is_empty();
         if self.rows + keys.len() <= SIBLING_KEY_ROWS {
             self.rows += keys.len();
             self.held.push((new, keys));
         } else {
-            // Its keys are not kept: later outputs count as sharing keys with it.
+            // Its keys are not kept: later outputs overlapping it count as sharing keys.
             self.unheld.push(new);
         }
-        outputs[new].shares_keys |= shares;
     }
 }
 
@@ -645,7 +646,7 @@ impl Store {
                         order: &compacted_order(&d),
                         name_suffix: &suffix,
                         one_seq,
-                        split_days: false,
+                        compacted: true,
                     },
                 )
             })
@@ -902,6 +903,31 @@ mod tests {
         assert!(!written_by_compaction(&file(1, 1, 1)));
         // Full mode merges the whole day.
         assert_eq!(plan(&m, &[], 10_000, CompactionMode::Full, 0)[0].len(), 3);
+    }
+
+    #[test]
+    fn outputs_overlapping_in_time_are_compared_by_key_whatever_their_first_day() {
+        let span = |from: i64, to: i64, seq: u64| FileMeta {
+            max_ts: to * MICROS_PER_DAY,
+            ..file(from, 10, seq)
+        };
+        let keys = |k: &[u64]| k.iter().copied().collect::<KeySet>();
+        let mut siblings = SiblingKeys::default();
+        let mut outputs = Vec::new();
+        // Days 1-4, then a file that starts on day 3 holding a version of one of its keys.
+        outputs.push(span(1, 4, 1));
+        siblings.add(&mut outputs, keys(&[1, 2]));
+        outputs.push(span(3, 6, 2));
+        siblings.add(&mut outputs, keys(&[2, 3]));
+        assert!(outputs[0].shares_keys && outputs[1].shares_keys);
+        // The same hash on days that do not overlap is another key (the key holds the time).
+        outputs.push(span(8, 9, 3));
+        siblings.add(&mut outputs, keys(&[3]));
+        assert!(!outputs[2].shares_keys);
+        // Overlapping without a shared key: not flagged.
+        outputs.push(span(9, 9, 4));
+        siblings.add(&mut outputs, keys(&[7]));
+        assert!(!outputs[3].shares_keys && !outputs[2].shares_keys);
     }
 
     #[test]

@@ -88,9 +88,10 @@ pub(crate) struct Layout<'a> {
     /// sequence (`compact::may_share_one_seq`): a constant column costs nothing on disk,
     /// where arrival order scattered by customer costs ~2 bytes a row.
     pub one_seq: bool,
-    /// One file per UTC day (a flush); otherwise one file for all the rows (compaction,
-    /// whose groups are a day or settled days of one month).
-    pub split_days: bool,
+    /// Compaction's output, written to be kept: one file for all the rows (a group is a day
+    /// or settled days of one month), zstd 6 in 16k-row pages. Otherwise (a flush, an
+    /// upload) one file per UTC day, zstd 3 in 4k-row pages, cheap on the ingest path.
+    pub compacted: bool,
 }
 
 impl<'a> Layout<'a> {
@@ -100,7 +101,7 @@ impl<'a> Layout<'a> {
             order,
             name_suffix: "",
             one_seq: false,
-            split_days: true,
+            compacted: false,
         }
     }
 }
@@ -137,14 +138,14 @@ pub(crate) fn encode_batches(
         order,
         name_suffix,
         one_seq,
-        split_days,
+        compacted,
     } = *layout;
     let adapted = batches
         .iter()
         .map(|b| adapt_batch(b, schema))
         .collect::<Result<Vec<_>, _>>()?;
     let sorted = sort_batches(&adapted, order)?;
-    let parts = if split_days {
+    let parts = if !compacted {
         split_by_day(&sorted)?
     } else {
         match ts_range(&sorted) {
@@ -168,7 +169,7 @@ pub(crate) fn encode_batches(
         } else {
             part
         };
-        let bytes = write_parquet(&part, def, schema, order)?;
+        let bytes = write_parquet(&part, def, schema, order, compacted)?;
         let (min_ts, max_ts) = ts_range(&part).unwrap_or((0, 0));
         let seqs = part
             .column_by_name(SEQ_COLUMN)
@@ -335,6 +336,7 @@ fn write_parquet(
     def: &EventTypeDef,
     schema: &SchemaRef,
     order: &[String],
+    compacted: bool,
 ) -> Result<Vec<u8>, StorageError> {
     let sorting: Vec<SortingColumn> = order
         .iter()
@@ -345,12 +347,11 @@ fn write_parquet(
             nulls_first: false,
         })
         .collect();
-    let customer_first = order.first().map(String::as_str) == Some("customer_id");
-    // Customer-first files are compaction's, written once and read for months: zstd 6 over
-    // 16k-row pages gives each frame a customer's longer run (5.96 -> 5.67 bytes/event on
-    // the benchmark, level 3 with 4k pages; a one-customer month still reads a page or two
-    // per file). Flush files live minutes and sit on the ingest path: level 3, 4k pages.
-    let (zstd_level, page_rows) = if customer_first {
+    // Compacted files are written once and read for months: zstd 6 over 16k-row pages gives
+    // each frame a customer's longer run (5.96 -> 5.67 bytes/event on the benchmark, level 3
+    // with 4k pages; a one-customer month still reads a page or two per file). Flush files
+    // live minutes and sit on the ingest path.
+    let (zstd_level, page_rows) = if compacted {
         (6, 16 * 1024)
     } else {
         (3, 4 * 1024)
@@ -379,7 +380,7 @@ fn write_parquet(
     // pages, so a bloom filter would only cost a read per file (Q2 over 29 day files: 18.5
     // -> 16.8 ms). In arrival order every page holds every customer and only the bloom filter
     // can say one is absent from the file.
-    if !customer_first {
+    if order.first().map(String::as_str) != Some("customer_id") {
         // Sized by the distinct count, with a fast hash: SipHash was ~2% of ingest CPU.
         let distinct = batch
             .column(0)
