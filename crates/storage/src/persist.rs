@@ -69,11 +69,12 @@ pub(crate) fn encode_chunk(
     schema: &SchemaRef,
     chunk: &Chunk,
 ) -> Result<Vec<EncodedFile>, StorageError> {
+    let batches: Vec<RecordBatch> = chunk.all_batches().cloned().collect();
     encode_batches(
         org_id,
         def,
         schema,
-        &chunk.batches,
+        &batches,
         (chunk.min_seq, chunk.max_seq),
         &Layout::arrival(&def.column_order),
     )

@@ -21,9 +21,21 @@ use crate::{Manifest, StorageError, Tombstone};
 pub const ROW_BITS: u32 = 20;
 pub const MAX_ROWS_PER_RECORD: usize = 1 << ROW_BITS;
 
+/// Writes of fewer rows than this (single events, small requests) are not kept as batches of
+/// their own: a 1-row `RecordBatch` costs ~1 KiB of buffers and arrays, which made a stream
+/// of single events flush a file per day every second and made every persist and query
+/// walk one batch per event. They wait in `Chunk::small` and are merged by `concat_batches`.
+const SMALL_BATCH_ROWS: usize = 64;
+/// How many rows of small writes are merged into one batch.
+const MERGED_ROWS: usize = 1024;
+
 #[derive(Debug, Default)]
 pub(crate) struct Chunk {
-    pub batches: Vec<RecordBatch>,
+    /// In log order; `small` holds writes later than all of these.
+    batches: Vec<RecordBatch>,
+    small: Vec<RecordBatch>,
+    small_rows: usize,
+    small_bytes: usize,
     /// Hashes of the unique keys of the rows, to tell whether the buffer can hold two
     /// versions of a key (equal keys have equal hashes; a collision only costs a dedup).
     pub keys: KeySet,
@@ -38,7 +50,7 @@ pub(crate) struct Chunk {
 
 impl Chunk {
     fn push(&mut self, seq: Seq, batch: RecordBatch, bytes: usize, min_ts: i64, max_ts: i64) {
-        if self.batches.is_empty() {
+        if self.is_empty() {
             self.min_seq = seq;
             self.min_ts = min_ts;
             self.max_ts = max_ts;
@@ -49,7 +61,56 @@ impl Chunk {
         self.max_seq = seq;
         self.rows += batch.num_rows();
         self.bytes += bytes;
-        self.batches.push(batch);
+        let small = batch.num_rows() < SMALL_BATCH_ROWS;
+        // A schema change (a field added to the event type) starts a new merge: the batches
+        // `concat_batches` joins must share one schema.
+        if !small
+            || self
+                .small
+                .first()
+                .is_some_and(|b| b.schema() != batch.schema())
+        {
+            self.merge_small();
+        }
+        if small {
+            self.small_rows += batch.num_rows();
+            self.small_bytes += bytes;
+            self.small.push(batch);
+            if self.small_rows >= MERGED_ROWS {
+                self.merge_small();
+            }
+        } else {
+            self.batches.push(batch);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.batches.is_empty() && self.small.is_empty()
+    }
+
+    /// Every batch, in log order.
+    pub(crate) fn all_batches(&self) -> impl Iterator<Item = &RecordBatch> {
+        self.batches.iter().chain(&self.small)
+    }
+
+    /// Moves the small writes into `batches` as one batch (as they are, should the merge
+    /// fail: it only saves memory and time, it decides nothing).
+    fn merge_small(&mut self) {
+        match self.small.len() {
+            0 => return,
+            1 => self.batches.append(&mut self.small),
+            _ => match arrow::compute::concat_batches(&self.small[0].schema(), &self.small) {
+                Ok(merged) => {
+                    let merged_bytes = merged.get_array_memory_size();
+                    self.bytes = self.bytes - self.small_bytes + merged_bytes;
+                    self.batches.push(merged);
+                    self.small.clear();
+                }
+                Err(_) => self.batches.append(&mut self.small),
+            },
+        }
+        self.small_rows = 0;
+        self.small_bytes = 0;
     }
 }
 
@@ -263,7 +324,7 @@ impl Table {
         let bytes = batch.get_array_memory_size();
         let mut guard = self.lock();
         let st = &mut *guard;
-        if st.active.batches.is_empty() {
+        if st.active.is_empty() {
             st.active_since = Some(Instant::now());
         }
         let mut dup = false;
@@ -271,9 +332,16 @@ impl Table {
             dup |= !st.active.keys.insert(*h) || st.frozen.iter().any(|c| c.keys.contains(h));
         }
         st.active.has_duplicates |= dup;
+        let before = st.active.bytes;
         st.active.push(ack.seq, batch, bytes, lo, hi);
+        let after = st.active.bytes;
         drop(guard);
-        self.buffered_bytes.add(bytes);
+        // A merge of small writes can leave the chunk smaller than it was.
+        if after >= before {
+            self.buffered_bytes.add(after - before);
+        } else {
+            self.buffered_bytes.release(before - after);
+        }
         Ok(())
     }
 
@@ -289,10 +357,10 @@ impl Table {
             .map(|c| c.as_ref())
             .chain(std::iter::once(&st.active))
         {
-            if c.batches.is_empty() {
+            if c.is_empty() {
                 continue;
             }
-            raw.extend(c.batches.iter().cloned());
+            raw.extend(c.all_batches().cloned());
             range = Some(match range {
                 None => (c.min_ts, c.max_ts),
                 Some((a, b)) => (a.min(c.min_ts), b.max(c.max_ts)),
@@ -341,7 +409,7 @@ impl Table {
         st.frozen
             .first()
             .map(|c| c.min_seq)
-            .or((!st.active.batches.is_empty()).then_some(st.active.min_seq))
+            .or((!st.active.is_empty()).then_some(st.active.min_seq))
     }
 
     /// Records an acknowledged deletion (called in log order, like `push`).
@@ -390,10 +458,16 @@ impl Table {
         let mut st = self.lock();
         let mut froze_active = false;
         if st.frozen.is_empty() {
-            if !freeze || st.active.batches.is_empty() {
+            if !freeze || st.active.is_empty() {
                 return None;
             }
-            let chunk = Arc::new(std::mem::take(&mut st.active));
+            let mut active = std::mem::take(&mut st.active);
+            let before = active.bytes;
+            active.merge_small();
+            if before > active.bytes {
+                self.buffered_bytes.release(before - active.bytes);
+            }
+            let chunk = Arc::new(active);
             st.active_since = None;
             st.frozen.push(chunk);
             froze_active = true;
@@ -630,6 +704,70 @@ mod tests {
             Arc::new(Float64Array::from(amounts.to_vec())),
         ];
         RecordBatch::try_new(schema, cols).expect("valid batch")
+    }
+
+    #[test]
+    fn single_event_writes_are_merged_in_log_order_and_their_bytes_follow() {
+        let one = |i: usize| keyed(&[Some("c")], &[i as i64], &[i as f64]);
+        let mut chunk = Chunk::default();
+        let mut pushed = Vec::new();
+        let mut push = |chunk: &mut Chunk, b: RecordBatch| {
+            let bytes = b.get_array_memory_size();
+            let n = pushed.len() as u64;
+            chunk.push(n, b.clone(), bytes, 0, 0);
+            pushed.push(b);
+        };
+        for i in 0..1500 {
+            push(&mut chunk, one(i));
+        }
+        let big: Vec<usize> = (0..SMALL_BATCH_ROWS).collect();
+        push(
+            &mut chunk,
+            keyed(
+                &vec![Some("b"); big.len()],
+                &big.iter().map(|i| *i as i64).collect::<Vec<_>>(),
+                &vec![0.0; big.len()],
+            ),
+        );
+        for i in 0..10 {
+            push(&mut chunk, one(i));
+        }
+        // A field added to the event type: the next writes carry a column more.
+        let wider = |i: usize| {
+            let b = one(i);
+            let mut fields: Vec<_> = b.schema().fields().iter().cloned().collect();
+            fields.push(Arc::new(arrow::datatypes::Field::new(
+                "extra",
+                arrow::datatypes::DataType::Float64,
+                true,
+            )));
+            let mut cols = b.columns().to_vec();
+            cols.push(Arc::new(arrow::array::Float64Array::from(vec![Some(1.5)])));
+            RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), cols)
+                .expect("valid batch")
+        };
+        for i in 0..3 {
+            push(&mut chunk, wider(i));
+        }
+        let sizes: Vec<usize> = chunk.all_batches().map(|b| b.num_rows()).collect();
+        assert_eq!(sizes, [1024, 476, SMALL_BATCH_ROWS, 10, 1, 1, 1]);
+        chunk.merge_small();
+        let sizes: Vec<usize> = chunk.all_batches().map(|b| b.num_rows()).collect();
+        assert_eq!(sizes, [1024, 476, SMALL_BATCH_ROWS, 10, 3]);
+        assert_eq!(chunk.rows, pushed.len() - 1 + SMALL_BATCH_ROWS);
+        let held: usize = chunk.all_batches().map(|b| b.get_array_memory_size()).sum();
+        assert_eq!(chunk.bytes, held, "bytes describe the merged batches");
+        let flat = |bs: Vec<&RecordBatch>| -> Vec<RecordBatch> {
+            bs.iter()
+                .map(|b| b.project(&[0, 1, 2]).expect("columns"))
+                .collect()
+        };
+        let schema = pushed[0].schema();
+        let want = arrow::compute::concat_batches(&schema, &flat(pushed.iter().collect()))
+            .expect("concat");
+        let got = arrow::compute::concat_batches(&schema, &flat(chunk.all_batches().collect()))
+            .expect("concat");
+        assert_eq!(got, want, "every row, in the order written");
     }
 
     #[test]
