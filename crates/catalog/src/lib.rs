@@ -254,6 +254,16 @@ impl Catalog {
             .map(|t| t.def.clone())
     }
 
+    /// The id of an organisation's event type, by `api_slug` in any letter case (the write
+    /// path's lookup: no definition is copied).
+    pub fn event_type_id(&self, org_id: &str, slug: &str) -> Option<String> {
+        self.read()
+            .event_types
+            .iter()
+            .find(|t| t.org_id == org_id && t.def.api_slug.eq_ignore_ascii_case(slug))
+            .map(|t| t.def.id.clone())
+    }
+
     pub fn create_event_type(&self, org_id: &str, def: EventTypeDef) -> Result<(), CatalogError> {
         self.update(|s| {
             if s.event_types

@@ -27,21 +27,22 @@ use crate::{App, Shared};
 pub(crate) type Req = Request<Incoming>;
 type Result<T> = std::result::Result<T, Problem>;
 
-/// Decoders are built once per (event type, schema version).
+/// Decoders are built once per (event type, schema version); a new version replaces the old.
 #[derive(Default)]
 pub struct DecoderCache {
-    map: Mutex<HashMap<(String, u32), Arc<EventDecoder>>>,
+    map: Mutex<HashMap<String, (u32, Arc<EventDecoder>)>>,
 }
 
 impl DecoderCache {
     pub(crate) fn get(&self, def: &EventTypeDef) -> Result<Arc<EventDecoder>> {
-        let key = (def.id.clone(), def.schema_version);
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(d) = map.get(&key) {
+        if let Some((version, d)) = map.get(def.id.as_str())
+            && *version == def.schema_version
+        {
             return Ok(d.clone());
         }
         let d = Arc::new(EventDecoder::new(def)?);
-        map.insert(key, d.clone());
+        map.insert(def.id.clone(), (def.schema_version, d.clone()));
         Ok(d)
     }
 }
@@ -546,11 +547,15 @@ pub(crate) async fn ingest_events(
     req: Req,
     bulk: bool,
 ) -> Result<usize> {
-    let def = find_type(app, org, slug)?;
-    let table = app
-        .store
-        .table(&org.id, &def.id)
-        .ok_or_else(|| Problem::not_found(format!("no event type with api_slug {slug:?}")))?;
+    let not_found = || Problem::not_found(format!("no event type with api_slug {slug:?}"));
+    let type_id = app
+        .catalog
+        .event_type_id(&org.id, slug)
+        .ok_or_else(not_found)?;
+    let table = app.store.table(&org.id, &type_id).ok_or_else(not_found)?;
+    // The table's definition is the one its schema follows, so the rows decoded against it
+    // always fit the buffer.
+    let def = table.def();
     let format = if bulk {
         InputFormat::Json
     } else {
