@@ -435,7 +435,8 @@ fn surviving_rows(
     // the older one is kept a while longer).
     if def.unique_key.iter().any(|k| k == "timestamp") {
         let keys = key_rows(batch, &def.unique_key)?;
-        let mut newest: HashMap<arrow::row::Row<'_>, usize> = HashMap::new();
+        let mut newest: HashMap<arrow::row::Row<'_>, usize, foldhash::fast::FixedState> =
+            HashMap::with_capacity_and_hasher(n, Default::default());
         for i in 0..n {
             if !keep[i] {
                 continue;
