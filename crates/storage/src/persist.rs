@@ -249,16 +249,8 @@ fn time_order(batches: &[RecordBatch], order: &[String]) -> Option<UInt32Array> 
     let mut keys: Vec<u128> = Vec::with_capacity(total);
     let mut last_seq = None;
     for b in batches {
-        let ts = b
-            .column_by_name("timestamp")?
-            .as_primitive_opt::<TimestampMicrosecondType>()?;
-        let seq = b
-            .column_by_name(SEQ_COLUMN)?
-            .as_primitive_opt::<UInt64Type>()?;
-        if ts.null_count() > 0 || seq.null_count() > 0 {
-            return None;
-        }
-        for (&t, &s) in ts.values().iter().zip(seq.values().iter()) {
+        let (ts, seq) = time_and_seq(b)?;
+        for (&t, &s) in ts.iter().zip(seq.iter()) {
             if last_seq.is_some_and(|l| s <= l) {
                 return None;
             }
@@ -272,6 +264,18 @@ fn time_order(batches: &[RecordBatch], order: &[String]) -> Option<UInt32Array> 
     Some(UInt32Array::from_iter_values(
         keys.iter().map(|&k| k as u32),
     ))
+}
+
+/// A batch's times and sequences as plain slices, `None` if either column is missing or
+/// holds a null (the integer sorts then leave the order to the generic one).
+fn time_and_seq(b: &RecordBatch) -> Option<(&[i64], &[u64])> {
+    let ts = b
+        .column_by_name("timestamp")?
+        .as_primitive_opt::<TimestampMicrosecondType>()?;
+    let seq = b
+        .column_by_name(SEQ_COLUMN)?
+        .as_primitive_opt::<UInt64Type>()?;
+    (ts.null_count() == 0 && seq.null_count() == 0).then(|| (&ts.values()[..], &seq.values()[..]))
 }
 
 /// Compaction's layout (customer, time, then `_seq`) as a sort of plain integers: each
@@ -290,13 +294,8 @@ fn customer_time_order(batches: &[RecordBatch], order: &[String]) -> Option<UInt
     let mut ranks: HashMap<&str, u32, foldhash::fast::FixedState> = HashMap::default();
     for b in batches {
         let customers = b.column_by_name("customer_id")?.as_string_opt::<i32>()?;
-        let ts = b
-            .column_by_name("timestamp")?
-            .as_primitive_opt::<TimestampMicrosecondType>()?;
-        let seq = b
-            .column_by_name(SEQ_COLUMN)?
-            .as_primitive_opt::<UInt64Type>()?;
-        if customers.null_count() + ts.null_count() + seq.null_count() > 0 {
+        let (ts, seq) = time_and_seq(b)?;
+        if customers.null_count() > 0 {
             return None;
         }
         for c in customers.iter().flatten() {
@@ -311,7 +310,7 @@ fn customer_time_order(batches: &[RecordBatch], order: &[String]) -> Option<UInt
     }
     let mut keys: Vec<(u32, i64, u64, u32)> = Vec::with_capacity(total);
     for (customers, ts, seq) in columns {
-        for ((c, &t), &s) in customers.iter().zip(ts.values()).zip(seq.values()) {
+        for ((c, &t), &s) in customers.iter().zip(ts).zip(seq) {
             let rank = c.and_then(|c| ranks.get(c).copied())?;
             keys.push((rank, t, s, keys.len() as u32));
         }

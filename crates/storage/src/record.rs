@@ -95,21 +95,21 @@ impl WalRecord {
         schema_version: u32,
         batch: &RecordBatch,
     ) -> Result<Vec<u8>, StorageError> {
-        if batch.num_rows() < COMPACT_BELOW_ROWS {
-            let mut out = Vec::with_capacity(256);
-            out.push(KIND_COLUMNS);
+        let header = |kind: u8, capacity: usize| {
+            let mut out = Vec::with_capacity(capacity);
+            out.push(kind);
             put_str(&mut out, org_id);
             put_str(&mut out, type_id);
             out.extend_from_slice(&schema_version.to_le_bytes());
+            out
+        };
+        if batch.num_rows() < COMPACT_BELOW_ROWS {
+            let mut out = header(KIND_COLUMNS, 256);
             if columns::encode(&mut out, batch) {
                 return Ok(out);
             }
         }
-        let mut out = Vec::with_capacity(batch.get_array_memory_size() + 256);
-        out.push(KIND_EVENTS);
-        put_str(&mut out, org_id);
-        put_str(&mut out, type_id);
-        out.extend_from_slice(&schema_version.to_le_bytes());
+        let mut out = header(KIND_EVENTS, batch.get_array_memory_size() + 256);
         let mut w = StreamWriter::try_new(&mut out, batch.schema_ref())?;
         w.write(batch)?;
         w.finish()?;
@@ -146,28 +146,18 @@ impl WalRecord {
         let mut buf = payload;
         let kind = take(&mut buf, 1)?[0];
         match kind {
-            KIND_EVENTS => {
+            KIND_EVENTS | KIND_COLUMNS => {
                 let org_id = get_str(&mut buf)?;
                 let type_id = get_str(&mut buf)?;
                 let v = take(&mut buf, 4)?;
                 let schema_version = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
-                let mut reader = StreamReader::try_new(Cursor::new(buf), None)?;
-                let batch = reader
-                    .next()
-                    .ok_or_else(|| StorageError::BadRecord("no rows in record".into()))??;
-                Ok(WalRecord::Events {
-                    org_id,
-                    type_id,
-                    schema_version,
-                    batch,
-                })
-            }
-            KIND_COLUMNS => {
-                let org_id = get_str(&mut buf)?;
-                let type_id = get_str(&mut buf)?;
-                let v = take(&mut buf, 4)?;
-                let schema_version = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
-                let batch = columns::decode(&mut buf)?;
+                let batch = if kind == KIND_COLUMNS {
+                    columns::decode(&mut buf)?
+                } else {
+                    StreamReader::try_new(Cursor::new(buf), None)?
+                        .next()
+                        .ok_or_else(|| StorageError::BadRecord("no rows in record".into()))??
+                };
                 Ok(WalRecord::Events {
                     org_id,
                     type_id,
@@ -224,51 +214,41 @@ mod columns {
     use super::{get_str, put_str, take};
     use crate::StorageError;
 
+    /// Tags of the parameterless types; 14 is `Decimal128(precision, scale)` and 15 is
+    /// `Timestamp(Microsecond, zone)`, which carry their parameters after the tag.
+    const PLAIN_TYPES: [(u8, DataType); 13] = [
+        (1, DataType::Utf8),
+        (2, DataType::Boolean),
+        (3, DataType::Int8),
+        (4, DataType::Int16),
+        (5, DataType::Int32),
+        (6, DataType::Int64),
+        (7, DataType::UInt8),
+        (8, DataType::UInt16),
+        (9, DataType::UInt32),
+        (10, DataType::UInt64),
+        (11, DataType::Float32),
+        (12, DataType::Float64),
+        (13, DataType::Date32),
+    ];
+
     fn put_type(out: &mut Vec<u8>, dt: &DataType) -> bool {
-        let tag = match dt {
-            DataType::Utf8 => 1,
-            DataType::Boolean => 2,
-            DataType::Int8 => 3,
-            DataType::Int16 => 4,
-            DataType::Int32 => 5,
-            DataType::Int64 => 6,
-            DataType::UInt8 => 7,
-            DataType::UInt16 => 8,
-            DataType::UInt32 => 9,
-            DataType::UInt64 => 10,
-            DataType::Float32 => 11,
-            DataType::Float64 => 12,
-            DataType::Date32 => 13,
-            DataType::Decimal128(p, s) => {
-                out.extend_from_slice(&[14, *p, *s as u8]);
-                return true;
-            }
+        match dt {
+            DataType::Decimal128(p, s) => out.extend_from_slice(&[14, *p, *s as u8]),
             DataType::Timestamp(TimeUnit::Microsecond, tz) => {
                 out.push(15);
                 put_str(out, tz.as_deref().unwrap_or(""));
-                return true;
             }
-            _ => return false,
-        };
-        out.push(tag);
+            _ => match PLAIN_TYPES.iter().find(|(_, t)| t == dt) {
+                Some((tag, _)) => out.push(*tag),
+                None => return false,
+            },
+        }
         true
     }
 
     fn get_type(buf: &mut &[u8]) -> Result<DataType, StorageError> {
         Ok(match take(buf, 1)?[0] {
-            1 => DataType::Utf8,
-            2 => DataType::Boolean,
-            3 => DataType::Int8,
-            4 => DataType::Int16,
-            5 => DataType::Int32,
-            6 => DataType::Int64,
-            7 => DataType::UInt8,
-            8 => DataType::UInt16,
-            9 => DataType::UInt32,
-            10 => DataType::UInt64,
-            11 => DataType::Float32,
-            12 => DataType::Float64,
-            13 => DataType::Date32,
             14 => {
                 let ps = take(buf, 2)?;
                 DataType::Decimal128(ps[0], ps[1] as i8)
@@ -277,11 +257,11 @@ mod columns {
                 let tz = get_str(buf)?;
                 DataType::Timestamp(TimeUnit::Microsecond, (!tz.is_empty()).then(|| tz.into()))
             }
-            other => {
-                return Err(StorageError::BadRecord(format!(
-                    "unknown column type {other}"
-                )));
-            }
+            tag => PLAIN_TYPES
+                .iter()
+                .find(|(t, _)| *t == tag)
+                .map(|(_, dt)| dt.clone())
+                .ok_or_else(|| StorageError::BadRecord(format!("unknown column type {tag}")))?,
         })
     }
 
@@ -375,7 +355,9 @@ mod columns {
             };
             let array: ArrayRef = match &dt {
                 DataType::Utf8 => {
-                    let mut offsets = Vec::with_capacity(rows + 1);
+                    // Each row's length takes 4 bytes: a damaged row count cannot make this
+                    // reserve more than the record holds.
+                    let mut offsets = Vec::with_capacity(rows.min(buf.len() / 4) + 1);
                     offsets.push(0i32);
                     let mut end = 0usize;
                     for _ in 0..rows {

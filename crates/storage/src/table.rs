@@ -183,6 +183,16 @@ impl BufferGauge {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Follows a chunk whose size went from `before` to `after` bytes (a merge of small
+    /// writes can shrink it).
+    fn resize(&self, before: usize, after: usize) {
+        if after >= before {
+            self.add(after - before);
+        } else {
+            self.release(before - after);
+        }
+    }
+
     fn release(&self, n: usize) {
         self.bytes.fetch_sub(n, Ordering::Relaxed);
         self.room.notify_waiters();
@@ -336,12 +346,7 @@ impl Table {
         st.active.push(ack.seq, batch, bytes, lo, hi);
         let after = st.active.bytes;
         drop(guard);
-        // A merge of small writes can leave the chunk smaller than it was.
-        if after >= before {
-            self.buffered_bytes.add(after - before);
-        } else {
-            self.buffered_bytes.release(before - after);
-        }
+        self.buffered_bytes.resize(before, after);
         Ok(())
     }
 
@@ -464,9 +469,7 @@ impl Table {
             let mut active = std::mem::take(&mut st.active);
             let before = active.bytes;
             active.merge_small();
-            if before > active.bytes {
-                self.buffered_bytes.release(before - active.bytes);
-            }
+            self.buffered_bytes.resize(before, active.bytes);
             let chunk = Arc::new(active);
             st.active_since = None;
             st.frozen.push(chunk);
