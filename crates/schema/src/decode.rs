@@ -190,9 +190,15 @@ fn estimate_events(body: &[u8]) -> usize {
 
 /// Non-blank lines with their 1-based numbers; `\r\n` line ends are accepted.
 pub fn split_ndjson(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
-    body.split(|b| *b == b'\n')
+    // memchr finds line ends a vector at a time; a byte-by-byte split was a fifth of
+    // decoding a 1000-event body.
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', body)
+        .chain(std::iter::once(body.len()))
         .enumerate()
-        .filter_map(|(i, line)| {
+        .filter_map(move |(i, end)| {
+            let line = &body[start..end];
+            start = end + 1;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 None
@@ -959,4 +965,43 @@ impl<'de> Visitor<'de> for DataSeed<'_, '_> {
 /// RFC 6901 escaping for one reference token.
 fn escape_pointer(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_ndjson;
+    use proptest::prelude::*;
+
+    /// The plain definition: split at every `\n`, drop one trailing `\r`, skip blank lines.
+    fn reference(body: &[u8]) -> Vec<(usize, Vec<u8>)> {
+        body.split(|b| *b == b'\n')
+            .enumerate()
+            .filter_map(|(i, line)| {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                (!line.iter().all(u8::is_ascii_whitespace)).then(|| (i + 1, line.to_vec()))
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn lines_and_their_numbers_match_a_plain_split(
+            body in proptest::collection::vec(
+                prop_oneof![Just(b'\n'), Just(b'\r'), Just(b' '), Just(b'{'), any::<u8>()],
+                0..300,
+            )
+        ) {
+            let got: Vec<(usize, Vec<u8>)> =
+                split_ndjson(&body).map(|(n, l)| (n, l.to_vec())).collect();
+            prop_assert_eq!(got, reference(&body));
+        }
+    }
+
+    #[test]
+    fn trailing_newline_crlf_and_blank_lines() {
+        let got: Vec<(usize, &[u8])> = split_ndjson(b"{}\r\n\n  \n{\"a\":1}\n").collect();
+        assert_eq!(got, vec![(1, &b"{}"[..]), (4, &b"{\"a\":1}"[..])]);
+        assert_eq!(split_ndjson(b"").count(), 0);
+        assert_eq!(split_ndjson(b"x").collect::<Vec<_>>(), vec![(1, &b"x"[..])]);
+    }
 }
