@@ -162,6 +162,11 @@ struct ServeArgs {
     /// not and may lose acknowledged events on a crash (benchmarks of the rest only).
     #[arg(long, env = "METERBASE_SYNC", default_value = "data", value_parser = ["data", "none"])]
     sync: String,
+    /// Zero-fill the next write-ahead log segment (64 MiB) ahead of use, so a sync writes the
+    /// records alone and no file-size change: about half the sync latency on ext4/xfs. `false`
+    /// for copy-on-write file systems (btrfs, ZFS), where writing zeros ahead gains nothing.
+    #[arg(long, env = "METERBASE_WAL_PREALLOCATE", default_value_t = true, action = clap::ArgAction::Set)]
+    wal_preallocate: bool,
     /// Start even if the write-ahead log is corrupted mid-log, discarding the damaged records.
     #[arg(long, env = "METERBASE_WAL_SKIP_CORRUPTION")]
     wal_skip_corruption: bool,
@@ -267,6 +272,7 @@ fn main() -> ExitCode {
             config.compaction.max_rows = a.compaction_max_rows.max(1);
             config.compaction.grace = Duration::from_secs(a.compaction_grace_secs);
             config.sync = a.sync == "data";
+            config.wal_preallocate = a.wal_preallocate;
             config.skip_wal_corruption = a.wal_skip_corruption;
             config.fault_injection = a.fault_injection;
             let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -81,6 +81,8 @@ pub struct ServerConfig {
     /// Wraps the object store in `FaultyStore` and enables `POST /admin/faults` (tests).
     pub fault_injection: bool,
     pub sync: bool,
+    /// Zero-fill the next log segment ahead of use (`WalConfig::preallocate`).
+    pub wal_preallocate: bool,
     pub skip_wal_corruption: bool,
 }
 
@@ -106,6 +108,7 @@ impl ServerConfig {
             compaction: meterbase_storage::CompactionConfig::default(),
             fault_injection: false,
             sync: true,
+            wal_preallocate: true,
             skip_wal_corruption: false,
         }
     }
@@ -215,6 +218,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
 
     let mut storage = StorageConfig::new(config.data_dir.join("wal"));
     storage.wal.sync = config.sync;
+    storage.wal.preallocate = config.wal_preallocate;
     storage.flush_bytes = config.flush_bytes;
     storage.flush_age = config.flush_age;
     storage.max_buffer_bytes = config.max_buffer_bytes;

@@ -87,7 +87,11 @@ fn decode_frame(buf: &[u8]) -> Frame<'_> {
 
 /// Is there a well-formed record with a later sequence number anywhere in `buf`?
 fn valid_record_after(buf: &[u8], after_seq: Seq) -> bool {
-    (0..buf.len().saturating_sub(FRAME_HEADER)).any(|i| match decode_frame(&buf[i..]) {
+    // No record starts in the zero-filled rest of a preallocated segment (a header of zeros
+    // fails its checksum), so only starts before the last non-zero byte are tried.
+    let end = buf.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
+    let starts = end.min(buf.len().saturating_sub(FRAME_HEADER));
+    (0..starts).any(|i| match decode_frame(&buf[i..]) {
         Frame::Ok { seq, .. } => seq > after_seq,
         Frame::Bad(_) => false,
     })
@@ -174,9 +178,13 @@ pub fn replay(
                 Frame::Bad(reason) => Some(reason),
             };
             let Some(reason) = bad else { continue };
-            let zero_tail = buf[off..].iter().all(|b| *b == 0);
-            let later_valid = !is_last || valid_record_after(&buf[off + 1..], stats.last_seq);
-            if zero_tail && is_last || !later_valid {
+            // Only the last segment may end early: a write torn by a crash, or the unused
+            // zero-filled rest of a preallocated segment. Earlier ones were cut to their
+            // records before the log moved on.
+            let torn = is_last
+                && (buf[off..].iter().all(|b| *b == 0)
+                    || !valid_record_after(&buf[off + 1..], stats.last_seq));
+            if torn {
                 warn!(
                     segment = %path.display(),
                     offset = off,

@@ -36,10 +36,12 @@ fn write_log(dir: &Path, records: u64, segment_bytes: u64) {
     assert_eq!(sink.0.lock().unwrap().len() as u64, records);
 }
 
+/// The log's segment files (not the one being zero-filled ahead of use).
 fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<_> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
         .collect();
     v.sort();
     v
@@ -182,4 +184,84 @@ fn a_failed_sync_poisons_the_log() {
         ));
     });
     assert_eq!(*sink.0.lock().unwrap(), vec![1]);
+}
+
+/// Appends until the log has just moved into its `want`th zero-filled segment (so that one
+/// holds a single record and zeros); returns the payloads acknowledged, in sequence order,
+/// and the still-running log.
+fn write_until_preallocated(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    want: u64,
+) -> (Vec<Vec<u8>>, Wal<u64>) {
+    let sink = Arc::new(Collect(Mutex::new(Vec::new())));
+    let mut config = WalConfig::new(dir);
+    config.segment_bytes = 2048;
+    let wal = Wal::start(config, 0, 0, sink).unwrap();
+    let mut acked = Vec::new();
+    rt.block_on(async {
+        for i in 1..=20_000u64 {
+            let payload = format!("record {i} ")
+                .repeat((i % 5 + 1) as usize)
+                .into_bytes();
+            let before = wal.preallocated_segments();
+            wal.append(payload.clone(), i).await.unwrap();
+            acked.push(payload);
+            let now = wal.preallocated_segments();
+            if now > before && now >= want {
+                break;
+            }
+        }
+    });
+    assert!(
+        wal.preallocated_segments() >= want,
+        "no zero-filled segment was used"
+    );
+    (acked, wal)
+}
+
+#[test]
+fn a_crash_inside_a_zero_filled_segment_loses_no_acknowledged_record() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let log = base.path().join("log");
+    let (acked, mut wal) = write_until_preallocated(&rt, &log, 3);
+    // What a crash now leaves: the current segment still ends in its zeros.
+    let crashed = base.path().join("crashed");
+    copy_dir(&log, &crashed);
+    let segs = segments(&crashed);
+    let last = fs::read(segs.last().unwrap()).unwrap();
+    assert_eq!(
+        last.len(),
+        2048,
+        "the current segment was zero-filled ahead"
+    );
+    assert!(last.ends_with(&[0; 1024]));
+    for closed in &segs[..segs.len() - 1] {
+        let bytes = fs::read(closed).unwrap();
+        assert_ne!(bytes.last(), Some(&0), "{closed:?} was cut to its records");
+    }
+    let got = replay_payloads(&crashed, false).unwrap();
+    let want: Vec<(u64, Vec<u8>)> = (1..).zip(acked.iter().cloned()).collect();
+    assert_eq!(got, want);
+    // Replay cut the zeros off: a second start reads the same and nothing more.
+    assert_eq!(replay_payloads(&crashed, false).unwrap(), want);
+
+    // A write torn just before the zeros is a torn tail too, not corruption.
+    let torn = base.path().join("torn");
+    copy_dir(&log, &torn);
+    let seg = segments(&torn).pop().unwrap();
+    let mut bytes = fs::read(&seg).unwrap();
+    let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    bytes[end..end + 30].copy_from_slice(&[0xab; 30]);
+    fs::write(&seg, &bytes).unwrap();
+    assert_eq!(replay_payloads(&torn, false).unwrap(), want);
+
+    // A clean stop cuts the zeros itself.
+    wal.shutdown();
+    let seg = segments(&log).pop().unwrap();
+    assert_ne!(fs::read(&seg).unwrap().last(), Some(&0));
+    assert_eq!(replay_payloads(&log, false).unwrap(), want);
 }
