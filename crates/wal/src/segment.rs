@@ -211,8 +211,9 @@ pub fn replay(
             }
             error!("{err}; discarding the damaged bytes as asked");
             stats.skipped_corruption.push((path.clone(), off as u64));
-            // Resume at the next well-formed record of this segment, or give up on it.
-            match (off + 1..buf.len()).find(|&i| matches!(decode_frame(&buf[i..]), Frame::Ok { seq, .. } if seq > stats.last_seq)) {
+            // Resume at the next well-formed record of this segment, or give up on it. A valid
+            // record right here (one after a gap the damage left) is kept, not skipped.
+            match (off..buf.len()).find(|&i| matches!(decode_frame(&buf[i..]), Frame::Ok { seq, .. } if seq > stats.last_seq)) {
                 Some(next) => {
                     off = next;
                     if let Frame::Ok { seq, .. } = decode_frame(&buf[next..]) {

@@ -375,7 +375,11 @@ impl Writer {
     /// Closes the current segment and continues in a new one: the zero-filled one if it is
     /// ready, a plain one otherwise. `full` says the current one has no room left; a plain
     /// segment is also left early, as soon as a zero-filled one is ready.
-    fn roll_over(&mut self, full: bool) -> Result<(), WalError> {
+    ///
+    /// A failed sync of the cut or of the directory counts as a failed sync (the log stops
+    /// acknowledging): after it, the directory may show a zero-filled segment after records
+    /// still going into the old one, or the old one's name on the new file.
+    fn roll_over(&mut self, full: bool) -> Result<(), Failure> {
         let prepared = if full || !self.file_preallocated {
             self.take_prepared()
         } else {
@@ -384,7 +388,7 @@ impl Writer {
         if prepared.is_none() && !full {
             return Ok(());
         }
-        self.cut_zero_tail()?;
+        self.cut_zero_tail().map_err(Failure::Sync)?;
         match prepared {
             Some(mut file) => {
                 let path = self.dir.join(segment_name(self.next_seq));
@@ -393,8 +397,8 @@ impl Writer {
                 // is simply replaced.
                 file.seek(SeekFrom::Start(MAGIC.len() as u64))
                     .and_then(|_| fs::rename(self.dir.join(PREPARED_SEGMENT), &path))
-                    .and_then(|()| sync_dir(&self.dir))
-                    .map_err(|e| WalError::io(&path, e))?;
+                    .map_err(|e| Failure::Write(WalError::io(&path, e)))?;
+                sync_dir(&self.dir).map_err(|e| Failure::Sync(WalError::io(&self.dir, e)))?;
                 self.file = Some(file);
                 self.file_len = MAGIC.len() as u64;
                 self.file_preallocated = true;
@@ -402,7 +406,7 @@ impl Writer {
                     .preallocated_segments
                     .fetch_add(1, Ordering::Relaxed);
             }
-            None => self.open_segment()?,
+            None => self.open_segment().map_err(Failure::Write)?,
         }
         self.prepare_next_segment();
         Ok(())
@@ -520,7 +524,7 @@ impl Writer {
         let full = self.file_len > MAGIC.len() as u64
             && self.file_len + self.buf.len() as u64 > self.segment_bytes;
         if full || (!self.file_preallocated && self.preparing.is_some()) {
-            self.roll_over(full).map_err(Failure::Write)?;
+            self.roll_over(full)?;
         }
         let path = self.dir.join("current segment");
         let file = self.file.as_mut().ok_or(Failure::Write(WalError::Closed))?;
