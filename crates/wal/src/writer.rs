@@ -285,8 +285,17 @@ fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
-/// Writes a segment header and zeros up to `bytes` at `path`, durably.
+/// Writes a segment header and zeros up to `bytes` at `path`, durably. Refused while the
+/// file system has less than twice that free: zeros written ahead must never be what fills
+/// the disk under the log's own records or the catalog.
 fn zero_filled_segment(path: &Path, bytes: u64) -> std::io::Result<File> {
+    if let Some(free) = path.parent().and_then(free_bytes)
+        && free < bytes.saturating_mul(2)
+    {
+        return Err(std::io::Error::other(format!(
+            "{free} bytes free, zero-filling wants {bytes} and as much to spare"
+        )));
+    }
     let mut file = OpenOptions::new()
         .create(true)
         .write(true)
@@ -302,6 +311,29 @@ fn zero_filled_segment(path: &Path, bytes: u64) -> std::io::Result<File> {
     }
     file.sync_all()?;
     Ok(file)
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding `dir`.
+#[cfg(unix)]
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a pointer to space for one `statvfs`, filled on success.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: `statvfs` returned 0, so it wrote the whole struct.
+    let st = unsafe { st.assume_init() };
+    // Both are u64 on 64-bit Linux, narrower elsewhere.
+    #[allow(clippy::unnecessary_cast)]
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+#[cfg(not(unix))]
+fn free_bytes(_dir: &Path) -> Option<u64> {
+    None
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -550,5 +582,22 @@ impl Writer {
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_filling_is_refused_when_it_would_take_the_disk_s_last_space() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(PREPARED_SEGMENT);
+        let free = free_bytes(dir.path()).expect("statvfs");
+        let err = zero_filled_segment(&path, free / 2 + 1).expect_err("refused");
+        assert!(err.to_string().contains("bytes free"), "{err}");
+        assert!(!path.exists(), "nothing written before the refusal");
+        let file = zero_filled_segment(&path, 4096).expect("room for a small one");
+        assert_eq!(file.metadata().expect("metadata").len(), 4096);
     }
 }
