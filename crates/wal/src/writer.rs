@@ -316,19 +316,8 @@ fn zero_filled_segment(path: &Path, bytes: u64) -> std::io::Result<File> {
 /// Bytes an unprivileged writer may still use on the file system holding `dir`.
 #[cfg(unix)]
 fn free_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: a NUL-terminated path and a pointer to space for one `statvfs`, filled on success.
-    let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: `statvfs` returned 0, so it wrote the whole struct.
-    let st = unsafe { st.assume_init() };
-    // Both are u64 on 64-bit Linux, narrower elsewhere.
-    #[allow(clippy::unnecessary_cast)]
-    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 #[cfg(not(unix))]
@@ -412,11 +401,7 @@ impl Writer {
     /// acknowledging): after it, the directory may show a zero-filled segment after records
     /// still going into the old one, or the old one's name on the new file.
     fn roll_over(&mut self, full: bool) -> Result<(), Failure> {
-        let prepared = if full || !self.file_preallocated {
-            self.take_prepared()
-        } else {
-            None
-        };
+        let prepared = self.take_prepared();
         if prepared.is_none() && !full {
             return Ok(());
         }
