@@ -25,6 +25,11 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN = "bench-admin-token"
+# Batched runs keep 16 requests in flight. With 8, a tenth of both cores sat idle (vmstat:
+# ~5% idle, ~8% iowait) while every request in flight waited on the same log sync, so the
+# run measured the sync latency, not what the server can take; 32 gained nothing over 16.
+# The 8-connection figure stays in the table.
+BATCH_CONNECTIONS = 16
 
 
 def sh(*args, **kw):
@@ -217,9 +222,9 @@ def main():
     half = results["noop_single"]["requests_per_sec"] / 2
     results["single_half_load"] = bench_json(a.bin, "ingest", *common, "--batch", "1", "--connections", "64",
                                              "--seconds", str(a.short_seconds), "--rate", str(half), "--first-round", "200")
-    results["batch"] = bench_json(a.bin, "ingest", *common, "--batch", "1000", "--connections", "8",
+    results["batch"] = bench_json(a.bin, "ingest", *common, "--batch", "1000", "--connections", str(BATCH_CONNECTIONS),
                                   "--seconds", str(a.ingest_seconds), "--first-round", "400")
-    results["batch_gzip"] = bench_json(a.bin, "ingest", *common, "--batch", "1000", "--connections", "8",
+    results["batch_gzip"] = bench_json(a.bin, "ingest", *common, "--batch", "1000", "--connections", str(BATCH_CONNECTIONS),
                                        "--seconds", str(a.short_seconds), "--gzip")
     srv.stop()
 
@@ -229,7 +234,10 @@ def main():
     srv = Server(a.bin, os.path.join(a.work, "ingest-alone"), ["--compaction-interval-secs", "0"])
     srv.define_event_type()
     results["batch_alone"] = bench_json(a.bin, "ingest", *srv.load_args(), "--batch", "1000",
-                                        "--connections", "8", "--seconds", str(a.ingest_seconds))
+                                        "--connections", str(BATCH_CONNECTIONS), "--seconds", str(a.ingest_seconds))
+    # Rounds after the run above's (about 600 of them), so every event is still new.
+    results["batch_alone_8"] = bench_json(a.bin, "ingest", *srv.load_args(), "--batch", "1000",
+                                          "--connections", "8", "--seconds", str(a.short_seconds), "--first-round", "700")
     srv.stop()
     shutil.rmtree(srv.data_dir, ignore_errors=True)
 
@@ -341,10 +349,13 @@ def write_report(r, out):
         "| --- | ---: | ---: | ---: | --- |",
     ]
     b, p = r["batch"], r["parse"]
-    lines.append(f"| Batched durable ingest, NDJSON 1000/request, 8 connections, {b['seconds']:.0f} s | {b['events_per_sec']:,.0f} events/s | parse-only ceiling {p['events_per_sec']:,.0f} events/s (1 core) | {ratio(b['events_per_sec'], p['events_per_sec']):.3f} | ≥ 1,000,000 events/s; ≥ 0.5 |")
+    lines.append(f"| Batched durable ingest, NDJSON 1000/request, {b['connections']} connections, {b['seconds']:.0f} s | {b['events_per_sec']:,.0f} events/s | parse-only ceiling {p['events_per_sec']:,.0f} events/s (1 core) | {ratio(b['events_per_sec'], p['events_per_sec']):.3f} | ≥ 1,000,000 events/s; ≥ 0.5 |")
     if "batch_alone" in r:
         al = r["batch_alone"]
         lines.append(f"| Same on a fresh server, background compaction off (the run above shares the cores with the first compaction pass), {al['seconds']:.0f} s | {al['events_per_sec']:,.0f} events/s | | {ratio(al['events_per_sec'], p['events_per_sec']):.3f} | (what ingest alone costs) |")
+    if "batch_alone_8" in r:
+        a8 = r["batch_alone_8"]
+        lines.append(f"| Same, {a8['connections']} connections, {a8['seconds']:.0f} s (too few requests in flight to keep both cores busy while the log syncs) | {a8['events_per_sec']:,.0f} events/s | | {ratio(a8['events_per_sec'], p['events_per_sec']):.3f} | |")
     g = r["batch_gzip"]
     lines.append(f"| Same, gzip bodies (their keys repeat: replacements), {g['seconds']:.0f} s | {g['events_per_sec']:,.0f} events/s | | | |")
     s, n = r["single"], r["noop_single"]

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use meterbase_bench::generate::{self, EVENT_TYPE};
 use meterbase_catalog::StoredEventType;
 use meterbase_schema::{DecodeLimits, DecodeOutcome, EventDecoder, EventTypeDef, InputFormat};
@@ -75,15 +75,33 @@ fn store_ops(c: &mut Criterion) {
                 .expect("append")
         })
     });
-    let big = batch(100_000);
-    g.throughput(Throughput::Elements(100_000));
-    g.sample_size(10);
-    g.bench_function("buffer_to_parquet_100k_events", |b| {
-        b.iter(|| {
-            rt.block_on(store.append(&table, big.clone()))
-                .expect("append");
-            rt.block_on(store.flush_table(&table)).expect("flush")
+    // A buffer as HTTP ingest leaves it, about one flush's worth: one batch per 1000-event
+    // request, so the flush gathers rows from many batches into time order, then one file
+    // per day of the 90. Only the flush is timed.
+    const EVENTS: u64 = 1_000_000;
+    let requests: Vec<_> = (0..EVENTS / 1000)
+        .map(|i| {
+            let body = generate::ndjson_body(1, i * 1000, (i + 1) * 1000, EVENTS);
+            let dec = EventDecoder::new(&def()).expect("decoder");
+            match dec.decode(body.as_bytes(), InputFormat::Ndjson, limits()) {
+                DecodeOutcome::Valid(b) => b,
+                other => panic!("{other:?}"),
+            }
         })
+        .collect();
+    g.throughput(Throughput::Elements(EVENTS));
+    g.sample_size(10);
+    g.bench_function("buffer_to_parquet_1m_events", |b| {
+        b.iter_batched(
+            || {
+                for r in &requests {
+                    rt.block_on(store.append(&table, r.clone()))
+                        .expect("append");
+                }
+            },
+            |()| rt.block_on(store.flush_table(&table)).expect("flush"),
+            BatchSize::PerIteration,
+        )
     });
     g.finish();
 }
