@@ -561,6 +561,46 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Compaction's integer sort orders rows as the generic sort does: customer, time,
+        /// then `_seq`, with inputs out of log order, times of any span and (customer,
+        /// time) pairs repeated.
+        #[test]
+        fn the_integer_customer_sort_equals_the_generic_one_for_any_rows(
+            rows in proptest::collection::vec(
+                (
+                    0u8..5,
+                    proptest::prop_oneof![0i64..6, proptest::num::i64::ANY],
+                    proptest::num::u32::ANY,
+                ),
+                1..60,
+            ),
+            split in 0usize..60,
+        ) {
+            use arrow::array::StringArray;
+            let order = vec!["customer_id".to_string(), "timestamp".to_string()];
+            // Distinct sequences in random order, as rows of several files arrive.
+            let seqs: Vec<u64> = rows.iter().enumerate().map(|(i, r)| ((r.2 as u64) << 8) | i as u64).collect();
+            let make = |range: std::ops::Range<usize>| {
+                let b = batch(
+                    &rows[range.clone()].iter().map(|r| r.1).collect::<Vec<_>>(),
+                    &seqs[range.clone()],
+                );
+                let customers: Vec<String> = rows[range].iter().map(|r| format!("c{}", r.0)).collect();
+                let mut fields = vec![Arc::new(Field::new("customer_id", DataType::Utf8, false))];
+                fields.extend(b.schema().fields().iter().cloned());
+                let mut cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from(customers))];
+                cols.extend(b.columns().iter().cloned());
+                RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+            };
+            let cut = split.min(rows.len());
+            let batches = vec![make(0..cut), make(cut..rows.len())];
+            let fast = customer_time_order(&batches, &order).unwrap();
+            let generic = generic_order(&batches[0], &batches, &order).unwrap();
+            proptest::prop_assert_eq!(fast, generic);
+        }
+    }
+
     #[test]
     fn the_integer_customer_sort_equals_the_generic_one() {
         use arrow::array::StringArray;
