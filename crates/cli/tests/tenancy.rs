@@ -122,6 +122,39 @@ fn organisations_are_isolated() {
     );
     assert_eq!(s.sql("SELECT count(*) AS n FROM compute_events")[0]["n"], 1);
 
+    // A refusal decided from the headers reads and drops a short body, so the connection
+    // stays usable: reusing it raced hyper's close, and the next request failed with "Peer
+    // disconnected". Longer bodies are not waited for, and the response says it closes.
+    let body = vec![b' '; 256 << 10];
+    for _ in 0..20 {
+        let r = s.request(
+            "POST",
+            "/usage/compute_events",
+            Some("mb_wrong"),
+            &[],
+            Some(&body),
+        );
+        assert_eq!(r.status, 401);
+        assert_eq!(r.header("connection"), None);
+        assert_eq!(s.request("GET", "/rawmetrics", None, &[], None).status, 401);
+    }
+    {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(s.addr.trim_start_matches("http://")).unwrap();
+        conn.write_all(
+            b"POST /usage/compute_events HTTP/1.1\r\nhost: x\r\nx-api-key: mb_wrong\r\n\
+              content-length: 67108864\r\n\r\n{}",
+        )
+        .unwrap();
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
+        assert!(
+            reply.to_ascii_lowercase().contains("connection: close"),
+            "{reply}"
+        );
+    }
+
     // 401 without or with an unknown key; 403 when the organisation header names another org.
     assert_eq!(s.request("GET", "/rawmetrics", None, &[], None).status, 401);
     assert_eq!(

@@ -1,6 +1,7 @@
 //! Request routing and handlers.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,7 +25,54 @@ use crate::metrics_api;
 use crate::problem::{HttpResponse, Problem};
 use crate::{App, Shared};
 
-pub(crate) type Req = Request<Incoming>;
+pub(crate) type Req = Request<TrackedBody>;
+
+/// A request body that records whether it was read to its end, and hands an unfinished one
+/// back when a handler drops it (a refusal decided from the headers alone).
+pub(crate) struct TrackedBody {
+    inner: Option<Incoming>,
+    read_to_end: Arc<AtomicBool>,
+    unread: Arc<Mutex<Option<Incoming>>>,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let polled = std::pin::Pin::new(inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) {
+            self.read_to_end.store(true, Ordering::Relaxed);
+            self.inner = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| hyper::body::SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        if let Some(body) = self.inner.take() {
+            *self.unread.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, Problem>;
 
 /// Decoders are built once per (event type, schema version); a new version replaces the old.
@@ -80,7 +128,48 @@ pub(crate) fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
-pub(crate) async fn handle(shared: Arc<Shared>, req: Req) -> HttpResponse {
+/// How much of a body a refusal reads and discards so the connection stays usable.
+const DRAIN_BYTES: usize = 1 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> HttpResponse {
+    use hyper::body::Body as _;
+    let (parts, inner) = req.into_parts();
+    let read_to_end = Arc::new(AtomicBool::new(inner.is_end_stream()));
+    let unread = Arc::new(Mutex::new(None));
+    let req = Request::from_parts(
+        parts,
+        TrackedBody {
+            inner: Some(inner),
+            read_to_end: read_to_end.clone(),
+            unread: unread.clone(),
+        },
+    );
+    let mut resp = respond(shared, req).await;
+    if read_to_end.load(Ordering::Relaxed) {
+        return resp;
+    }
+    // A response sent with the body unread makes hyper close the connection. A client that
+    // reused it raced that close, and its next request failed with a reset. So a short rest
+    // is read and dropped, and otherwise the response says the connection closes.
+    let left = unread.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let drained = match left {
+        Some(body) => {
+            let limited = Limited::new(body, DRAIN_BYTES).collect();
+            matches!(tokio::time::timeout(DRAIN_TIME, limited).await, Ok(Ok(_)))
+        }
+        None => false,
+    };
+    if !drained {
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    resp
+}
+
+async fn respond(shared: Arc<Shared>, req: Req) -> HttpResponse {
     let ready = shared.ready.load(std::sync::atomic::Ordering::SeqCst);
     if req.uri().path() == "/healthz" {
         return if ready {

@@ -40,14 +40,10 @@ fn agent() -> ureq::Agent {
 }
 
 /// An HTTP client that returns every status as a response; `timeout` bounds each request.
-/// A connection per request: a pooled one the server has just closed (as HTTP allows, e.g.
-/// after a response to a request whose body it did not read) made a later request fail with
-/// "Peer disconnected" now and then, and ureq does not retry.
 pub fn agent_with_timeout(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(timeout))
-        .max_idle_connections(0)
         .build()
         .new_agent()
 }
