@@ -120,7 +120,7 @@ impl<T: Send + 'static> Wal<T> {
             preallocated_segments: AtomicU64::new(0),
         });
         // Left by a run that stopped while preparing; never a segment, so never needed.
-        let _ = fs::remove_file(config.dir.join(PREPARED_SEGMENT));
+        remove_prepared_segments(&config.dir);
         let failpoint = Arc::new(SyncFailpoint::default());
         let mut writer = Writer {
             dir: config.dir.clone(),
@@ -130,6 +130,7 @@ impl<T: Send + 'static> Wal<T> {
             file: None,
             file_len: 0,
             file_preallocated: false,
+            prepared_path: config.dir.join(prepared_segment_name()),
             preparing: None,
             next_seq: last_seq + 1,
             last_ts: last_ingested_at,
@@ -250,9 +251,34 @@ pub(crate) fn retire_through(dir: &Path, persisted: Seq) -> Result<usize, WalErr
     Ok(removed)
 }
 
-/// The segment being zero-filled ahead of use. Not a `.wal` name: replay and retirement
-/// never see it, and it only becomes a segment by a rename once it is complete and synced.
-const PREPARED_SEGMENT: &str = "next-segment.prep";
+/// How the segment being zero-filled ahead of use ends. Not a `.wal` name: replay and
+/// retirement never see it, and it only becomes a segment by a rename once it is complete
+/// and synced.
+const PREPARED_SUFFIX: &str = ".prep";
+
+/// A name no other log writer uses, so a zero-filling thread still running for a log
+/// closed in this process (tests, benches) can never write into the file a reopened log
+/// renamed into a live segment.
+fn prepared_segment_name() -> String {
+    static WRITERS: AtomicU64 = AtomicU64::new(0);
+    let n = WRITERS.fetch_add(1, Ordering::Relaxed);
+    format!("next-segment-{}-{n}{PREPARED_SUFFIX}", std::process::id())
+}
+
+fn remove_prepared_segments(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .ends_with(PREPARED_SUFFIX)
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
 
 struct Writer {
     dir: PathBuf,
@@ -263,6 +289,8 @@ struct Writer {
     /// Bytes of valid log in `file`; past them a preallocated segment holds zeros.
     file_len: u64,
     file_preallocated: bool,
+    /// Where the next segment is zero-filled (`prepared_segment_name`).
+    prepared_path: PathBuf,
     /// The helper thread zero-filling the next segment answers here.
     preparing: Option<Receiver<std::io::Result<File>>>,
     next_seq: Seq,
@@ -356,7 +384,7 @@ impl Writer {
             return;
         }
         let (tx, rx) = sync_channel(1);
-        let path = self.dir.join(PREPARED_SEGMENT);
+        let path = self.prepared_path.clone();
         let bytes = self.segment_bytes;
         let spawned = std::thread::Builder::new()
             .name("wal-prepare".into())
@@ -413,7 +441,7 @@ impl Writer {
                 // segment can ever end in zeros. An empty current segment of the same name
                 // is simply replaced.
                 file.seek(SeekFrom::Start(MAGIC.len() as u64))
-                    .and_then(|_| fs::rename(self.dir.join(PREPARED_SEGMENT), &path))
+                    .and_then(|_| fs::rename(&self.prepared_path, &path))
                     .map_err(|e| Failure::Write(WalError::io(&path, e)))?;
                 sync_dir(&self.dir).map_err(|e| Failure::Sync(WalError::io(&self.dir, e)))?;
                 self.file = Some(file);
@@ -577,7 +605,7 @@ mod tests {
     #[test]
     fn zero_filling_is_refused_when_it_would_take_the_disk_s_last_space() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join(PREPARED_SEGMENT);
+        let path = dir.path().join(prepared_segment_name());
         let free = free_bytes(dir.path()).expect("statvfs");
         let err = zero_filled_segment(&path, free / 2 + 1).expect_err("refused");
         assert!(err.to_string().contains("bytes free"), "{err}");
