@@ -222,10 +222,8 @@ fn tune_allocator() {
 /// process-wide switch applies to every mapping from now on, mimalloc's arenas included.
 #[cfg(target_os = "linux")]
 fn disable_transparent_huge_pages() {
-    // SAFETY: plain prctl on integer arguments; failure leaves huge pages as they were.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
+    // Failure (a kernel without the switch) leaves huge pages as they were.
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
 }
 
 #[cfg(not(target_os = "linux"))]
