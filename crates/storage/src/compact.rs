@@ -720,6 +720,8 @@ impl Store {
                         name_suffix: &suffix,
                         one_seq,
                         compacted: true,
+                        rows_unique: false,
+                        key_sets: true,
                     },
                 )
             })
@@ -739,6 +741,9 @@ impl Store {
                     one_seq_spans.push(span);
                 }
                 outputs.push(meta);
+                let keys = keys.ok_or_else(|| {
+                    StorageError::BadRecord("a compaction output without its key set".into())
+                })?;
                 siblings.add(&mut outputs, keys);
             }
             stats.files_in += group.len();

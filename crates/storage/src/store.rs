@@ -509,10 +509,16 @@ impl Store {
             let org_id = table.org_id.clone();
             let c = chunk.clone();
             let d = def.clone();
-            let encoded =
-                tokio::task::spawn_blocking(move || encode_chunk(&org_id, &d, &schema, &c))
-                    .await
-                    .map_err(|e| StorageError::BadRecord(format!("persist task failed: {e}")))??;
+            // Decided before encoding, from the whole chunk's time range (a superset of its
+            // day files' overlaps, so never a read `mark_shared_keys` would refuse).
+            let old_rows = overlapping_rows(&manifest.files, chunk.min_ts, chunk.max_ts);
+            let key_sets = def.unique_key.iter().any(|k| k == "timestamp")
+                && old_keys_worth_reading(old_rows, chunk.rows as u64);
+            let encoded = tokio::task::spawn_blocking(move || {
+                encode_chunk(&org_id, &d, &schema, &c, key_sets)
+            })
+            .await
+            .map_err(|e| StorageError::BadRecord(format!("persist task failed: {e}")))??;
             let mut marked = manifest.files.clone();
             let mut encoded = encoded;
             self.mark_shared_keys(&def, &mut marked, &mut encoded)
@@ -638,9 +644,6 @@ impl Store {
             }
             return Ok(());
         }
-        // Reading old keys pays off while it is small next to what is being written; past
-        // that (a backfill over days that already hold much more) the files are flagged by
-        // time overlap alone, which is always correct, and compaction later makes them clean.
         let new_rows: u64 = new.iter().map(|f| f.meta.rows).sum();
         let overlaps = |old: &crate::FileMeta, f: &crate::persist::EncodedFile| {
             old.max_ts >= f.meta.min_ts && old.min_ts <= f.meta.max_ts
@@ -650,7 +653,8 @@ impl Store {
             .filter(|old| new.iter().any(|f| overlaps(old, f)))
             .map(|old| old.rows)
             .sum();
-        let read_keys = old_rows <= new_rows.saturating_mul(2).max(1_000_000);
+        let read_keys =
+            new.iter().all(|f| f.keys.is_some()) && old_keys_worth_reading(old_rows, new_rows);
         for old in live.iter_mut() {
             let overlapping: Vec<usize> =
                 (0..new.len()).filter(|&i| overlaps(old, &new[i])).collect();
@@ -674,7 +678,11 @@ impl Store {
             .await
             .map_err(|e| StorageError::BadRecord(format!("key check task failed: {e}")))??;
             for i in overlapping {
-                if !new[i].keys.is_disjoint(&old_keys) {
+                if new[i]
+                    .keys
+                    .as_ref()
+                    .is_none_or(|k| !k.is_disjoint(&old_keys))
+                {
                     new[i].meta.shares_keys = true;
                     old.shares_keys = true;
                 }
@@ -821,4 +829,21 @@ impl Store {
         }
         result
     }
+}
+
+/// Rows of the files overlapping `[lo, hi]` in time.
+fn overlapping_rows(files: &[crate::FileMeta], lo: i64, hi: i64) -> u64 {
+    files
+        .iter()
+        .filter(|f| f.max_ts >= lo && f.min_ts <= hi)
+        .map(|f| f.rows)
+        .sum()
+}
+
+/// Reading old files' keys pays off while they are small next to what is being written; past
+/// that (a backfill over days that already hold much more, or a busy table flushing into
+/// days it flushed into a moment ago) files are flagged by time overlap alone, which is
+/// always correct, and compaction later makes them clean.
+fn old_keys_worth_reading(old_rows: u64, new_rows: u64) -> bool {
+    old_rows <= new_rows.saturating_mul(2).max(1_000_000)
 }
