@@ -155,16 +155,22 @@ impl TableState {
     }
 
     /// Once no chunk is frozen, active rows can share a key with a file only, which queries
-    /// find by time overlap.
+    /// find by time overlap. Also gives back what a table that went quiet while its last
+    /// chunk was persisted no longer needs: the active key set was sized like that chunk
+    /// (`Table::chunk_to_persist`), and an idle table must not hold it for good.
     fn forget_frozen_if_none(&mut self) {
-        if self.frozen.is_empty() {
-            // Kept for the next chunk while it is about as large as this one was.
-            let used = self.unchecked_keys.len();
-            self.unchecked_keys.clear();
-            if self.unchecked_keys.capacity() > 4 * used.max(1024) {
-                self.unchecked_keys.shrink_to(used);
-            }
-            self.shares_with_frozen = false;
+        if !self.frozen.is_empty() {
+            return;
+        }
+        let trim = |capacity: usize, used: usize| capacity > 4 * used.max(1024);
+        let used = self.unchecked_keys.len();
+        self.unchecked_keys.clear();
+        if trim(self.unchecked_keys.capacity(), used) {
+            self.unchecked_keys.shrink_to(used);
+        }
+        self.shares_with_frozen = false;
+        if trim(self.active.keys.capacity(), self.active.keys.len()) {
+            self.active.keys.shrink_to_fit();
         }
     }
 }
@@ -813,6 +819,34 @@ mod tests {
         // A repeat inside the active chunk is still seen at once.
         push(&[1_700_000_240]);
         assert!(table.snapshot().expect("snapshot").buffer_has_duplicates);
+    }
+
+    #[test]
+    fn the_key_set_sized_for_a_busy_table_is_given_back_once_it_goes_quiet() {
+        let spec = serde_json::from_str(
+            r#"{"name":"c","api_slug":"c","dataschema":{"data":{"cpu":"Float64"}}}"#,
+        )
+        .expect("spec");
+        let def = EventTypeDef::from_spec(spec, "t".into(), chrono::DateTime::UNIX_EPOCH)
+            .expect("definition");
+        let table =
+            Table::new("o", def.clone(), Manifest::default(), Arc::default()).expect("table");
+        let times: Vec<i64> = (0..6000).map(|i| 1_700_000_000 + i).collect();
+        let ack = Ack {
+            seq: 1,
+            ingested_at: 1,
+        };
+        table.push(ack, events(&def, &times), None).expect("push");
+        let job = table.chunk_to_persist(true).expect("frozen");
+        assert!(
+            table.lock().active.keys.capacity() >= 6000,
+            "sized for the next burst"
+        );
+        table.complete_persist(&job.chunk, Manifest::default());
+        assert!(
+            table.lock().active.keys.capacity() < 6000,
+            "nothing came: given back"
+        );
     }
 
     #[test]
