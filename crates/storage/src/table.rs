@@ -135,23 +135,34 @@ pub(crate) struct TableState {
     pub pending_tombstones: Vec<Tombstone>,
     /// Key hashes of active rows written while a chunk was frozen and not yet looked up in
     /// its keys. Only a query needs that answer (whether the buffer needs deduplicating), so
-    /// writes leave the lookups to the next snapshot: done per write they were ~4% of
-    /// batched-ingest CPU, on the log writer thread. Never longer than the active chunk,
+    /// writes leave the lookups to the next snapshot (`may_share_with_frozen`): done per
+    /// write they were ~4% of batched-ingest CPU, on the log writer thread. Never longer than the active chunk,
     /// which the buffer limit bounds.
     unchecked_keys: Vec<u64>,
     /// Some active row shares a key with a frozen one.
     shares_with_frozen: bool,
 }
 
+/// Most unchecked hashes a snapshot looks up (~1 ms): the lookups hold the table lock, which
+/// the log writer needs for every acknowledgement.
+const MAX_KEYS_CHECKED_UNDER_LOCK: usize = 1 << 16;
+
 impl TableState {
-    /// Looks the unchecked hashes up in the frozen chunks' keys.
-    fn check_against_frozen(&mut self) {
+    /// Whether an active row may share a key with a frozen one: the unchecked hashes looked
+    /// up in the frozen chunks' keys, or, past `MAX_KEYS_CHECKED_UNDER_LOCK` of them, "maybe"
+    /// (the query then deduplicates the buffer, which a busy table's buffer usually needs
+    /// anyway: it overlaps the files just flushed in time). Either answer is correct.
+    fn may_share_with_frozen(&mut self) -> bool {
+        if self.unchecked_keys.len() > MAX_KEYS_CHECKED_UNDER_LOCK {
+            return true;
+        }
         let frozen = &self.frozen;
         self.shares_with_frozen |= self
             .unchecked_keys
             .iter()
             .any(|h| frozen.iter().any(|c| c.keys.contains(h)));
         self.unchecked_keys.clear();
+        self.shares_with_frozen
     }
 
     /// Once no chunk is frozen, active rows can share a key with a file only, which queries
@@ -397,12 +408,11 @@ impl Table {
 
     pub fn snapshot(&self) -> Result<TableSnapshot, StorageError> {
         let mut st = self.lock();
-        st.check_against_frozen();
+        let buffer_has_duplicates = st.may_share_with_frozen()
+            || st.active.has_duplicates
+            || st.frozen.iter().any(|c| c.has_duplicates);
         let mut raw: Vec<RecordBatch> = Vec::new();
         let mut range: Option<(i64, i64)> = None;
-        let buffer_has_duplicates = st.active.has_duplicates
-            || st.shares_with_frozen
-            || st.frozen.iter().any(|c| c.has_duplicates);
         for c in st
             .frozen
             .iter()
@@ -819,6 +829,19 @@ mod tests {
         // A repeat inside the active chunk is still seen at once.
         push(&[1_700_000_240]);
         assert!(table.snapshot().expect("snapshot").buffer_has_duplicates);
+
+        // Too many unchecked keys to look up under the lock: "maybe", never a wrong "no".
+        let job = table.chunk_to_persist(true).expect("frozen");
+        table.complete_persist(&job.chunk, Manifest::default());
+        push(&[1_750_000_000]);
+        let job = table.chunk_to_persist(true).expect("frozen");
+        let many: Vec<i64> = (0..MAX_KEYS_CHECKED_UNDER_LOCK as i64 + 1)
+            .map(|i| 1_800_000_000 + i)
+            .collect();
+        push(&many);
+        assert!(table.snapshot().expect("snapshot").buffer_has_duplicates);
+        table.complete_persist(&job.chunk, Manifest::default());
+        assert!(!table.snapshot().expect("snapshot").buffer_has_duplicates);
     }
 
     #[test]
