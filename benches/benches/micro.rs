@@ -79,10 +79,10 @@ fn store_ops(c: &mut Criterion) {
     // request, so the flush gathers rows from many batches into time order, then one file
     // per day of the 90. Only the flush is timed.
     const EVENTS: u64 = 1_000_000;
+    let dec = EventDecoder::new(&def()).expect("decoder");
     let requests: Vec<_> = (0..EVENTS / 1000)
         .map(|i| {
             let body = generate::ndjson_body(1, i * 1000, (i + 1) * 1000, EVENTS);
-            let dec = EventDecoder::new(&def()).expect("decoder");
             match dec.decode(body.as_bytes(), InputFormat::Ndjson, limits()) {
                 DecodeOutcome::Valid(b) => b,
                 other => panic!("{other:?}"),

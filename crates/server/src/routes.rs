@@ -1,7 +1,6 @@
 //! Request routing and handlers.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,12 +26,27 @@ use crate::{App, Shared};
 
 pub(crate) type Req = Request<TrackedBody>;
 
-/// A request body that records whether it was read to its end, and hands an unfinished one
-/// back when a handler drops it (a refusal decided from the headers alone).
+/// A request body that records how it ended: read to its end, or dropped unfinished by a
+/// handler (a refusal decided from the headers alone), which hands it back to `handle`.
 pub(crate) struct TrackedBody {
     inner: Option<Incoming>,
-    read_to_end: Arc<AtomicBool>,
-    unread: Arc<Mutex<Option<Incoming>>>,
+    /// `None` for a body complete from the start (no body at all): nothing to track.
+    end: Option<Arc<Mutex<BodyEnd>>>,
+}
+
+enum BodyEnd {
+    /// Still being read, or held by a task that outlived the handler.
+    Open,
+    ReadToEnd,
+    Unread(Incoming),
+}
+
+impl TrackedBody {
+    fn set_end(&self, end: BodyEnd) {
+        if let Some(shared) = &self.end {
+            *shared.lock().unwrap_or_else(|p| p.into_inner()) = end;
+        }
+    }
 }
 
 impl hyper::body::Body for TrackedBody {
@@ -48,8 +62,8 @@ impl hyper::body::Body for TrackedBody {
         };
         let polled = std::pin::Pin::new(inner).poll_frame(cx);
         if matches!(polled, std::task::Poll::Ready(None)) {
-            self.read_to_end.store(true, Ordering::Relaxed);
             self.inner = None;
+            self.set_end(BodyEnd::ReadToEnd);
         }
         polled
     }
@@ -68,7 +82,7 @@ impl hyper::body::Body for TrackedBody {
 impl Drop for TrackedBody {
     fn drop(&mut self) {
         if let Some(body) = self.inner.take() {
-            *self.unread.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
+            self.set_end(BodyEnd::Unread(body));
         }
     }
 }
@@ -135,30 +149,29 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> HttpResponse {
     use hyper::body::Body as _;
     let (parts, inner) = req.into_parts();
-    let read_to_end = Arc::new(AtomicBool::new(inner.is_end_stream()));
-    let unread = Arc::new(Mutex::new(None));
-    let req = Request::from_parts(
-        parts,
-        TrackedBody {
-            inner: Some(inner),
-            read_to_end: read_to_end.clone(),
-            unread: unread.clone(),
-        },
-    );
-    let mut resp = respond(shared, req).await;
-    if read_to_end.load(Ordering::Relaxed) {
+    let end = (!inner.is_end_stream()).then(|| Arc::new(Mutex::new(BodyEnd::Open)));
+    let body = TrackedBody {
+        inner: Some(inner),
+        end: end.clone(),
+    };
+    let mut resp = respond(shared, Request::from_parts(parts, body)).await;
+    let Some(end) = end else {
         return resp;
-    }
+    };
     // A response sent with the body unread makes hyper close the connection. A client that
     // reused it raced that close, and its next request failed with a reset. So a short rest
     // is read and dropped, and otherwise the response says the connection closes.
-    let left = unread.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let left = std::mem::replace(
+        &mut *end.lock().unwrap_or_else(|p| p.into_inner()),
+        BodyEnd::Open,
+    );
     let drained = match left {
-        Some(body) => {
+        BodyEnd::ReadToEnd => return resp,
+        BodyEnd::Unread(body) => {
             let limited = Limited::new(body, DRAIN_BYTES).collect();
             matches!(tokio::time::timeout(DRAIN_TIME, limited).await, Ok(Ok(_)))
         }
-        None => false,
+        BodyEnd::Open => false,
     };
     if !drained {
         resp.headers_mut().insert(

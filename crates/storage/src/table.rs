@@ -39,6 +39,8 @@ pub(crate) struct Chunk {
     /// Hashes of the unique keys of the rows, to tell whether the buffer can hold two
     /// versions of a key (equal keys have equal hashes; a collision only costs a dedup).
     pub keys: KeySet,
+    /// Two rows of this chunk may share a unique key (a hash repeated). Keys shared with
+    /// the frozen chunk are `TableState::shares_with_frozen`'s.
     pub has_duplicates: bool,
     pub rows: usize,
     pub bytes: usize,
@@ -791,8 +793,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_key_shared_with_the_frozen_chunk_is_found_by_the_next_snapshot() {
+    /// An event type keyed by (customer, time) and its empty table.
+    fn cpu_table() -> (EventTypeDef, Table) {
         let spec = serde_json::from_str(
             r#"{"name":"c","api_slug":"c","dataschema":{"data":{"cpu":"Float64"}}}"#,
         )
@@ -801,6 +803,12 @@ mod tests {
             .expect("definition");
         let table =
             Table::new("o", def.clone(), Manifest::default(), Arc::default()).expect("table");
+        (def, table)
+    }
+
+    #[test]
+    fn a_key_shared_with_the_frozen_chunk_is_found_by_the_next_snapshot() {
+        let (def, table) = cpu_table();
         let mut seq = 0;
         let mut push = |times: &[i64]| {
             seq += 1;
@@ -846,14 +854,7 @@ mod tests {
 
     #[test]
     fn the_key_set_sized_for_a_busy_table_is_given_back_once_it_goes_quiet() {
-        let spec = serde_json::from_str(
-            r#"{"name":"c","api_slug":"c","dataschema":{"data":{"cpu":"Float64"}}}"#,
-        )
-        .expect("spec");
-        let def = EventTypeDef::from_spec(spec, "t".into(), chrono::DateTime::UNIX_EPOCH)
-            .expect("definition");
-        let table =
-            Table::new("o", def.clone(), Manifest::default(), Arc::default()).expect("table");
+        let (def, table) = cpu_table();
         let times: Vec<i64> = (0..6000).map(|i| 1_700_000_000 + i).collect();
         let ack = Ack {
             seq: 1,
