@@ -1,20 +1,20 @@
 //! meterbase-catalog owns the durable, rarely-changing metadata: organisations, API keys
-//! (stored only as SHA-256 hashes, checked in constant time) and event type definitions.
+//! (stored only as SHA-256 hashes, looked up by hash) and event type definitions.
 //! It persists one JSON document in the data directory with write-temp, fsync, rename.
 //!
 //! It must not touch events, the write-ahead log or the object store.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use meterbase_schema::EventTypeDef;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -75,6 +75,29 @@ struct State {
     event_types: Vec<StoredEventType>,
     #[serde(default)]
     metrics: Vec<StoredMetric>,
+    /// Every key's SHA-256 to its organisation, derived from the fields above whenever they
+    /// change: authentication runs on every request and must not scan every key.
+    #[serde(skip)]
+    orgs_by_key: HashMap<[u8; 32], Arc<Organisation>>,
+}
+
+impl State {
+    fn index_keys(&mut self) {
+        let orgs: HashMap<&str, Arc<Organisation>> = self
+            .organisations
+            .iter()
+            .map(|o| (o.id.as_str(), Arc::new(o.clone())))
+            .collect();
+        self.orgs_by_key = self
+            .api_keys
+            .iter()
+            .filter_map(|record| {
+                let mut digest = [0u8; 32];
+                hex::decode_to_slice(&record.sha256, &mut digest).ok()?;
+                Some((digest, orgs.get(record.org_id.as_str())?.clone()))
+            })
+            .collect();
+    }
 }
 
 pub struct Catalog {
@@ -97,7 +120,7 @@ fn hash_key(key: &str) -> [u8; 32] {
 impl Catalog {
     pub fn open(path: impl Into<PathBuf>) -> Result<Catalog, CatalogError> {
         let path = path.into();
-        let state = match fs::read(&path) {
+        let mut state: State = match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| CatalogError::Corrupt {
                 path: path.clone(),
                 reason: e.to_string(),
@@ -105,6 +128,7 @@ impl Catalog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(CatalogError::Io { path, source: e }),
         };
+        state.index_keys();
         Ok(Catalog {
             path,
             state: RwLock::new(state),
@@ -125,6 +149,7 @@ impl Catalog {
         let mut next = self.read().clone();
         let out = f(&mut next)?;
         next.version += 1;
+        next.index_keys();
         persist(&self.path, &next)?;
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = next;
         Ok(out)
@@ -214,23 +239,10 @@ impl Catalog {
         })
     }
 
-    /// The organisation a key belongs to. Every stored hash is compared, in constant time, so
-    /// timing reveals neither which key matched nor how much of it.
-    pub fn authenticate(&self, key: &str) -> Option<Organisation> {
-        let presented = hash_key(key);
-        let state = self.read();
-        let mut found: Option<&str> = None;
-        for record in &state.api_keys {
-            let mut stored = [0u8; 32];
-            if hex::decode_to_slice(&record.sha256, &mut stored).is_err() {
-                continue;
-            }
-            if bool::from(stored.ct_eq(&presented)) {
-                found = Some(&record.org_id);
-            }
-        }
-        let org_id = found?;
-        state.organisations.iter().find(|o| o.id == org_id).cloned()
+    /// The organisation a key belongs to, found by the key's SHA-256. Timing can tell an
+    /// attacker at most something about a digest, and no key can be recovered from that.
+    pub fn authenticate(&self, key: &str) -> Option<Arc<Organisation>> {
+        self.read().orgs_by_key.get(&hash_key(key)).cloned()
     }
 
     pub fn event_types(&self, org_id: &str) -> Vec<EventTypeDef> {

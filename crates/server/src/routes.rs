@@ -363,7 +363,7 @@ fn bearer(req: &Req) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn authenticate(app: &App, req: &Req) -> Result<Organisation> {
+fn authenticate(app: &App, req: &Req) -> Result<Arc<Organisation>> {
     let key = req
         .headers()
         .get("x-api-key")
