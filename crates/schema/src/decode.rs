@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
@@ -208,6 +208,10 @@ pub fn split_ndjson(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
         })
 }
 
+/// Shared by every timestamp builder: a decode of one event would otherwise allocate the
+/// zone's name once per timestamp column.
+static UTC: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("UTC"));
+
 enum Column {
     Str(StringBuilder),
     I8(Int8Builder),
@@ -249,9 +253,9 @@ impl Column {
             ),
             BaseType::Bool => Column::Bool(BooleanBuilder::with_capacity(cap)),
             BaseType::Date => Column::Date(Date32Builder::with_capacity(cap)),
-            BaseType::DateTime | BaseType::DateTime64 { .. } => {
-                Column::Ts(TimestampMicrosecondBuilder::with_capacity(cap).with_timezone("UTC"))
-            }
+            BaseType::DateTime | BaseType::DateTime64 { .. } => Column::Ts(
+                TimestampMicrosecondBuilder::with_capacity(cap).with_timezone(UTC.clone()),
+            ),
         }
     }
 
@@ -378,7 +382,7 @@ impl<'d> BatchBuilder<'d> {
             dec,
             limits,
             customer_id: StringBuilder::with_capacity(cap, cap * 16),
-            timestamp: TimestampMicrosecondBuilder::with_capacity(cap).with_timezone("UTC"),
+            timestamp: TimestampMicrosecondBuilder::with_capacity(cap).with_timezone(UTC.clone()),
             columns: dec
                 .fields
                 .iter()
