@@ -35,6 +35,19 @@ fn decode(c: &mut Criterion) {
             },
         )
     });
+    // The single-event POST: one JSON object, where building the batch's columns costs more
+    // than parsing the event.
+    let one = generate::ndjson_body(1, 0, 1, 1);
+    let one = one.trim_end();
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("json_1_event", |b| {
+        b.iter(
+            || match dec.decode(one.as_bytes(), InputFormat::Json, limits()) {
+                DecodeOutcome::Valid(batch) => batch.num_rows(),
+                _ => 0,
+            },
+        )
+    });
     g.finish();
 }
 
