@@ -46,8 +46,7 @@ fn split_sources(snap: &TableSnapshot, as_of: Option<i64>) -> Split {
         _ => &snap.manifest.files,
     };
     let has_buffer = !snap.buffer.is_empty();
-    let key_has_time = snap.def.unique_key.iter().any(|k| k == "timestamp");
-    if !key_has_time {
+    if !snap.def.key_has_time() {
         // Without the timestamp in the key, two versions can sit anywhere in time: only a
         // single source without repeats can be read straight.
         let single = match (files.len(), has_buffer) {

@@ -55,6 +55,13 @@ pub struct EventTypeDef {
 }
 
 impl EventTypeDef {
+    /// Whether the unique key includes the event time: then two versions of a key can only
+    /// sit in files whose time ranges overlap, which storage and queries rely on to skip
+    /// key checks and deduplication.
+    pub fn key_has_time(&self) -> bool {
+        self.unique_key.iter().any(|k| k == "timestamp")
+    }
+
     /// Validates a creation request. `id` and `now` come from the caller so this stays pure.
     pub fn from_spec(
         spec: EventTypeSpec,

@@ -433,7 +433,7 @@ fn surviving_rows(
     // A version replaced by one that arrived before the horizon is invisible to every
     // allowed `as_of`. Only the inputs are compared (a newer version elsewhere just means
     // the older one is kept a while longer).
-    if def.unique_key.iter().any(|k| k == "timestamp") {
+    if def.key_has_time() {
         let versions = Versions {
             batch,
             unique_key: &def.unique_key,
@@ -662,7 +662,7 @@ impl Store {
         let mut replaced: Vec<FileMeta> = Vec::new();
         let mut outputs: Vec<FileMeta> = Vec::new();
         let mut siblings = SiblingKeys::default();
-        let key_has_time = def.unique_key.iter().any(|k| k == "timestamp");
+        let key_has_time = def.key_has_time();
         let uploads_staging = table.uploads_staging();
         let min_buffered_seq = table.min_buffered_seq();
         // Groups whose rows took one sequence, to check again when the swap commits.

@@ -512,8 +512,8 @@ impl Store {
             // Decided before encoding, from the whole chunk's time range (a superset of its
             // day files' overlaps, so never a read `mark_shared_keys` would refuse).
             let old_rows = overlapping_rows(&manifest.files, chunk.min_ts, chunk.max_ts);
-            let key_sets = def.unique_key.iter().any(|k| k == "timestamp")
-                && old_keys_worth_reading(old_rows, chunk.rows as u64);
+            let key_sets =
+                def.key_has_time() && old_keys_worth_reading(old_rows, chunk.rows as u64);
             let encoded = tokio::task::spawn_blocking(move || {
                 encode_chunk(&org_id, &d, &schema, &c, key_sets)
             })
@@ -634,8 +634,7 @@ impl Store {
         live: &mut [crate::FileMeta],
         new: &mut [crate::persist::EncodedFile],
     ) -> Result<(), StorageError> {
-        let key_has_time = def.unique_key.iter().any(|k| k == "timestamp");
-        if !key_has_time {
+        if !def.key_has_time() {
             for f in new.iter_mut() {
                 f.meta.shares_keys = true;
             }
