@@ -24,29 +24,22 @@ fn limits() -> DecodeLimits {
 
 fn decode(c: &mut Criterion) {
     let dec = EventDecoder::new(&def()).expect("decoder");
+    let rows = |body: &str, format| match dec.decode(body.as_bytes(), format, limits()) {
+        DecodeOutcome::Valid(batch) => batch.num_rows(),
+        _ => 0,
+    };
     let body = generate::ndjson_body(1, 0, 1000, 1000);
     let mut g = c.benchmark_group("decoder");
     g.throughput(Throughput::Elements(1000));
     g.bench_function("ndjson_1000_events", |b| {
-        b.iter(
-            || match dec.decode(body.as_bytes(), InputFormat::Ndjson, limits()) {
-                DecodeOutcome::Valid(batch) => batch.num_rows(),
-                _ => 0,
-            },
-        )
+        b.iter(|| rows(&body, InputFormat::Ndjson))
     });
     // The single-event POST: one JSON object, where building the batch's columns costs more
     // than parsing the event.
     let one = generate::ndjson_body(1, 0, 1, 1);
-    let one = one.trim_end();
     g.throughput(Throughput::Elements(1));
     g.bench_function("json_1_event", |b| {
-        b.iter(
-            || match dec.decode(one.as_bytes(), InputFormat::Json, limits()) {
-                DecodeOutcome::Valid(batch) => batch.num_rows(),
-                _ => 0,
-            },
-        )
+        b.iter(|| rows(one.trim_end(), InputFormat::Json))
     });
     g.finish();
 }
