@@ -4,7 +4,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./data
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run build test lint fmt-check clippy unit soak bench bench-micro clean
+.PHONY: run build test lint fmt-check clippy unit soak bench bench-micro profile clean
 
 ## Build (release) and start the server on a local data directory, no external services.
 run:
@@ -39,6 +39,13 @@ bench:
 	.venv/bin/pip install --quiet --disable-pip-version-check duckdb chdb
 	$(CARGO) build --release -p meterbase -p meterbase-bench
 	.venv/bin/python scripts/bench.py --scale $(SCALE) --bin $${CARGO_TARGET_DIR:-target}/release --command "make bench SCALE=$(SCALE)"
+
+## Where the release server's time goes: perf (Debian's linux-perf) during batched ingest
+## (PROFILE=ingest) or a loop of one billing query over SCALE events (PROFILE=q1 … q4).
+PROFILE ?= ingest
+profile:
+	$(CARGO) build --release -p meterbase -p meterbase-bench
+	python3 scripts/bench.py --profile $(PROFILE) --scale $(SCALE) --bin $${CARGO_TARGET_DIR:-target}/release
 
 ## Criterion micro-benchmarks (decoder, log group commit, buffer → Parquet). A separate target:
 ## criterion's dev-dependencies change feature sets, so this is a second release build.
