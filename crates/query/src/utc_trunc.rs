@@ -63,24 +63,23 @@ impl Calendar {
     /// `[first, end)` in days since the epoch of the bucket holding `day`. Weeks begin on
     /// Monday, as DataFusion's do.
     fn bucket(self, day: i64) -> (i64, i64) {
-        let (months_from, months) = match self {
+        let months = match self {
             Calendar::Week => {
                 let monday = day - (day + 3).rem_euclid(7);
                 return (monday, monday + 7);
             }
-            Calendar::Month => (None, 1),
-            Calendar::Quarter => (Some(3), 3),
-            Calendar::Year => (Some(12), 12),
+            Calendar::Month => 1,
+            Calendar::Quarter => 3,
+            Calendar::Year => 12,
         };
         let (year, month, _) = civil_from_days(day);
-        let first = months_from.map_or(month, |n| 1 + (month - 1) / n * n);
-        let next = first + months;
-        let end = if next > 12 {
-            days_from_civil(year + 1, next - 12, 1)
-        } else {
-            days_from_civil(year, next, 1)
-        };
-        (days_from_civil(year, first, 1), end)
+        let first = 1 + (month - 1) / months * months;
+        // The next bucket's first month, counted from January of `year` starting at 0.
+        let next = first - 1 + months;
+        (
+            days_from_civil(year, first, 1),
+            days_from_civil(year + i64::from(next / 12), next % 12 + 1, 1),
+        )
     }
 }
 
