@@ -233,33 +233,43 @@ def profile(a):
     record = ["perf", "record", "-F", "199", "--call-graph", "dwarf,16384", "-o", perf_data, "-p"]
     if a.profile == "ingest":
         srv = Server(a.bin, os.path.join(a.work, "profile-ingest"), ["--compaction-interval-secs", "0"])
-        srv.define_event_type()
-        warm = 5
-        load = subprocess.Popen([os.path.join(a.bin, "meterbase-bench"), "ingest", *srv.load_args(), "--batch", "1000",
-                                 "--connections", str(BATCH_CONNECTIONS), "--seconds", str(a.profile_seconds + 2 * warm)],
-                                stdout=subprocess.PIPE, text=True)
-        time.sleep(warm)
-        sh(*record, str(srv.proc.pid), "--", "sleep", str(a.profile_seconds))
-        log("load under perf:", load.communicate()[0].strip().splitlines()[-1])
     else:
         data, _ = dataset(a)
         srv, _, _ = query_server(a, data)
-        done = threading.Event()
-        runs = []
+    # A failed recording or query must not leave the server (or its load) running.
+    try:
+        if a.profile == "ingest":
+            srv.define_event_type()
+            warm = 5
+            load = subprocess.Popen([os.path.join(a.bin, "meterbase-bench"), "ingest", *srv.load_args(), "--batch", "1000",
+                                     "--connections", str(BATCH_CONNECTIONS), "--seconds", str(a.profile_seconds + 2 * warm)],
+                                    stdout=subprocess.PIPE, text=True)
+            try:
+                time.sleep(warm)
+                sh(*record, str(srv.proc.pid), "--", "sleep", str(a.profile_seconds))
+                log("load under perf:", load.communicate()[0].strip().splitlines()[-1])
+            finally:
+                load.kill()
+        else:
+            done = threading.Event()
+            runs = []
 
-        def loop():
-            while not done.is_set():
-                t = time.perf_counter()
-                srv.sql(SQL_DF[a.profile.upper()])
-                runs.append(time.perf_counter() - t)
+            def loop():
+                while not done.is_set():
+                    t = time.perf_counter()
+                    srv.sql(SQL_DF[a.profile.upper()])
+                    runs.append(time.perf_counter() - t)
 
-        worker = threading.Thread(target=loop)
-        worker.start()
-        sh(*record, str(srv.proc.pid), "--", "sleep", str(a.profile_seconds))
-        done.set()
-        worker.join()
-        log(f"{a.profile.upper()} under perf: {len(runs)} runs, median {statistics.median(runs) * 1000:.0f} ms")
-    srv.stop()
+            worker = threading.Thread(target=loop, daemon=True)
+            worker.start()
+            try:
+                sh(*record, str(srv.proc.pid), "--", "sleep", str(a.profile_seconds))
+            finally:
+                done.set()
+                worker.join()
+            log(f"{a.profile.upper()} under perf: {len(runs)} runs, median {statistics.median(runs) * 1000:.0f} ms")
+    finally:
+        srv.stop()
     # Without --no-inline, perf resolves inlined frames through addr2line: a 20 s Q2 recording
     # had not been reported after 12 minutes, and took 2 s with it.
     report = ["perf", "report", "-i", perf_data, "--stdio", "--no-inline", "-g", "none"]
