@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use meterbase_schema::CsvLines;
 use serde_json::Value;
 
 #[derive(clap::Args)]
@@ -27,7 +28,7 @@ pub struct ImportArgs {
     #[arg(long, default_value_t = 50_000)]
     batch_rows: usize,
     /// `csv` or `ndjson`; by default from the file name (`.csv`, `.ndjson`, `.jsonl`, with or
-    /// without `.gz`).
+    /// without `.gz`). Required when reading standard input (`-`).
     #[arg(long, value_parser = ["csv", "ndjson"])]
     format: Option<String>,
     /// CSV only: `FIELD=COLUMN`, repeatable (sent as `map.FIELD=COLUMN`).
@@ -36,7 +37,7 @@ pub struct ImportArgs {
     /// CSV only: ignore columns that match no field.
     #[arg(long)]
     ignore_unknown_columns: bool,
-    /// The file to import.
+    /// The file to import; `-` reads standard input.
     file: PathBuf,
 }
 
@@ -66,10 +67,38 @@ struct Batch {
     rows: u64,
     /// File line of the batch's first row.
     first_line: u64,
+    /// CSV only: `(line in the body, line in the file)` of each record, in order. Quoted cells
+    /// may span lines, so a body line is not the file line plus a constant.
+    csv_lines: Vec<(u64, u64)>,
+}
+
+impl Batch {
+    /// The file line of the record a server error names by its line in this batch's body.
+    fn file_line(&self, format: Format, body_line: u64) -> u64 {
+        match format {
+            Format::Ndjson => self.first_line + body_line.saturating_sub(1),
+            Format::Csv => {
+                let at = self.csv_lines.partition_point(|(b, _)| *b <= body_line);
+                match at.checked_sub(1).map(|i| self.csv_lines[i]) {
+                    Some((body, file)) => file + (body_line - body),
+                    // The header, repeated as the body's first line.
+                    None => 1,
+                }
+            }
+        }
+    }
+}
+
+fn is_stdin(path: &std::path::Path) -> bool {
+    path.as_os_str() == "-"
 }
 
 fn open(path: &PathBuf, read: Arc<AtomicU64>) -> Result<Box<dyn BufRead + Send>, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let file: Box<dyn Read + Send> = if is_stdin(path) {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?)
+    };
     let mut counted = BufReader::with_capacity(1 << 20, Counting { inner: file, read });
     let gzipped = counted
         .fill_buf()
@@ -90,6 +119,9 @@ fn detect_format(a: &ImportArgs) -> Result<Format, String> {
         Some("csv") => return Ok(Format::Csv),
         Some("ndjson") => return Ok(Format::Ndjson),
         _ => {}
+    }
+    if is_stdin(&a.file) {
+        return Err("reading standard input: pass --format csv or --format ndjson".into());
     }
     let name = a.file.to_string_lossy().to_ascii_lowercase();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
@@ -114,13 +146,21 @@ fn csv_batches(
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(input);
+        .from_reader(CsvLines::new(input));
     let mut header = csv::ByteRecord::new();
     let header_ok = match reader.read_byte_record(&mut header) {
-        Ok(true) => Ok(()),
+        Ok(true) => match reader.get_mut().unterminated() {
+            Some(open) => Err(unterminated(open.line)),
+            None => {
+                reader.get_mut().next_record_line();
+                Ok(())
+            }
+        },
         Ok(false) => Err("the file is empty: a header row is required".to_string()),
         Err(e) => Err(format!("unreadable CSV header: {e}")),
     };
+    // The header is record 0.
+    let mut records = 1u64;
     let mut record = csv::ByteRecord::new();
     let mut next = move || -> Result<Option<Batch>, String> {
         header_ok.clone()?;
@@ -128,17 +168,29 @@ fn csv_batches(
             .flexible(true)
             .from_writer(Vec::with_capacity(4 << 20));
         let mut rows = 0u64;
-        let mut first_line = 0;
+        let mut csv_lines = Vec::new();
+        // The header takes the body's line 1.
+        let mut body_line = 2u64;
         while rows < batch_rows as u64
             && reader
                 .read_byte_record(&mut record)
                 .map_err(|e| format!("unreadable CSV: {e}"))?
         {
+            let lines = reader.get_mut();
+            let file_line = lines.next_record_line().unwrap_or(0);
+            if let Some(open) = lines.unterminated().filter(|u| u.record == records) {
+                return Err(unterminated(open.line));
+            }
+            records += 1;
             if rows == 0 {
-                first_line = record.position().map_or(0, |p| p.line());
                 w.write_byte_record(&header).map_err(|e| e.to_string())?;
             }
             w.write_byte_record(&record).map_err(|e| e.to_string())?;
+            csv_lines.push((body_line, file_line));
+            body_line += 1 + record
+                .iter()
+                .map(|cell| memchr::memchr_iter(b'\n', cell).count() as u64)
+                .sum::<u64>();
             rows += 1;
         }
         if rows == 0 {
@@ -148,10 +200,17 @@ fn csv_batches(
         Ok(Some(Batch {
             body,
             rows,
-            first_line,
+            first_line: csv_lines.first().map_or(0, |(_, f)| *f),
+            csv_lines,
         }))
     };
     std::iter::from_fn(move || next().transpose())
+}
+
+fn unterminated(quote_line: u64) -> String {
+    format!(
+        "line {quote_line}: the quoted field opened here is never closed, so the rest of the file would be one cell; close the quote (or double a quote inside the field)"
+    )
 }
 
 /// Batches of non-blank lines, also cut at 16 MiB so a batch stays under the body limit.
@@ -190,6 +249,7 @@ fn ndjson_batches(
             body,
             rows,
             first_line,
+            csv_lines: Vec::new(),
         }))
     };
     std::iter::from_fn(move || next().transpose())
@@ -221,12 +281,7 @@ fn describe_failure(status: u16, body: &[u8], format: Format, batch: &Batch) -> 
     );
     let errors = problem["errors"].as_array().cloned().unwrap_or_default();
     for e in errors.iter().take(50) {
-        let line = e["line"].as_u64().map(|l| match format {
-            // The batch repeats the header as its line 1.
-            Format::Csv if l >= 2 => batch.first_line + l - 2,
-            Format::Csv => 1,
-            Format::Ndjson => batch.first_line + l - 1,
-        });
+        let line = e["line"].as_u64().map(|l| batch.file_line(format, l));
         let at = match line {
             Some(l) => format!("line {l}"),
             None => "body".to_string(),
@@ -254,13 +309,22 @@ struct Progress {
 }
 
 impl Progress {
+    /// `total_bytes` 0: the size is unknown (standard input).
     fn new(total_bytes: u64) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new(total_bytes);
-            let style = ProgressStyle::with_template(
-                "{bar:30} {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            let (bar, template) = if total_bytes == 0 {
+                (
+                    ProgressBar::new_spinner(),
+                    "{spinner} {bytes} {msg} {binary_bytes_per_sec}",
+                )
+            } else {
+                (
+                    ProgressBar::new(total_bytes),
+                    "{bar:30} {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} ETA {eta}",
+                )
+            };
+            let style = ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
             bar
         });
@@ -279,10 +343,14 @@ impl Progress {
             bar.set_message(format!("{rows} rows ({rate:.0} rows/s)"));
         } else if self.last_line.elapsed() >= Duration::from_secs(2) {
             self.last_line = Instant::now();
+            let of = if self.total_bytes == 0 {
+                String::new()
+            } else {
+                format!(" of {:.1}", self.total_bytes as f64 / 1e6)
+            };
             eprintln!(
-                "imported {rows} rows, {:.1} of {:.1} MB read, {rate:.0} rows/s",
-                bytes as f64 / 1e6,
-                self.total_bytes as f64 / 1e6
+                "imported {rows} rows, {:.1}{of} MB read, {rate:.0} rows/s",
+                bytes as f64 / 1e6
             );
         }
     }
@@ -300,9 +368,13 @@ pub fn run(a: ImportArgs) -> Result<String, String> {
     if format == Format::Ndjson && (!a.map.is_empty() || a.ignore_unknown_columns) {
         return Err("--map and --ignore-unknown-columns apply to CSV files only".into());
     }
-    let total_bytes = std::fs::metadata(&a.file)
-        .map_err(|e| format!("cannot open {}: {e}", a.file.display()))?
-        .len();
+    let total_bytes = if is_stdin(&a.file) {
+        0
+    } else {
+        std::fs::metadata(&a.file)
+            .map_err(|e| format!("cannot open {}: {e}", a.file.display()))?
+            .len()
+    };
     let read = Arc::new(AtomicU64::new(0));
     let input = open(&a.file, read.clone())?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -311,7 +383,7 @@ pub fn run(a: ImportArgs) -> Result<String, String> {
         Format::Csv => feed(csv_batches(input, batch_rows), tx),
         Format::Ndjson => feed(ndjson_batches(input, batch_rows), tx),
     });
-    let base = a.url.trim_end_matches('/');
+    let base = crate::client::base_url(&a.url)?;
     let url = match format {
         Format::Csv => {
             let mut q = url::form_urlencoded::Serializer::new(String::new());
@@ -332,11 +404,7 @@ pub fn run(a: ImportArgs) -> Result<String, String> {
         Format::Csv => "text/csv",
         Format::Ndjson => "application/x-ndjson",
     };
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(600)))
-        .build()
-        .new_agent();
+    let agent = crate::client::agent(Some(Duration::from_secs(600)));
     let mut progress = Progress::new(total_bytes);
     let mut committed = 0u64;
     let mut batches = 0u64;

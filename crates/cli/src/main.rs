@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod client;
 mod import;
 
 use clap::{Parser, Subcommand};
@@ -50,20 +51,18 @@ struct SqlArgs {
 
 /// Asks for Arrow IPC so types survive the trip, then prints with Arrow's table printer.
 fn run_sql(a: SqlArgs) -> Result<String, String> {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
+    let base = client::base_url(&a.url)?;
+    let agent = client::agent(None);
     let mut body = serde_json::json!({ "sql": a.sql });
     if let Some(t) = a.as_of {
         body["as_of"] = serde_json::json!(t);
     }
     let mut resp = agent
-        .post(format!("{}/sql", a.url.trim_end_matches('/')))
+        .post(format!("{base}/sql"))
         .header("x-api-key", &a.api_key)
         .header("accept", "application/vnd.apache.arrow.stream")
         .send_json(body)
-        .map_err(|e| format!("cannot reach {}: {e}", a.url))?;
+        .map_err(|e| format!("cannot reach {base}: {e}"))?;
     let status = resp.status().as_u16();
     let bytes = resp
         .body_mut()

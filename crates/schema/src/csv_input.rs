@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Read;
 
+use crate::csv_lines::CsvLines;
 use crate::decode::{BatchBuilder, RawValueKind};
 use crate::{BaseType, DecodeLimits, DecodeOutcome, EventDecoder, EventError};
 
@@ -227,10 +228,20 @@ pub enum CsvStreamError {
 
 /// Reads a CSV body chunk by chunk.
 pub struct CsvStream<R: Read> {
-    reader: ::csv::Reader<R>,
+    reader: ::csv::Reader<CsvLines<R>>,
     layout: Layout,
     columns: usize,
     record: ::csv::ByteRecord,
+    /// Records read so far, the header included.
+    records: u64,
+}
+
+/// The error for a record whose quoted field never closes: everything after the quote,
+/// later rows included, would otherwise have been read as one cell.
+fn unterminated_message(quote_line: u64) -> String {
+    format!(
+        "the quoted field opened on line {quote_line} is never closed: the rest of the file would be one cell (close the quote, or double a quote inside the field)"
+    )
 }
 
 impl<R: Read> CsvStream<R> {
@@ -244,7 +255,7 @@ impl<R: Read> CsvStream<R> {
             .has_headers(false)
             .flexible(true)
             .buffer_capacity(256 << 10)
-            .from_reader(input);
+            .from_reader(CsvLines::new(input));
         let mut record = ::csv::ByteRecord::new();
         let has_header = reader
             .read_byte_record(&mut record)
@@ -257,6 +268,13 @@ impl<R: Read> CsvStream<R> {
                 "",
                 "the body is empty: a header row is required".into(),
             )]));
+        }
+        let header_line = reader.get_mut().next_record_line().unwrap_or(1);
+        if let Some(open) = reader.get_ref().unterminated() {
+            return Err(CsvStreamError::Header(vec![EventError {
+                line: Some(header_line as usize),
+                ..header_error("", unterminated_message(open.line))
+            }]));
         }
         let mut header = Vec::with_capacity(record.len());
         let mut errors = Vec::new();
@@ -286,6 +304,7 @@ impl<R: Read> CsvStream<R> {
             layout,
             columns: header.len(),
             record,
+            records: 1,
         })
     }
 
@@ -307,11 +326,12 @@ impl<R: Read> CsvStream<R> {
             let more = match self.reader.read_byte_record(&mut self.record) {
                 Ok(more) => more,
                 Err(e) => {
-                    let line = e.position().map(|p| p.line() as usize);
+                    let line = self.reader.get_mut().next_record_line().map(|l| l as usize);
                     match e.into_kind() {
                         ::csv::ErrorKind::Io(io) => return Err(io),
                         other => {
                             rows += 1;
+                            self.records += 1;
                             b.reject_event(
                                 None,
                                 line,
@@ -327,8 +347,13 @@ impl<R: Read> CsvStream<R> {
                 break;
             }
             rows += 1;
-            let line = self.record.position().map(|p| p.line() as usize);
-            if self.record.len() != self.columns {
+            let index = self.records;
+            self.records += 1;
+            let lines = self.reader.get_mut();
+            let line = lines.next_record_line().map(|l| l as usize);
+            if let Some(open) = lines.unterminated().filter(|u| u.record == index) {
+                b.reject_event(None, line, "", unterminated_message(open.line));
+            } else if self.record.len() != self.columns {
                 let why = format!(
                     "the row has {} cells, the header has {}",
                     self.record.len(),
@@ -429,6 +454,43 @@ mod tests {
                 (6, "".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn crlf_rows_report_the_same_lines_as_lf_rows() {
+        let lf = "customer_id,timestamp,cpu\nc,2025-01-01T00:00:00Z,x\nc,2025-01-01T00:00:00Z,1\n\nc,2025-01-01T00:00:00Z,y\n";
+        let crlf = lf.replace('\n', "\r\n");
+        let expected = vec![(2, "cpu".to_string()), (5, "cpu".to_string())];
+        assert_eq!(
+            errors(&read_all(lf, &CsvOptions::default()).unwrap()),
+            expected
+        );
+        assert_eq!(
+            errors(&read_all(&crlf, &CsvOptions::default()).unwrap()),
+            expected
+        );
+    }
+
+    #[test]
+    fn an_unterminated_quote_is_an_error_on_its_row() {
+        let body = "customer_id,timestamp,cpu,region\nc_unterm,2025-06-17T14:03:12Z,1,\"oops\nc_next,2025-06-17T14:03:12Z,1,x\n";
+        let chunks = read_all(body, &CsvOptions::default()).unwrap();
+        assert_eq!(chunks.iter().map(|c| c.rows).sum::<usize>(), 1);
+        let DecodeOutcome::Invalid { errors, .. } = &chunks[0].outcome else {
+            panic!("{:?}", chunks[0].outcome)
+        };
+        assert_eq!(errors[0].line, Some(2));
+        assert!(
+            errors[0].message.contains("opened on line 2"),
+            "{}",
+            errors[0].message
+        );
+        let Err(CsvStreamError::Header(e)) =
+            read_all("customer_id,\"timestamp\n", &CsvOptions::default())
+        else {
+            panic!("an open quote in the header was accepted")
+        };
+        assert!(e[0].message.contains("never closed"));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use crate::timestamp::{format_micros, parse_date, parse_epoch_seconds, parse_timestamp};
 use crate::{
-    CsvOptions, CsvStream, DecodeLimits, DecodeOutcome, EventDecoder, EventTypeDef, EventTypeSpec,
-    InputFormat, split_ndjson,
+    CsvLines, CsvOptions, CsvStream, DecodeLimits, DecodeOutcome, EventDecoder, EventTypeDef,
+    EventTypeSpec, InputFormat, split_ndjson,
 };
 
 /// An event type with one field for each value parser.
@@ -66,8 +66,9 @@ pub fn check_timestamp(data: &[u8]) {
     let _ = parse_epoch_seconds(text);
 }
 
-/// Never panics; chunks account for every row; an accepted chunk has one row per CSV row;
-/// errors name real lines.
+/// Never panics; chunks account for every row, and the rows reported are the records a
+/// plain CSV reader finds after the header; an accepted chunk has one row per CSV row; errors
+/// name real lines; a file ending inside a quoted field is never accepted whole.
 pub fn check_csv(dec: &EventDecoder, data: &[u8]) {
     let options = CsvOptions {
         field_columns: Vec::new(),
@@ -79,11 +80,15 @@ pub fn check_csv(dec: &EventDecoder, data: &[u8]) {
     let Ok(mut stream) = CsvStream::open(dec, data, &options) else {
         return;
     };
+    let mut rows = 0;
+    let mut rejected = false;
     while let Ok(Some(chunk)) = stream.next_chunk(dec, 7, limits()) {
         assert!(chunk.rows >= 1 && chunk.rows <= 7);
+        rows += chunk.rows;
         match chunk.outcome {
             DecodeOutcome::Valid(batch) => assert_eq!(batch.num_rows(), chunk.rows),
             DecodeOutcome::Invalid { errors, events, .. } => {
+                rejected = true;
                 assert_eq!(events, chunk.rows);
                 assert!(
                     errors
@@ -95,4 +100,24 @@ pub fn check_csv(dec: &EventDecoder, data: &[u8]) {
             DecodeOutcome::TooManyEvents { .. } => panic!("CSV chunks have no event limit"),
         }
     }
+    assert_eq!(rows, plain_records(data).saturating_sub(1));
+    let mut scan = CsvLines::new(data);
+    let _ = std::io::copy(&mut scan, &mut std::io::sink());
+    if scan.unterminated().is_some() {
+        assert!(rejected, "a file ending inside a quoted field was accepted");
+    }
+}
+
+/// Records as the `csv` crate reads them, with nothing of ours in between.
+fn plain_records(data: &[u8]) -> usize {
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(data);
+    let mut record = ::csv::ByteRecord::new();
+    let mut n = 0;
+    while let Ok(true) = reader.read_byte_record(&mut record) {
+        n += 1;
+    }
+    n
 }

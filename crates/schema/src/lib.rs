@@ -7,6 +7,7 @@
 //! isolation.
 
 mod csv_input;
+mod csv_lines;
 mod decode;
 mod definition;
 mod error;
@@ -16,6 +17,7 @@ pub mod scalar;
 pub mod timestamp;
 
 pub use csv_input::{CsvChunk, CsvOptions, CsvStream, CsvStreamError};
+pub use csv_lines::{CsvLines, Unterminated};
 pub use decode::{
     DecodeLimits, DecodeOutcome, EventDecoder, EventError, InputFormat, split_ndjson,
 };

@@ -361,7 +361,7 @@ async fn run(
             StatusCode::BAD_REQUEST,
             "Invalid events",
             format!(
-                "{} of {} rows are invalid; nothing from this file was stored",
+                "{} of {} rows are invalid; nothing from this request was stored",
                 tally.invalid, tally.rows
             ),
         )

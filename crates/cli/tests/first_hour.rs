@@ -1,0 +1,138 @@
+//! What a new user hit in their first hour (issue 20), each as the request that showed it.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{Server, tempdir};
+
+fn post_csv(s: &Server, query: &str, body: &str) -> common::Reply {
+    s.request(
+        "POST",
+        &format!("/usage/compute_events/csv{query}"),
+        Some(&s.key),
+        &[("content-type", "text/csv")],
+        Some(body.as_bytes()),
+    )
+}
+
+fn count(s: &Server) -> u64 {
+    s.sql("SELECT count(*) AS n FROM compute_events")[0]["n"]
+        .as_u64()
+        .unwrap()
+}
+
+const UNTERMINATED: &str = "customer_id,timestamp,cpu_hours_consumed,region\n\
+    c_unterm,2025-06-17T14:03:12Z,1,\"oops\n\
+    c_next,2025-06-17T14:03:12Z,1,x\n";
+
+#[test]
+fn csv_an_unterminated_quote_is_an_error_naming_its_line() {
+    let dir = tempdir();
+    let s = Server::start(&dir.path().join("d"), &[]);
+    s.create_compute_events();
+    let r = post_csv(&s, "?dry_run=true", UNTERMINATED);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["valid"], 0, "{}", r.text);
+    assert_eq!(r.body["errors"][0]["line"], 2, "{}", r.text);
+    assert!(
+        r.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("opened on line 2 is never closed"),
+        "{}",
+        r.text
+    );
+    let r = post_csv(&s, "", UNTERMINATED);
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(count(&s), 0);
+}
+
+#[test]
+fn csv_crlf_files_report_the_same_lines_as_lf_files() {
+    let dir = tempdir();
+    let s = Server::start(&dir.path().join("d"), &[]);
+    s.create_compute_events();
+    let lf = "customer_id,timestamp,cpu_hours_consumed,region\n\
+        c1,2025-01-01T00:00:00Z,abc,eu\n\
+        c1,2025-01-01T01:00:00Z,1,eu\n\
+        c1,2025-01-01T02:00:00Z,x,eu\n";
+    let lines = |body: &str| -> Vec<u64> {
+        let r = post_csv(&s, "?dry_run=true", body);
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["line"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(lines(lf), vec![2, 4]);
+    assert_eq!(lines(&lf.replace('\n', "\r\n")), vec![2, 4]);
+}
+
+fn import(s: &Server, url: &str, args: &[&str], stdin: Option<&[u8]>) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meterbase"))
+        .arg("import")
+        .args([
+            "--url",
+            url,
+            "--api-key",
+            &s.key,
+            "--event",
+            "compute_events",
+        ])
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run meterbase import");
+    if let Some(bytes) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(bytes).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn import_refuses_an_unterminated_quote_reads_stdin_and_takes_a_bare_address() {
+    let dir = tempdir();
+    let s = Server::start(&dir.path().join("d"), &[]);
+    s.create_compute_events();
+    let path = dir.path().join("bad.csv");
+    std::fs::write(&path, UNTERMINATED.replace('\n', "\r\n")).unwrap();
+    let (ok, stderr) = import(&s, &s.addr, &[path.to_str().unwrap()], None);
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("line 2: the quoted field"), "{stderr}");
+    assert_eq!(count(&s), 0);
+
+    let bare = s.addr.trim_start_matches("http://").to_string();
+    let body = "customer_id,timestamp,cpu_hours_consumed,region\r\nc1,2025-01-01T00:00:00Z,1,eu\r\nc2,2025-01-01T00:00:00Z,x,eu\r\n";
+    let (ok, stderr) = import(&s, &bare, &["--format", "csv", "-"], Some(body.as_bytes()));
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("line 3, cpu_hours_consumed"), "{stderr}");
+    assert!(
+        !stderr.contains("nothing from this file"),
+        "a batch is not the file: {stderr}"
+    );
+    let (ok, stderr) = import(
+        &s,
+        &bare,
+        &["--format", "csv", "-"],
+        Some(&body.as_bytes()[..79]),
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(count(&s), 1);
+    let (ok, stderr) = import(&s, &bare, &["-"], Some(b""));
+    assert!(!ok);
+    assert!(stderr.contains("--format"), "{stderr}");
+}
