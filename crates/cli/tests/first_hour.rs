@@ -136,3 +136,99 @@ fn import_refuses_an_unterminated_quote_reads_stdin_and_takes_a_bare_address() {
     assert!(!ok);
     assert!(stderr.contains("--format"), "{stderr}");
 }
+
+fn create_metric(s: &Server, body: serde_json::Value) -> common::Reply {
+    s.post_json("/billable_metrics", &body)
+}
+
+fn ingest_two(s: &Server) {
+    let r = s.post_json(
+        "/usage/compute_events",
+        &serde_json::json!([
+            {"customer_id": "a", "timestamp": "2025-06-10T00:00:00Z", "data": {"cpu_hours_consumed": 2, "region": "eu"}},
+            {"customer_id": "a", "timestamp": "2025-07-10T00:00:00Z", "data": {"cpu_hours_consumed": 5, "region": "eu"}}
+        ]),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[test]
+fn metrics_quoted_placeholders_bind_and_a_period_free_metric_must_say_so() {
+    let dir = tempdir();
+    let s = Server::start(&dir.path().join("d"), &[]);
+    s.create_compute_events();
+    ingest_two(&s);
+    let r = create_metric(
+        &s,
+        serde_json::json!({"name": "quoted", "sql": "SELECT customer_id, sum(cpu_hours_consumed) AS value FROM compute_events WHERE timestamp >= '{{start_date}}' AND timestamp < '{{end_date}}' GROUP BY customer_id"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = s.get("/billable_metrics/quoted/usage?start_date=2025-07-01&end_date=2025-08-01");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["rows"][0]["value"], 5.0, "{}", r.text);
+
+    let all_time = "SELECT customer_id, sum(cpu_hours_consumed) AS value FROM compute_events GROUP BY customer_id";
+    let r = create_metric(&s, serde_json::json!({"name": "forgot", "sql": all_time}));
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("all_time"),
+        "{}",
+        r.text
+    );
+    let r = create_metric(
+        &s,
+        serde_json::json!({"name": "lifetime", "sql": all_time, "period": "all_time"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["period"], "all_time");
+    let r = s.get("/billable_metrics/lifetime/usage?start_date=2025-07-01&end_date=2025-08-01");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        (
+            r.body["period"].as_str(),
+            r.body["rows"][0]["value"].as_f64()
+        ),
+        (Some("all_time"), Some(7.0))
+    );
+    let r = s.get(
+        "/billable_metrics/lifetime/usage?start_date=2025-06-01&end_date=2025-08-01&window=month",
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+}
+
+#[test]
+fn user_mistakes_are_400s_that_say_what_is_wrong() {
+    let dir = tempdir();
+    let s = Server::start(&dir.path().join("d"), &[]);
+    s.create_compute_events();
+    ingest_two(&s);
+    let r = s.post_json(
+        "/sql",
+        &serde_json::json!({"sql": "SELECT count(*) FROM compute_events WHERE customer_id = $c"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("$c"),
+        "{}",
+        r.text
+    );
+    for sql in [
+        "SELECT 1 / 0",
+        "SELECT CAST(region AS INT) FROM compute_events",
+        "SELECT CAST('nope' AS TIMESTAMP)",
+    ] {
+        let r = s.post_json("/sql", &serde_json::json!({ "sql": sql }));
+        assert_eq!(r.status, 400, "{sql}: {}", r.text);
+    }
+    let r = create_metric(
+        &s,
+        serde_json::json!({"name": "bad sum", "usage_event": "compute_events", "aggregation": "sum", "field": "region"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(
+        r.body["detail"], "sum needs a numeric field; region is String",
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains("bug"), "{}", r.text);
+}

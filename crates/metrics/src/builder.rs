@@ -69,6 +69,54 @@ fn column(def: &EventTypeDef, name: &str) -> Result<String, MetricError> {
     Ok(format!("\"{name}\""))
 }
 
+/// `sum`, `avg` and `time_weighted_sum` add values up: only numbers can be.
+fn check_numeric(
+    def: &EventTypeDef,
+    aggregation: Aggregation,
+    name: &str,
+) -> Result<(), MetricError> {
+    use meterbase_schema::BaseType as B;
+    let name = name.strip_prefix("data.").unwrap_or(name);
+    let fields = def
+        .fields()
+        .map_err(|e| MetricError::Invalid(e.to_string()))?;
+    let (type_text, numeric) = match name {
+        "customer_id" => ("String".to_string(), false),
+        "timestamp" => ("DateTime64".to_string(), false),
+        _ => match fields.iter().find(|(f, _)| f == name) {
+            Some((_, t)) => (
+                t.to_string(),
+                matches!(
+                    t.base,
+                    B::Int8
+                        | B::Int16
+                        | B::Int32
+                        | B::Int64
+                        | B::UInt8
+                        | B::UInt16
+                        | B::UInt32
+                        | B::UInt64
+                        | B::Float32
+                        | B::Float64
+                        | B::Decimal { .. }
+                ),
+            ),
+            // Unknown names are reported by `column`.
+            None => return Ok(()),
+        },
+    };
+    if numeric {
+        return Ok(());
+    }
+    let aggregation = serde_json::to_value(aggregation)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    Err(MetricError::Invalid(format!(
+        "{aggregation} needs a numeric field; {name} is {type_text}"
+    )))
+}
+
 /// A filter constant from the metric definition as a SQL literal.
 fn literal(v: &Value) -> Result<String, MetricError> {
     match v {
@@ -118,6 +166,11 @@ pub fn compile(b: &Builder, def: &EventTypeDef) -> Result<String, MetricError> {
     let table = format!("\"{}\"", def.api_slug);
     let field = match (&b.field, b.aggregation) {
         (None, Aggregation::Count) => None,
+        (Some(f), a @ (Aggregation::Sum | Aggregation::Avg | Aggregation::TimeWeightedSum)) => {
+            let col = column(def, f)?;
+            check_numeric(def, a, f)?;
+            Some(col)
+        }
         (Some(f), _) => Some(column(def, f)?),
         (None, other) => {
             return Err(MetricError::Invalid(format!(

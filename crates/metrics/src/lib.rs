@@ -29,6 +29,18 @@ pub enum MetricError {
     Query(#[from] QueryError),
 }
 
+/// Which events a metric's value covers.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    /// The events of the period asked for: the SQL filters on `{{start_date}}`/`{{end_date}}`.
+    #[default]
+    Bounded,
+    /// Every event, whatever period is asked for; the user said so explicitly, because a SQL
+    /// metric that forgets the period would otherwise bill all-time totals without a word.
+    AllTime,
+}
+
 /// `POST /billable_metrics` body: either `sql`, or the builder fields.
 #[derive(Debug, Clone, Deserialize)]
 pub struct MetricSpec {
@@ -37,6 +49,8 @@ pub struct MetricSpec {
     pub slug: Option<String>,
     #[serde(default)]
     pub sql: Option<String>,
+    #[serde(default)]
+    pub period: Option<Period>,
     #[serde(flatten)]
     pub builder: Option<serde_json::Map<String, serde_json::Value>>,
 }
@@ -50,6 +64,8 @@ pub struct Metric {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub builder: Option<Builder>,
     pub reads: Vec<String>,
+    #[serde(default)]
+    pub period: Period,
     pub created_at: DateTime<Utc>,
 }
 
@@ -57,14 +73,25 @@ pub const START: &str = "start_date";
 pub const END: &str = "end_date";
 pub const CUSTOMER: &str = "customer_id";
 
+/// A metric's SQL with its placeholders turned into parameters, and which ones it uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundSql {
+    pub sql: String,
+    pub uses_customer: bool,
+    /// Whether it refers to `{{start_date}}` or `{{end_date}}`.
+    pub uses_period: bool,
+}
+
 /// Replaces `{{start_date}}`, `{{end_date}}`, `{{customer_id}}` (alias
 /// `{{customer.external_id}}`) by parameter references `$start_date` …; the values are bound
-/// as typed parameters at evaluation, so a customer id is only ever a string value.
-/// Returns the SQL and whether it refers to the customer.
-pub fn bind_placeholders(sql: &str) -> Result<(String, bool), MetricError> {
+/// as typed parameters at evaluation, so a customer id is only ever a string value. A
+/// placeholder written as a quoted literal (`'{{start_date}}'`, the common Zenskar template
+/// style) is the same parameter: the quotes go, nothing is ever pasted into the text.
+pub fn bind_placeholders(sql: &str) -> Result<BoundSql, MetricError> {
     let mut out = String::with_capacity(sql.len());
     let mut rest = sql;
     let mut uses_customer = false;
+    let mut uses_period = false;
     while let Some(open) = rest.find("{{") {
         out.push_str(&rest[..open]);
         let after = &rest[open + 2..];
@@ -85,13 +112,22 @@ pub fn bind_placeholders(sql: &str) -> Result<(String, bool), MetricError> {
                 )));
             }
         };
+        uses_period |= param != CUSTOMER;
+        rest = &after[close + 2..];
+        if out.ends_with('\'') && rest.starts_with('\'') {
+            out.pop();
+            rest = &rest[1..];
+        }
         out.push('$');
         out.push_str(param);
-        rest = &after[close + 2..];
     }
     out.push_str(rest);
-    let trimmed = out.trim_end().trim_end_matches(';').trim_end().to_string();
-    Ok((trimmed, uses_customer))
+    let sql = out.trim_end().trim_end_matches(';').trim_end().to_string();
+    Ok(BoundSql {
+        sql,
+        uses_customer,
+        uses_period,
+    })
 }
 
 fn ts(us: i64) -> ScalarValue {
@@ -130,6 +166,12 @@ pub async fn create(
                 })?,
         };
     let builder_fields = spec.builder.filter(|m| !m.is_empty());
+    let period = spec.period.unwrap_or_default();
+    if period == Period::AllTime && builder_fields.is_some() {
+        return Err(MetricError::Invalid(
+            "\"period\": \"all_time\" is for SQL metrics; builder metrics always count the period asked for".into(),
+        ));
+    }
     let (sql, builder) = match (spec.sql, builder_fields) {
         (Some(sql), None) => (sql, None),
         (None, Some(fields)) => {
@@ -155,12 +197,32 @@ pub async fn create(
             ));
         }
     };
-    let (bound, _) = bind_placeholders(&sql)?;
+    let bound = bind_placeholders(&sql)?;
+    match (bound.uses_period, period) {
+        (false, Period::Bounded) => {
+            return Err(MetricError::Invalid(
+                "the metric's SQL uses neither {{start_date}} nor {{end_date}}, so every usage answer would be the all-time total whatever period is asked for (and with a window, all of it in the first window). Filter on the period, e.g. WHERE timestamp >= {{start_date}} AND timestamp < {{end_date}}; or, if an all-time total is really what you bill, create it with \"period\": \"all_time\"".into(),
+            ));
+        }
+        (true, Period::AllTime) => {
+            return Err(MetricError::Invalid(
+                "\"period\": \"all_time\" is for SQL that ignores the period, but this SQL uses {{start_date}} or {{end_date}}; leave period out".into(),
+            ));
+        }
+        _ => {}
+    }
+    // Planned all the way to an executable plan with real parameter values, the way usage
+    // runs it: a metric that passes here does not fail later in the optimizer.
+    let now = Utc::now().timestamp_micros();
     let (schema, reads) = engine
-        .describe(tables, &bound, params(0, 1, Some("customer")))
+        .describe(
+            tables,
+            &bound.sql,
+            params(now - 3_600_000_000, now, Some("customer")),
+        )
         .await
         .map_err(|e| match e {
-            QueryError::Invalid(d) => {
+            QueryError::Invalid(d) | QueryError::Data(d) | QueryError::Execution(d) => {
                 MetricError::Invalid(format!("the metric's SQL does not plan: {d}"))
             }
             other => MetricError::Query(other),
@@ -183,6 +245,7 @@ pub async fn create(
         sql,
         builder,
         reads,
+        period,
         created_at: Utc::now(),
     })
 }
@@ -216,7 +279,17 @@ pub async fn evaluate(
             "start_date must be before end_date".into(),
         ));
     }
-    let (bound, uses_customer) = bind_placeholders(&metric.sql)?;
+    if metric.period == Period::AllTime && req.window.is_some() {
+        return Err(MetricError::Invalid(format!(
+            "metric {:?} counts all events whatever the period (\"period\": \"all_time\"), so windows do not apply",
+            metric.slug
+        )));
+    }
+    let BoundSql {
+        sql: bound,
+        uses_customer,
+        ..
+    } = bind_placeholders(&metric.sql)?;
     if uses_customer && req.customer_id.is_none() {
         return Err(MetricError::Invalid(
             "this metric's SQL uses {{customer_id}}: give customer_id".into(),
@@ -262,18 +335,32 @@ mod tests {
 
     #[test]
     fn placeholders_become_parameters() {
-        let (sql, cust) = bind_placeholders(
+        let b = bind_placeholders(
             "SELECT 1 WHERE t >= {{start_date}} AND t < {{ end_date }} AND c = {{customer.external_id}};",
         )
         .unwrap();
         assert_eq!(
-            sql,
+            b.sql,
             "SELECT 1 WHERE t >= $start_date AND t < $end_date AND c = $customer_id"
         );
-        assert!(cust);
+        assert!(b.uses_customer && b.uses_period);
         assert!(bind_placeholders("{{nope}}").is_err());
         assert!(bind_placeholders("{{start_date").is_err());
-        let (_, cust) = bind_placeholders("SELECT {{start_date}}").unwrap();
-        assert!(!cust);
+        let b = bind_placeholders("SELECT {{start_date}}").unwrap();
+        assert!(!b.uses_customer && b.uses_period);
+        let b = bind_placeholders("SELECT 1 WHERE c = {{customer_id}}").unwrap();
+        assert!(b.uses_customer && !b.uses_period);
+    }
+
+    #[test]
+    fn quoted_placeholders_are_the_same_parameters() {
+        let b = bind_placeholders(
+            "WHERE timestamp >= '{{start_date}}' AND timestamp < '{{ end_date }}' AND c = '{{customer_id}}'",
+        )
+        .unwrap();
+        assert_eq!(
+            b.sql,
+            "WHERE timestamp >= $start_date AND timestamp < $end_date AND c = $customer_id"
+        );
     }
 }

@@ -28,19 +28,35 @@ pub const STORE_URL: &str = "meterbase://store/";
 
 #[derive(Debug, Error)]
 pub enum QueryError {
-    /// The query is wrong: parse, plan, unknown table or column, forbidden statement.
+    /// The query is wrong: parse, plan, unknown table or column, forbidden statement, a
+    /// parameter without a value.
     #[error("{0}")]
     Invalid(String),
+    /// The query is well-formed but fails on the values it meets: a division by zero, a
+    /// cast of text that is not a number, an unparsable timestamp.
+    #[error("{0}")]
+    Data(String),
     #[error("query exceeded its memory limit of {limit} bytes: {detail}")]
     MemoryLimit { limit: usize, detail: String },
     #[error("query exceeded its time limit of {0:?}")]
     Timeout(Duration),
+    /// Something other than the query failed (storage, a bug): the server's fault.
     #[error("query failed: {0}")]
     Execution(String),
 }
 
+/// DataFusion closes internal errors with a plea to file a bug report; our users cannot act
+/// on it (the cause is logged with the request), so the plea is cut.
+fn without_bug_plea(text: String) -> String {
+    match text.find(". This issue was likely caused by a bug") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
 impl QueryError {
     fn from_df(e: DataFusionError, limit: usize) -> QueryError {
+        use arrow::error::ArrowError as A;
         let root = e.find_root();
         match root {
             DataFusionError::ResourcesExhausted(d) => QueryError::MemoryLimit {
@@ -50,7 +66,22 @@ impl QueryError {
             DataFusionError::SQL(..)
             | DataFusionError::Plan(_)
             | DataFusionError::SchemaError(..)
+            | DataFusionError::Configuration(_)
             | DataFusionError::NotImplemented(_) => QueryError::Invalid(root.to_string()),
+            DataFusionError::Execution(_) => QueryError::Data(root.to_string()),
+            DataFusionError::ArrowError(a, _)
+                if matches!(
+                    a.as_ref(),
+                    A::CastError(_)
+                        | A::ParseError(_)
+                        | A::ComputeError(_)
+                        | A::DivideByZero
+                        | A::ArithmeticOverflow(_)
+                        | A::InvalidArgumentError(_)
+                ) =>
+            {
+                QueryError::Data(root.to_string())
+            }
             _ => {
                 let text = e.to_string();
                 if text.contains("Resources exhausted") {
@@ -59,7 +90,7 @@ impl QueryError {
                         detail: text,
                     }
                 } else {
-                    QueryError::Execution(text)
+                    QueryError::Execution(without_bug_plea(text))
                 }
             }
         }
@@ -214,6 +245,7 @@ impl QueryEngine {
             Ok(TreeNodeRecursion::Continue)
         })
         .map_err(df)?;
+        check_params_bound(&plan, &params)?;
         let plan = if params.is_empty() {
             plan
         } else {
@@ -221,6 +253,8 @@ impl QueryEngine {
                 .map_err(df)?
         };
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        // Optimized and planned for execution with the values bound, as a run would be.
+        ctx.state().create_physical_plan(&plan).await.map_err(df)?;
         Ok((schema, reads))
     }
 
@@ -242,26 +276,59 @@ impl QueryEngine {
             // The snapshots (their manifests) live as long as the query: files they list are
             // not deleted by compaction while it reads them.
             let _snapshots = tables;
+            let df_err = |e| QueryError::from_df(e, limit);
             let options = SQLOptions::new()
                 .with_allow_ddl(false)
                 .with_allow_dml(false)
                 .with_allow_statements(false);
-            let df = ctx.sql_with_options(&sql, options).await?;
+            let df = ctx.sql_with_options(&sql, options).await.map_err(df_err)?;
+            check_params_bound(df.logical_plan(), &params)?;
             let df = if params.is_empty() {
                 df
             } else {
-                df.with_param_values(ParamValues::from(params))?
+                df.with_param_values(ParamValues::from(params))
+                    .map_err(df_err)?
             };
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let batches = df.collect().await?;
-            Ok::<_, DataFusionError>(QueryOutput { schema, batches })
+            let batches = df.collect().await.map_err(df_err)?;
+            Ok::<_, QueryError>(QueryOutput { schema, batches })
         });
         let mut guard = AbortOnDrop(task);
         let joined = tokio::time::timeout(self.config.timeout, &mut guard.0).await;
         match joined {
             Err(_) => Err(QueryError::Timeout(self.config.timeout)),
             Ok(Err(join)) => Err(QueryError::Execution(format!("query task ended: {join}"))),
-            Ok(Ok(result)) => result.map_err(|e| QueryError::from_df(e, limit)),
+            Ok(Ok(result)) => result,
         }
+    }
+}
+
+/// Every `$name` the statement uses must have a value: DataFusion reports a missing one only
+/// when it meets it during execution, as an internal error.
+fn check_params_bound(
+    plan: &LogicalPlan,
+    params: &HashMap<String, ScalarValue>,
+) -> Result<(), QueryError> {
+    let used = plan
+        .get_parameter_types()
+        .map_err(|e| QueryError::Invalid(e.to_string()))?;
+    let mut missing: Vec<&str> = used
+        .keys()
+        .map(|id| id.trim_start_matches('$'))
+        .filter(|name| !params.contains_key(*name))
+        .collect();
+    missing.sort_unstable();
+    match missing.as_slice() {
+        [] => Ok(()),
+        [one] => Err(QueryError::Invalid(format!(
+            "parameter ${one} has no value: add \"{one}\" to params"
+        ))),
+        many => Err(QueryError::Invalid(format!(
+            "parameters {} have no value: add them to params",
+            many.iter()
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
     }
 }

@@ -176,11 +176,15 @@ pub(crate) async fn usage(
     }
     rows.sort();
     let mut body = format!(
-        "{{\"metric\":{},\"start_date\":{},\"end_date\":{},\"rows\":[",
+        "{{\"metric\":{},\"start_date\":{},\"end_date\":{},",
         json!(metric.slug),
         json!(format_micros(start)),
         json!(format_micros(end))
     );
+    if metric.period == meterbase_metrics::Period::AllTime {
+        body.push_str("\"period\":\"all_time\",");
+    }
+    body.push_str("\"rows\":[");
     for (i, (_, _, row)) in rows.iter().enumerate() {
         if i > 0 {
             body.push(',');

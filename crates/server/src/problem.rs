@@ -179,6 +179,9 @@ impl From<QueryError> for Problem {
     fn from(e: QueryError) -> Problem {
         match e {
             QueryError::Invalid(d) => Problem::new(StatusCode::BAD_REQUEST, "Invalid query", d),
+            QueryError::Data(d) => {
+                Problem::new(StatusCode::BAD_REQUEST, "Query failed on the data", d)
+            }
             QueryError::MemoryLimit { .. } => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Query memory limit exceeded",
