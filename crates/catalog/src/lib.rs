@@ -42,6 +42,20 @@ pub struct Organisation {
     pub created_at: DateTime<Utc>,
 }
 
+/// A key as handed out: the only time the key itself exists outside the client.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub id: String,
+    pub key: String,
+}
+
+/// What the admin API may show of a stored key: never the key, nor its hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyInfo {
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ApiKeyRecord {
     id: String,
@@ -113,6 +127,18 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
+fn new_key(org_id: &str) -> (NewKey, ApiKeyRecord) {
+    let key = format!("mb_{}", random_hex(24));
+    let id = format!("key_{}", random_hex(8));
+    let record = ApiKeyRecord {
+        id: id.clone(),
+        org_id: org_id.to_string(),
+        sha256: hex::encode(hash_key(&key)),
+        created_at: Utc::now(),
+    };
+    (NewKey { id, key }, record)
+}
+
 fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
@@ -163,20 +189,19 @@ impl Catalog {
         !self.read().organisations.is_empty()
     }
 
-    pub fn create_organisation(&self, name: &str) -> Result<(Organisation, String), CatalogError> {
+    pub fn create_organisation(&self, name: &str) -> Result<(Organisation, NewKey), CatalogError> {
         let name = name.trim();
         if name.is_empty() || name.len() > 128 {
             return Err(CatalogError::Invalid(
                 "organisation name must be 1-128 characters".into(),
             ));
         }
-        let key = format!("mb_{}", random_hex(24));
         let org = Organisation {
             id: uuid::Uuid::new_v4().to_string(),
             name: name.to_string(),
             created_at: Utc::now(),
         };
-        let key_hash = hex::encode(hash_key(&key));
+        let (new, record) = new_key(&org.id);
         self.update(|s| {
             if s.organisations.iter().any(|o| o.name == name) {
                 return Err(CatalogError::Conflict(format!(
@@ -184,15 +209,10 @@ impl Catalog {
                 )));
             }
             s.organisations.push(org.clone());
-            s.api_keys.push(ApiKeyRecord {
-                id: format!("key_{}", random_hex(8)),
-                org_id: org.id.clone(),
-                sha256: key_hash,
-                created_at: Utc::now(),
-            });
+            s.api_keys.push(record);
             Ok(())
         })?;
-        Ok((org, key))
+        Ok((org, new))
     }
 
     pub fn organisations(&self) -> Vec<Organisation> {
@@ -208,24 +228,35 @@ impl Catalog {
             .cloned()
     }
 
-    /// Returns (key id, key).
-    pub fn create_api_key(&self, org: &str) -> Result<(String, String), CatalogError> {
+    pub fn create_api_key(&self, org: &str) -> Result<NewKey, CatalogError> {
         let org = self
             .find_organisation(org)
             .ok_or_else(|| CatalogError::NotFound(format!("organisation {org:?} not found")))?;
-        let key = format!("mb_{}", random_hex(24));
-        let id = format!("key_{}", random_hex(8));
-        let record = ApiKeyRecord {
-            id: id.clone(),
-            org_id: org.id,
-            sha256: hex::encode(hash_key(&key)),
-            created_at: Utc::now(),
-        };
+        let (new, record) = new_key(&org.id);
         self.update(|s| {
             s.api_keys.push(record);
             Ok(())
         })?;
-        Ok((id, key))
+        Ok(new)
+    }
+
+    /// The keys of an organisation (by id or name), oldest first.
+    pub fn api_keys(&self, org: &str) -> Result<Vec<ApiKeyInfo>, CatalogError> {
+        let org = self
+            .find_organisation(org)
+            .ok_or_else(|| CatalogError::NotFound(format!("organisation {org:?} not found")))?;
+        let mut keys: Vec<ApiKeyInfo> = self
+            .read()
+            .api_keys
+            .iter()
+            .filter(|k| k.org_id == org.id)
+            .map(|k| ApiKeyInfo {
+                id: k.id.clone(),
+                created_at: k.created_at,
+            })
+            .collect();
+        keys.sort_by_key(|k| k.created_at);
+        Ok(keys)
     }
 
     pub fn delete_api_key(&self, id: &str) -> Result<(), CatalogError> {
@@ -412,8 +443,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.json");
         let cat = Catalog::open(&path).unwrap();
-        let (acme, acme_key) = cat.create_organisation("acme").unwrap();
-        let (globex, globex_key) = cat.create_organisation("globex").unwrap();
+        let (acme, NewKey { key: acme_key, .. }) = cat.create_organisation("acme").unwrap();
+        let (
+            globex,
+            NewKey {
+                key: globex_key, ..
+            },
+        ) = cat.create_organisation("globex").unwrap();
         assert!(cat.create_organisation("acme").is_err());
         assert_eq!(cat.authenticate(&acme_key).unwrap().id, acme.id);
         assert_eq!(cat.authenticate(&globex_key).unwrap().id, globex.id);
@@ -421,10 +457,24 @@ mod tests {
         let text = fs::read_to_string(&path).unwrap();
         assert!(!text.contains(&acme_key), "keys are stored only as hashes");
 
-        let (key_id, second) = cat.create_api_key("acme").unwrap();
+        let NewKey {
+            id: key_id,
+            key: second,
+        } = cat.create_api_key("acme").unwrap();
         assert_eq!(cat.authenticate(&second).unwrap().id, acme.id);
+        assert_eq!(
+            cat.api_keys("acme")
+                .unwrap()
+                .iter()
+                .map(|k| k.id.as_str())
+                .collect::<Vec<_>>()
+                .len(),
+            2
+        );
         cat.delete_api_key(&key_id).unwrap();
         assert!(cat.authenticate(&second).is_none());
+        assert_eq!(cat.api_keys(&acme.id).unwrap().len(), 1);
+        assert!(cat.api_keys("nobody").is_err());
 
         let reopened = Catalog::open(&path).unwrap();
         assert_eq!(reopened.authenticate(&acme_key).unwrap().id, acme.id);

@@ -292,8 +292,8 @@ fn main() -> ExitCode {
             match runtime.block_on(run(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
+                    // Logging writes to stderr already: printing it as well said it twice.
                     tracing::error!("{e}");
-                    eprintln!("meterbase: {e}");
                     ExitCode::FAILURE
                 }
             }

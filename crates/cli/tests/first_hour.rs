@@ -232,3 +232,155 @@ fn user_mistakes_are_400s_that_say_what_is_wrong() {
     );
     assert!(!r.text.contains("bug"), "{}", r.text);
 }
+
+#[test]
+fn route_words_are_reserved_slugs() {
+    let dir = tempdir();
+    let s = Server::start(&dir.path().join("d"), &[]);
+    for slug in ["bulk", "csv", "events", "BULK"] {
+        let mut def = common::compute_events_definition();
+        def["api_slug"] = serde_json::json!(slug);
+        let r = s.post_json("/rawmetrics", &def);
+        assert_eq!(r.status, 400, "{slug}: {}", r.text);
+        assert!(
+            r.body["detail"].as_str().unwrap().contains("reserved"),
+            "{}",
+            r.text
+        );
+    }
+    let r = s.post_json("/rawmetrics", &serde_json::json!({"name": "Bulk"}));
+    assert_eq!(r.status, 400, "a derived slug is checked too: {}", r.text);
+}
+
+/// Runs `meterbase serve` expecting it to fail; its stderr.
+fn failed_start(data: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_meterbase"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("METERBASE_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_failed_start_creates_nothing_and_says_why_once() {
+    let dir = tempdir();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = format!("127.0.0.1:{}", taken.local_addr().unwrap().port());
+    for (args, why) in [
+        (
+            vec!["--listen", "127.0.0.1:0", "--object-store", "gs://bucket/x"],
+            "supported schemes",
+        ),
+        (vec!["--listen", "localhost"], "has no port"),
+        (vec!["--listen", port.as_str()], "cannot listen on"),
+    ] {
+        let data = dir.path().join("d");
+        let stderr = failed_start(&data, &args);
+        assert_eq!(stderr.matches(why).count(), 1, "{args:?}: {stderr}");
+        assert!(!stderr.contains("first start"), "{args:?}: {stderr}");
+        assert!(!data.join("catalog.json").exists(), "{args:?}");
+        assert!(!data.join("default-api-key").exists(), "{args:?}");
+    }
+}
+
+#[test]
+fn two_different_keys_in_one_request_are_refused() {
+    let dir = tempdir();
+    let s = Server::start(&dir.path().join("d"), &[]);
+    s.create_compute_events();
+    let r = s.admin(
+        "POST",
+        "/admin/organisations",
+        Some(&serde_json::json!({"name": "acme"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let other = r.body["api_key"].as_str().unwrap().to_string();
+    let bearer = format!("Bearer {other}");
+    let r = s.request(
+        "GET",
+        "/rawmetrics",
+        Some(&s.key),
+        &[("authorization", &bearer)],
+        None,
+    );
+    assert_eq!(r.status, 401, "{}", r.text);
+    let own = format!("Bearer {}", s.key);
+    let r = s.request(
+        "GET",
+        "/rawmetrics",
+        Some(&s.key),
+        &[("authorization", &own)],
+        None,
+    );
+    assert_eq!(r.status, 200, "the same key twice is fine: {}", r.text);
+    let r = s.request(
+        "POST",
+        "/usage/bulk/compute_events",
+        Some("mb_wrong"),
+        &[("content-type", "application/json")],
+        Some(b"[]"),
+    );
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(r.body["success"], false, "{}", r.text);
+}
+
+#[test]
+fn the_first_key_of_an_organisation_can_be_listed_and_revoked() {
+    let dir = tempdir();
+    let s = Server::start(&dir.path().join("d"), &[]);
+    let r = s.admin(
+        "POST",
+        "/admin/organisations",
+        Some(&serde_json::json!({"name": "acme"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let first_id = r.body["api_key_id"].as_str().unwrap().to_string();
+    let first_key = r.body["api_key"].as_str().unwrap().to_string();
+    assert_eq!(
+        s.admin("POST", "/admin/organisations/acme/api_keys", None)
+            .status,
+        201
+    );
+    let r = s.admin("GET", "/admin/organisations/acme/api_keys", None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let items = r.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["id"], first_id.as_str());
+    assert!(items[0]["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(!r.text.contains(&first_key), "keys are never shown again");
+    assert_eq!(
+        s.admin("DELETE", &format!("/admin/api_keys/{first_id}"), None)
+            .status,
+        204
+    );
+    assert_eq!(
+        s.request("GET", "/rawmetrics", Some(&first_key), &[], None)
+            .status,
+        401
+    );
+    assert_eq!(
+        s.admin("GET", "/admin/organisations/nobody/api_keys", None)
+            .status,
+        404
+    );
+}
+
+#[test]
+fn events_take_plain_dates_like_usage_does() {
+    let dir = tempdir();
+    let s = Server::start(&dir.path().join("d"), &[]);
+    s.create_compute_events();
+    ingest_two(&s);
+    let r = s.get("/usage/compute_events/events?from=2025-06-01&to=2025-07-01");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1, "{}", r.text);
+    let r = s.delete("/usage/compute_events/events?from=2025-07-01&to=2025-08-01");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["deleted"], 1, "{}", r.text);
+    assert_eq!(count(&s), 1);
+}

@@ -83,6 +83,15 @@ impl EventTypeDef {
                 })?
             }
         };
+        if RESERVED_EVENT_SLUGS.contains(&api_slug.as_str()) {
+            return Err(SchemaError::InvalidSlug(
+                api_slug,
+                format!(
+                    "is reserved: it is a path word of the usage API (/usage/bulk/{{slug}}, /usage/{{slug}}/csv, …); reserved: {}",
+                    RESERVED_EVENT_SLUGS.join(", ")
+                ),
+            ));
+        }
         let mut ds = spec.dataschema.unwrap_or_default();
         let cid = ds.customer_id.take().unwrap_or_else(|| "String".into());
         let plain_string = FieldType {
@@ -300,6 +309,10 @@ pub fn derive_slug(name: &str) -> String {
     }
     out.trim_matches('_').to_string()
 }
+
+/// Words of the `/usage/…` routes: an event type named `bulk` would make
+/// `POST /usage/bulk/csv` mean two things.
+pub const RESERVED_EVENT_SLUGS: &[&str] = &["bulk", "csv", "events", "reconcile"];
 
 pub fn validate_slug(slug: &str) -> Result<String, SchemaError> {
     if slug.is_empty() || slug.len() > 64 {

@@ -22,8 +22,8 @@ pub use decode::{
     DecodeLimits, DecodeOutcome, EventDecoder, EventError, InputFormat, split_ndjson,
 };
 pub use definition::{
-    EventTypeDef, EventTypeSpec, INGESTED_AT_COLUMN, SEQ_COLUMN, derive_slug, validate_field_name,
-    validate_slug,
+    EventTypeDef, EventTypeSpec, INGESTED_AT_COLUMN, RESERVED_EVENT_SLUGS, SEQ_COLUMN, derive_slug,
+    validate_field_name, validate_slug,
 };
 pub use error::SchemaError;
 pub use field_type::{BaseType, FieldType};

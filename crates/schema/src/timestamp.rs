@@ -183,6 +183,17 @@ pub fn parse_epoch_seconds(text: &str) -> Result<Micros, &'static str> {
     Ok(secs * MICROS_PER_SECOND + micros)
 }
 
+/// A query-parameter instant: any timestamp form of the contract, or a plain `YYYY-MM-DD`
+/// meaning midnight UTC (as the usage endpoint reads dates without a `tz`).
+pub fn parse_instant_utc(text: &str) -> Result<Micros, &'static str> {
+    if text.len() == 10
+        && let Ok(days) = parse_date(text)
+    {
+        return Ok(i64::from(days) * 86_400 * MICROS_PER_SECOND);
+    }
+    parse_timestamp(text)
+}
+
 /// RFC 3339 with `Z` and microseconds, the form every response uses.
 pub fn format_micros(us: Micros) -> String {
     let secs = us.div_euclid(MICROS_PER_SECOND);
@@ -212,6 +223,19 @@ pub fn format_date(days: i32) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn query_instants_take_plain_dates_as_utc_midnight() {
+        assert_eq!(
+            parse_instant_utc("2025-06-18"),
+            parse_timestamp("2025-06-18T00:00:00Z")
+        );
+        assert_eq!(
+            parse_instant_utc("2025-06-18T01:02:03Z"),
+            parse_timestamp("2025-06-18T01:02:03Z")
+        );
+        assert!(parse_instant_utc("2025-13-18").is_err());
+    }
 
     #[test]
     fn accepted_forms() {

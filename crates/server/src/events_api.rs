@@ -8,7 +8,7 @@ use datafusion::common::ScalarValue;
 use hyper::StatusCode;
 use meterbase_catalog::Organisation;
 use meterbase_query::format::write_json_value;
-use meterbase_schema::timestamp::parse_timestamp;
+use meterbase_schema::timestamp::parse_instant_utc;
 use serde_json::{Value, json};
 
 use crate::App;
@@ -67,7 +67,7 @@ pub(crate) async fn list(
     let mut params: HashMap<String, ScalarValue> = HashMap::new();
     let mut conds: Vec<String> = Vec::new();
     let ts = |name: &str, text: &str| -> Result<ScalarValue> {
-        let us = parse_timestamp(text)
+        let us = parse_instant_utc(text)
             .map_err(|e| Problem::bad_request(format!("{name} {text:?}: {e}")))?;
         Ok(ScalarValue::TimestampMicrosecond(
             Some(us),
@@ -218,7 +218,7 @@ pub(crate) async fn delete(
     let instant = |name: &str| -> Result<Option<i64>> {
         param(&q, name)
             .map(|text| {
-                parse_timestamp(text)
+                parse_instant_utc(text)
                     .map_err(|e| Problem::bad_request(format!("{name} {text:?}: {e}")))
             })
             .transpose()

@@ -167,15 +167,28 @@ fn write_default_key(dir: &std::path::Path, key: &str) -> Result<PathBuf, Server
     Ok(path)
 }
 
+/// The listener, or why the address cannot be listened on, said the way the user can fix it.
+async fn bind(listen: &str) -> Result<TcpListener, ServerError> {
+    if listen.parse::<SocketAddr>().is_err() && !listen.contains(':') {
+        return Err(ServerError::Startup(format!(
+            "--listen {listen:?} has no port: give host:port, e.g. 127.0.0.1:8080"
+        )));
+    }
+    TcpListener::bind(listen).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (another process listens there: stop it or choose another --listen)"
+        } else {
+            ""
+        };
+        ServerError::Startup(format!("cannot listen on {listen}: {e}{hint}"))
+    })
+}
+
 /// Runs the server until SIGTERM/SIGINT, then flushes and returns.
 pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
-    let _lock = lock_data_dir(&config.data_dir)?;
-    let catalog = Catalog::open(config.data_dir.join("catalog.json"))?;
-    if !catalog.has_organisations() {
-        let (org, key) = catalog.create_organisation("default")?;
-        let path = write_default_key(&config.data_dir, &key)?;
-        info!(organisation = %org.id, key_file = %path.display(), "first start: created organisation 'default'; its API key is in the key file");
-    }
+    // What the configuration can get wrong is found before anything is written: a failed
+    // start leaves no catalog, API key or organisation behind.
+    let listener = bind(&config.listen).await?;
     let object_store_url = config.object_store.clone().unwrap_or_else(|| {
         format!(
             "file://{}",
@@ -183,6 +196,13 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         )
     });
     let mut handle = parse_object_store_url(&object_store_url)?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let catalog = Catalog::open(config.data_dir.join("catalog.json"))?;
+    if !catalog.has_organisations() {
+        let (org, key) = catalog.create_organisation("default")?;
+        let path = write_default_key(&config.data_dir, &key.key)?;
+        info!(organisation = %org.id, key_file = %path.display(), "first start: created organisation 'default'; its API key is in the key file");
+    }
     let faults = config.fault_injection.then(|| {
         warn!("fault injection is on (POST /admin/faults): for tests only");
         let faults = Arc::new(meterbase_storage::Faults::default());
@@ -193,9 +213,6 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         faults
     });
 
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .map_err(|e| ServerError::Io(config.listen.clone(), e))?;
     let local: SocketAddr = listener
         .local_addr()
         .map_err(|e| ServerError::Io(config.listen.clone(), e))?;

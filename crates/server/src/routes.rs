@@ -269,6 +269,7 @@ async fn route(app: &Arc<App>, req: Req) -> Result<HttpResponse> {
                     ))
                 }
                 (["organisations", org, "api_keys"], &Method::POST) => create_key(app, org),
+                (["organisations", org, "api_keys"], &Method::GET) => list_keys(app, org),
                 (["api_keys", id], &Method::DELETE) => {
                     app.catalog.delete_api_key(id)?;
                     Ok(no_content())
@@ -277,7 +278,14 @@ async fn route(app: &Arc<App>, req: Req) -> Result<HttpResponse> {
             }
         }
         _ => {
-            let org = authenticate(app, &req)?;
+            let org = authenticate(app, &req).map_err(|p| {
+                // Zuora clients read `success` on every answer of the bulk endpoint.
+                if matches!(segs.as_slice(), ["usage", "bulk", _]) {
+                    p.with("success", json!(false))
+                } else {
+                    p
+                }
+            })?;
             match (segs.as_slice(), &method) {
                 (["rawmetrics"], &Method::POST) => create_event_type(app, &org, req).await,
                 (["rawmetrics"], &Method::GET) => {
@@ -364,19 +372,25 @@ fn bearer(req: &Req) -> Option<&str> {
 }
 
 fn authenticate(app: &App, req: &Req) -> Result<Arc<Organisation>> {
-    let key = req
+    let unauthorized =
+        |detail: &str| Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", detail);
+    let header_key = req
         .headers()
         .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .or_else(|| bearer(req))
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
+        .map(|v| v.to_str().map(str::trim).unwrap_or_default());
+    let key = match (header_key, bearer(req)) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(unauthorized(
+                "x-api-key and Authorization: Bearer carry different keys; send one of them",
+            ));
+        }
+        (Some(k), _) | (None, Some(k)) => k,
+        (None, None) => {
+            return Err(unauthorized(
                 "missing API key: send x-api-key or Authorization: Bearer",
-            )
-        })?;
+            ));
+        }
+    };
     let org = app
         .catalog
         .authenticate(key)
@@ -498,7 +512,7 @@ async fn create_org(app: &App, req: Req) -> Result<HttpResponse> {
     let (org, key) = app.catalog.create_organisation(&b.name)?;
     Ok(json_response(
         StatusCode::CREATED,
-        &json!({"id": org.id, "name": org.name, "api_key": key}),
+        &json!({"id": org.id, "name": org.name, "api_key": key.key, "api_key_id": key.id}),
     ))
 }
 
@@ -513,11 +527,22 @@ fn list_orgs(app: &App) -> Result<HttpResponse> {
 }
 
 fn create_key(app: &App, org: &str) -> Result<HttpResponse> {
-    let (id, key) = app.catalog.create_api_key(org)?;
+    let key = app.catalog.create_api_key(org)?;
     Ok(json_response(
         StatusCode::CREATED,
-        &json!({"id": id, "api_key": key}),
+        &json!({"id": key.id, "api_key": key.key}),
     ))
+}
+
+/// Key ids and creation times, never the keys: enough to revoke one.
+fn list_keys(app: &App, org: &str) -> Result<HttpResponse> {
+    let items: Vec<Value> = app
+        .catalog
+        .api_keys(org)?
+        .iter()
+        .map(|k| json!({"id": k.id, "created_at": k.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}))
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "items": items })))
 }
 
 // ---- event types ----------------------------------------------------------------------------
