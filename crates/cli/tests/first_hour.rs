@@ -384,3 +384,47 @@ fn events_take_plain_dates_like_usage_does() {
     assert_eq!(r.body["deleted"], 1, "{}", r.text);
     assert_eq!(count(&s), 1);
 }
+
+#[test]
+fn a_restart_tells_files_replaced_by_compaction_from_leftovers() {
+    let dir = tempdir();
+    let data = dir.path().join("d");
+    let mut s = Server::start(&data, &["--flush-age-ms", "50"]);
+    s.create_compute_events();
+    for i in 0..3 {
+        let r = s.post_json(
+            "/usage/compute_events",
+            &serde_json::json!({"customer_id": format!("c{i}"), "timestamp": "2025-06-10T00:00:00Z", "data": {"cpu_hours_consumed": 1, "region": "eu"}}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+        s.wait_flushed();
+    }
+    let before = common::parquet_files(&data).len();
+    assert_eq!(common::compact(&s)["files_in"], 3);
+    assert_eq!(s.terminate().code(), Some(0));
+    // A file a crash left behind mid-persist, named like the table's own files.
+    let leftover = common::parquet_files(&data)[0].with_file_name(format!(
+        "{}-99-99.parquet",
+        common::parquet_files(&data)[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .split('-')
+            .next()
+            .unwrap()
+    ));
+    std::fs::write(&leftover, b"half a file").unwrap();
+    let log = data.with_extension("log");
+    let logged_before = std::fs::read_to_string(&log).unwrap().len();
+    s.spawn();
+    let restart_log = std::fs::read_to_string(&log).unwrap()[logged_before..].to_string();
+    let warned: Vec<&str> = restart_log
+        .lines()
+        .filter(|l| l.contains("interrupted persist or upload"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{restart_log}");
+    assert!(warned[0].contains("-99-99.parquet"), "{restart_log}");
+    // Replaced files within their grace period are kept for readers, beside the output.
+    assert_eq!(common::parquet_files(&data).len(), before + 1);
+    assert_eq!(count(&s), 3);
+}

@@ -138,7 +138,7 @@ pub(crate) struct Retired {
     pub since: Instant,
 }
 
-fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
@@ -812,9 +812,21 @@ impl Store {
                         !spent
                     })
                     .collect();
+                let now = now_micros();
+                let retired = current
+                    .retired
+                    .iter()
+                    .filter(|r| r.at > now - crate::manifest::RETIRED_MEMORY_MICROS)
+                    .cloned()
+                    .chain(replaced.iter().map(|f| crate::manifest::RetiredFile {
+                        path: f.path.clone(),
+                        at: now,
+                    }))
+                    .collect();
                 Some(Manifest {
                     files,
                     tombstones,
+                    retired,
                     ..current.clone()
                 })
             })

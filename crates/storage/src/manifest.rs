@@ -80,6 +80,18 @@ pub struct Tombstone {
     pub to: Option<i64>,
 }
 
+/// A file compaction took out of `files`, kept on disk for readers that may still need it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RetiredFile {
+    pub path: String,
+    /// When the compaction that replaced it committed (µs since the epoch).
+    pub at: i64,
+}
+
+/// How long a retired file is remembered: well past any grace period, so a restart can still
+/// tell a replaced file from the leftover of an interrupted write.
+pub(crate) const RETIRED_MEMORY_MICROS: i64 = 7 * 86_400_000_000;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
     pub version: u64,
@@ -89,6 +101,11 @@ pub struct Manifest {
     pub files: Vec<FileMeta>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tombstones: Vec<Tombstone>,
+    /// Files replaced by compaction, not yet known to be deleted: garbage collection waits a
+    /// grace period for readers, and a restart in between must neither keep them forever nor
+    /// report them as leftovers of an interrupted write.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<RetiredFile>,
     /// Which server process committed this version (a random id per start): a version found
     /// already taken by our own process is an earlier attempt whose reply was lost.
     #[serde(default)]

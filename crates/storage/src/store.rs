@@ -13,7 +13,7 @@ use meterbase_schema::EventTypeDef;
 use meterbase_wal::{Ack, Apply, Seq, Wal, WalConfig, WalError};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::manifest::manifest_dir;
 use crate::persist::encode_chunk;
@@ -75,13 +75,23 @@ fn tombstone(ack: Ack, filter: crate::DeleteFilter) -> crate::Tombstone {
 
 /// Deletes the table's data files that its manifest does not list: files of a persist or a
 /// staged upload whose manifest commit never happened. Runs before anything can write.
+/// Deletes data files no manifest lists: leftovers of a persist or upload that a crash cut
+/// short (reported one by one), and files compaction replaced whose grace period has passed
+/// (expected after any restart, so only counted). Replaced files still within their grace
+/// period are handed to garbage collection.
 async fn remove_unreferenced_files(
     handle: &ObjectStoreHandle,
     table: &Table,
+    grace: Duration,
 ) -> Result<(), StorageError> {
     let manifest = table.manifest();
     let live: std::collections::HashSet<&str> =
         manifest.files.iter().map(|f| f.path.as_str()).collect();
+    let retired: HashMap<&str, i64> = manifest
+        .retired
+        .iter()
+        .map(|r| (r.path.as_str(), r.at))
+        .collect();
     let prefix = Path::from(format!("{}/{}", table.org_id, table.slug));
     let objects: Vec<_> = handle
         .store
@@ -90,18 +100,39 @@ async fn remove_unreferenced_files(
         .await
         .map_err(|e| StorageError::store(&prefix, e))?;
     let own = format!("{}-", table.type_id);
+    let now = crate::compact::now_micros();
+    let mut replaced_removed = 0;
+    let mut still_in_grace = Vec::new();
     for o in objects {
         let name = o.location.filename().unwrap_or_default();
         let is_data = name.starts_with(&own) && name.ends_with(".parquet");
-        if is_data && !live.contains(o.location.as_ref()) {
-            info!(path = %o.location, "removing a data file no manifest lists (an interrupted persist or upload)");
-            handle
-                .store
-                .delete(&o.location)
-                .await
-                .map_err(|e| StorageError::store(&o.location, e))?;
+        if !is_data || live.contains(o.location.as_ref()) {
+            continue;
         }
+        match retired.get(o.location.as_ref()) {
+            Some(&at) => {
+                let age = Duration::from_micros(now.saturating_sub(at).max(0) as u64);
+                if age < grace {
+                    still_in_grace.push((o.location.to_string(), grace - age));
+                    continue;
+                }
+                debug!(path = %o.location, "removing a file replaced by compaction, past its grace period");
+                replaced_removed += 1;
+            }
+            None => {
+                warn!(path = %o.location, "removing a data file no manifest lists (an interrupted persist or upload)");
+            }
+        }
+        handle
+            .store
+            .delete(&o.location)
+            .await
+            .map_err(|e| StorageError::store(&o.location, e))?;
     }
+    if replaced_removed > 0 {
+        info!(table = %table.slug, files = replaced_removed, "removed files replaced by compaction, past their grace period");
+    }
+    table.retire_after_restart(still_in_grace, grace);
     Ok(())
 }
 
@@ -197,7 +228,7 @@ impl Store {
             );
         }
         for table in map.values() {
-            remove_unreferenced_files(&handle, table).await?;
+            remove_unreferenced_files(&handle, table, config.compaction.grace).await?;
         }
         let store = Arc::new(Store {
             handle,
@@ -551,6 +582,7 @@ impl Store {
                         persisted_seq: chunk.max_seq,
                         files: next_files,
                         tombstones: table.tombstones_to_commit(),
+                        retired: current.retired.clone(),
                         writer: String::new(),
                         checksum: None,
                     })

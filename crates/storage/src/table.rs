@@ -616,6 +616,26 @@ impl Table {
         self.lock().schema.clone()
     }
 
+    /// Files compaction replaced before a restart and whose grace period has not passed:
+    /// no reader of this process can hold them, so only the rest of the period is waited.
+    pub(crate) fn retire_after_restart(
+        &self,
+        files: Vec<(String, std::time::Duration)>,
+        grace: std::time::Duration,
+    ) {
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        for (path, left) in files {
+            let since = Instant::now()
+                .checked_sub(grace.saturating_sub(left))
+                .unwrap_or_else(Instant::now);
+            retired.push(crate::compact::Retired {
+                paths: vec![path],
+                readers: Vec::new(),
+                since,
+            });
+        }
+    }
+
     pub fn manifest(&self) -> Arc<Manifest> {
         self.lock().manifest.clone()
     }
