@@ -23,9 +23,10 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## Unit, property and integration tests; the storage suite also runs against SeaweedFS (S3),
-## installed into .venv and started on loopback by scripts/with-s3.sh, stopped afterwards.
+## and outside readers (DuckDB) check our files: scripts/test-env.sh installs them into .venv,
+## starts SeaweedFS on loopback and stops it afterwards.
 unit:
-	scripts/with-s3.sh $(CARGO) test --workspace --all-targets
+	scripts/test-env.sh $(CARGO) test --workspace --all-targets
 
 ## 200 SIGKILLs at random moments under load, flushes and compactions (make test runs 20).
 soak:

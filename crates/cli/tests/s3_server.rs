@@ -1,5 +1,5 @@
 //! The whole server on a real S3-compatible store (`METERBASE_TEST_S3_URL`, set by
-//! `make test` through `scripts/with-s3.sh`): ingest, flush, staged CSV upload, deletion,
+//! `make test` through `scripts/test-env.sh`): ingest, flush, staged CSV upload, deletion,
 //! compaction, a crash, and the same answers throughout.
 
 mod common;

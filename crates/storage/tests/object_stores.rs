@@ -1,6 +1,6 @@
 //! The storage layer against every object store it supports: the local filesystem always,
 //! and a real S3-compatible server when `METERBASE_TEST_S3_URL` is set (`make test` starts
-//! SeaweedFS on loopback and sets it; see `scripts/with-s3.sh`).
+//! SeaweedFS on loopback and sets it; see `scripts/test-env.sh`).
 
 use std::sync::Arc;
 

