@@ -212,6 +212,13 @@ fn user_mistakes_are_400s_that_say_what_is_wrong() {
         "{}",
         r.text
     );
+    let r = s.post_json(
+        "/sql",
+        &serde_json::json!({"sql": "SELECT sum(region) FROM compute_events"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(!r.text.contains("bug report"), "{}", r.text);
+    assert!(r.text.contains("sum(Utf8)"), "{}", r.text);
     for sql in [
         "SELECT 1 / 0",
         "SELECT CAST(region AS INT) FROM compute_events",

@@ -45,12 +45,25 @@ pub enum QueryError {
     Execution(String),
 }
 
-/// DataFusion closes internal errors with a plea to file a bug report; our users cannot act
-/// on it (the cause is logged with the request), so the plea is cut.
+/// DataFusion adds a plea to file a bug report to its internal errors, also to those a user's
+/// query causes (`sum` of a string); our users cannot act on it, so the plea is cut and the
+/// rest of the message (which says what is wrong) kept.
 fn without_bug_plea(text: String) -> String {
-    match text.find(". This issue was likely caused by a bug") {
-        Some(at) => text[..at].to_string(),
-        None => text,
+    const PLEA: &str = "This issue was likely caused by a bug";
+    const PLEA_END: &str = "/issues";
+    let Some(at) = text.find(PLEA) else {
+        return text;
+    };
+    let rest = &text[at..];
+    let end = rest
+        .find(PLEA_END)
+        .map_or(rest.len(), |i| i + PLEA_END.len());
+    let after = rest[end..].trim_start_matches('.').trim_start();
+    let before = text[..at].trim_end();
+    if after.is_empty() {
+        before.to_string()
+    } else {
+        format!("{before} {after}")
     }
 }
 
@@ -67,8 +80,10 @@ impl QueryError {
             | DataFusionError::Plan(_)
             | DataFusionError::SchemaError(..)
             | DataFusionError::Configuration(_)
-            | DataFusionError::NotImplemented(_) => QueryError::Invalid(root.to_string()),
-            DataFusionError::Execution(_) => QueryError::Data(root.to_string()),
+            | DataFusionError::NotImplemented(_) => {
+                QueryError::Invalid(without_bug_plea(root.to_string()))
+            }
+            DataFusionError::Execution(_) => QueryError::Data(without_bug_plea(root.to_string())),
             DataFusionError::ArrowError(a, _)
                 if matches!(
                     a.as_ref(),
@@ -94,6 +109,21 @@ impl QueryError {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bug_report_plea_is_cut_and_the_reason_kept() {
+        let text = "Internal error: Function 'sum' failed.\nThis issue was likely caused by a bug in DataFusion's code. Please help us to resolve this by filing a bug report in our issue tracker: https://github.com/apache/datafusion/issues. No function matches 'sum(Utf8)'.".to_string();
+        assert_eq!(
+            without_bug_plea(text),
+            "Internal error: Function 'sum' failed. No function matches 'sum(Utf8)'."
+        );
+        assert_eq!(without_bug_plea("plain".into()), "plain");
     }
 }
 

@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use meterbase_catalog::Organisation;
-use meterbase_schema::timestamp::parse_timestamp;
+use meterbase_schema::timestamp::parse_instant_utc;
 use meterbase_schema::{
     DecodeLimits, DecodeOutcome, EventDecoder, EventTypeDef, EventTypeSpec, InputFormat,
 };
@@ -779,8 +779,8 @@ pub(crate) async fn ingest_events(
 /// An `as_of` instant, refused when older than the history kept (`--history-retention-days`):
 /// versions replaced or deleted longer ago may already be gone, so the answer could be wrong.
 pub(crate) fn parse_as_of(app: &App, text: &str) -> Result<i64> {
-    let t =
-        parse_timestamp(text).map_err(|e| Problem::bad_request(format!("as_of {text:?}: {e}")))?;
+    let t = parse_instant_utc(text)
+        .map_err(|e| Problem::bad_request(format!("as_of {text:?}: {e}")))?;
     let retention = app.config.compaction.history_retention;
     let oldest = now_micros() - retention.as_micros() as i64;
     if t < oldest {
