@@ -435,3 +435,87 @@ fn a_restart_tells_files_replaced_by_compaction_from_leftovers() {
     assert_eq!(common::parquet_files(&data).len(), before + 1);
     assert_eq!(count(&s), 3);
 }
+
+#[test]
+fn every_request_is_logged_once_with_its_id_and_a_5xx_with_its_cause() {
+    let dir = tempdir();
+    let data = dir.path().join("d");
+    let s = Server::start(&data, &["--fault-injection"]);
+    s.create_compute_events();
+    let r = s.request(
+        "GET",
+        "/rawmetrics/compute_events",
+        Some(&s.key),
+        &[("x-request-id", "req-from-client-1")],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-request-id"), Some("req-from-client-1"));
+    let generated = s.get("/rawmetrics");
+    assert!(
+        generated
+            .header("x-request-id")
+            .is_some_and(|id| id.len() >= 32),
+        "an id is made up when the client sends none"
+    );
+    let r = s.request(
+        "POST",
+        "/admin/faults",
+        None,
+        &[
+            ("authorization", &format!("Bearer {}", common::ADMIN_TOKEN)),
+            ("content-type", "application/json"),
+        ],
+        Some(br#"{"wal_sync_failures": 1}"#),
+    );
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = s.request(
+        "POST",
+        "/usage/compute_events",
+        Some(&s.key),
+        &[("x-request-id", "req-that-fails"), ("content-type", "application/json")],
+        Some(br#"{"customer_id":"a","timestamp":"2025-01-01T00:00:00Z","data":{"cpu_hours_consumed":1,"region":"x"}}"#),
+    );
+    assert_eq!(r.status, 500, "{}", r.text);
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap();
+    let lines_of = |id: &str| -> Vec<&str> { log.lines().filter(|l| l.contains(id)).collect() };
+    let ok = lines_of("req-from-client-1");
+    assert_eq!(ok.len(), 1, "{log}");
+    for part in ["INFO", "GET", "/rawmetrics/{slug}", "status=200", "ms="] {
+        assert!(ok[0].contains(part), "{part} missing: {}", ok[0]);
+    }
+    let failed = lines_of("req-that-fails");
+    assert_eq!(failed.len(), 1, "{log}");
+    for part in ["ERROR", "/usage/{slug}", "status=500", "write-ahead log"] {
+        assert!(failed[0].contains(part), "{part} missing: {}", failed[0]);
+    }
+}
+
+#[test]
+fn metrics_have_latency_histograms_request_counts_and_the_process() {
+    let dir = tempdir();
+    let s = Server::start(&dir.path().join("d"), &[]);
+    s.create_compute_events();
+    ingest_two(&s);
+    s.sql("SELECT count(*) FROM compute_events");
+    let m = s.request("GET", "/metrics", None, &[], None).text;
+    for series in [
+        "meterbase_ingest_ack_seconds_bucket{le=",
+        "meterbase_query_duration_seconds_bucket{kind=\"sql\",le=",
+        "meterbase_wal_sync_seconds_bucket{le=",
+        "meterbase_requests_total{method=\"POST\",route=\"/usage/{slug}\",status=\"200\"} 1",
+        "meterbase_queries_running{kind=\"sql\"} 0",
+        "meterbase_compactions_total",
+        "meterbase_build_info{version=",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(m.contains(series), "{series} missing in\n{m}");
+    }
+    let seconds = m
+        .lines()
+        .find_map(|l| l.strip_prefix("meterbase_query_seconds_total{kind=\"sql\"} "))
+        .expect("query seconds by kind");
+    assert!(seconds.parse::<f64>().unwrap() > 0.0, "{seconds}");
+}

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use datafusion::common::ScalarValue;
-use meterbase_query::{QueryEngine, QueryError, QueryOutput};
+use meterbase_query::{Caller, QueryEngine, QueryError, QueryKind, QueryOutput};
 use meterbase_schema::EventTypeDef;
 use meterbase_storage::TableSnapshot;
 use serde::{Deserialize, Serialize};
@@ -146,6 +146,7 @@ fn params(start: i64, end: i64, customer: Option<&str>) -> HashMap<String, Scala
 /// Validates a creation request against the current schemas and returns the metric to store.
 pub async fn create(
     engine: &QueryEngine,
+    org: &str,
     tables: Vec<TableSnapshot>,
     event_types: &[EventTypeDef],
     spec: MetricSpec,
@@ -216,6 +217,10 @@ pub async fn create(
     let now = Utc::now().timestamp_micros();
     let (schema, reads) = engine
         .describe(
+            Caller {
+                org,
+                kind: QueryKind::MetricCheck,
+            },
             tables,
             &bound.sql,
             params(now - 3_600_000_000, now, Some("customer")),
@@ -270,6 +275,7 @@ pub const MAX_WINDOWS: usize = 10_000;
 
 pub async fn evaluate(
     engine: &QueryEngine,
+    org: &str,
     tables: Vec<TableSnapshot>,
     metric: &Metric,
     req: &UsageRequest<'_>,
@@ -315,6 +321,10 @@ pub async fn evaluate(
     for (ws, we) in periods {
         let output = engine
             .execute(
+                Caller {
+                    org,
+                    kind: QueryKind::MetricUsage,
+                },
                 tables.clone(),
                 sql.clone(),
                 params(ws, we, req.customer_id),

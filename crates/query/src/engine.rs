@@ -26,7 +26,7 @@ use crate::view::table_view;
 /// Every snapshot's files are addressed relative to this URL, which maps to the store.
 pub const STORE_URL: &str = "meterbase://store/";
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum QueryError {
     /// The query is wrong: parse, plan, unknown table or column, forbidden statement, a
     /// parameter without a value.
@@ -40,6 +40,9 @@ pub enum QueryError {
     MemoryLimit { limit: usize, detail: String },
     #[error("query exceeded its time limit of {0:?}")]
     Timeout(Duration),
+    /// Its caller stopped waiting (the client disconnected).
+    #[error("query cancelled: its client went away")]
+    Cancelled,
     /// Something other than the query failed (storage, a bug): the server's fault.
     #[error("query failed: {0}")]
     Execution(String),
@@ -149,6 +152,82 @@ pub struct QueryOutput {
     pub batches: Vec<RecordBatch>,
 }
 
+/// What a query is for: metrics and logs name it, and caps may differ by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueryKind {
+    /// `POST /sql`.
+    Sql,
+    /// A billable metric's usage.
+    MetricUsage,
+    /// Planning a billable metric when it is created.
+    MetricCheck,
+    /// A page of `GET /usage/{slug}/events`.
+    EventsList,
+    /// Counting what a range deletion removed.
+    DeletionCount,
+}
+
+impl QueryKind {
+    pub const ALL: [QueryKind; 5] = [
+        QueryKind::Sql,
+        QueryKind::MetricUsage,
+        QueryKind::MetricCheck,
+        QueryKind::EventsList,
+        QueryKind::DeletionCount,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            QueryKind::Sql => "sql",
+            QueryKind::MetricUsage => "metric_usage",
+            QueryKind::MetricCheck => "metric_check",
+            QueryKind::EventsList => "events_list",
+            QueryKind::DeletionCount => "deletion_count",
+        }
+    }
+}
+
+/// Who asks, and for what.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub org: &'a str,
+    pub kind: QueryKind,
+}
+
+/// Told about every query the engine runs, from start to its end however it ends (the server
+/// turns this into metrics).
+pub trait QueryObserver: Send + Sync {
+    fn started(&self, kind: QueryKind);
+    fn finished(&self, kind: QueryKind, elapsed: Duration, result: Result<(), &QueryError>);
+}
+
+/// Observes nothing.
+impl QueryObserver for () {
+    fn started(&self, _: QueryKind) {}
+    fn finished(&self, _: QueryKind, _: Duration, _: Result<(), &QueryError>) {}
+}
+
+/// Reports a query's end to the observer when dropped: also when the caller stops waiting.
+struct Observed<'a> {
+    observer: &'a dyn QueryObserver,
+    kind: QueryKind,
+    started: std::time::Instant,
+    result: Option<Result<(), QueryError>>,
+}
+
+impl Drop for Observed<'_> {
+    fn drop(&mut self) {
+        let result = match &self.result {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(e),
+            // Dropped before an answer: the client went away.
+            None => Err(&QueryError::Cancelled),
+        };
+        self.observer
+            .finished(self.kind, self.started.elapsed(), result);
+    }
+}
+
 pub struct QueryEngine {
     config: QueryConfig,
     /// Always `Some` until drop; dropping a runtime inside async code panics, so drop hands it
@@ -156,6 +235,7 @@ pub struct QueryEngine {
     runtime: Option<tokio::runtime::Runtime>,
     registry: Arc<dyn ObjectStoreRegistry>,
     metadata_cache: Arc<FileMetadataCache>,
+    observer: Arc<dyn QueryObserver>,
 }
 
 impl Drop for QueryEngine {
@@ -179,6 +259,7 @@ impl QueryEngine {
     pub fn new(
         config: QueryConfig,
         store: Arc<dyn ObjectStore>,
+        observer: Arc<dyn QueryObserver>,
     ) -> Result<QueryEngine, QueryError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.threads.max(1))
@@ -194,6 +275,7 @@ impl QueryEngine {
             runtime: Some(runtime),
             registry,
             metadata_cache: Arc::new(DefaultCache::new(256 << 20)),
+            observer,
         })
     }
 
@@ -249,6 +331,29 @@ impl QueryEngine {
     /// reads. Used to check billable metrics when they are created.
     pub async fn describe(
         &self,
+        caller: Caller<'_>,
+        tables: Vec<TableSnapshot>,
+        sql: &str,
+        params: HashMap<String, ScalarValue>,
+    ) -> Result<(SchemaRef, Vec<String>), QueryError> {
+        let mut observed = self.observe(caller.kind);
+        let result = self.plan_only(tables, sql, params).await;
+        observed.result = Some(result.as_ref().map(|_| ()).map_err(Clone::clone));
+        result
+    }
+
+    fn observe(&self, kind: QueryKind) -> Observed<'_> {
+        self.observer.started(kind);
+        Observed {
+            observer: self.observer.as_ref(),
+            kind,
+            started: std::time::Instant::now(),
+            result: None,
+        }
+    }
+
+    async fn plan_only(
+        &self,
         tables: Vec<TableSnapshot>,
         sql: &str,
         params: HashMap<String, ScalarValue>,
@@ -290,6 +395,20 @@ impl QueryEngine {
 
     /// Runs one read-only statement over `tables` (the caller's whole world).
     pub async fn execute(
+        &self,
+        caller: Caller<'_>,
+        tables: Vec<TableSnapshot>,
+        sql: String,
+        params: HashMap<String, ScalarValue>,
+        as_of: Option<i64>,
+    ) -> Result<QueryOutput, QueryError> {
+        let mut observed = self.observe(caller.kind);
+        let result = self.run(tables, sql, params, as_of).await;
+        observed.result = Some(result.as_ref().map(|_| ()).map_err(Clone::clone));
+        result
+    }
+
+    async fn run(
         &self,
         tables: Vec<TableSnapshot>,
         sql: String,

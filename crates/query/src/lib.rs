@@ -6,10 +6,13 @@
 //! It must not write anything: no storage mutation, no catalog change, no file or URL access.
 
 mod engine;
+pub mod events;
 pub mod format;
 mod provider;
 mod utc_trunc;
 mod view;
 
-pub use engine::{QueryConfig, QueryEngine, QueryError, QueryOutput, STORE_URL};
+pub use engine::{
+    Caller, QueryConfig, QueryEngine, QueryError, QueryKind, QueryObserver, QueryOutput, STORE_URL,
+};
 pub use view::table_view;

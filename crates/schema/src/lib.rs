@@ -15,6 +15,7 @@ mod field_type;
 pub mod fuzzing;
 pub mod scalar;
 pub mod timestamp;
+pub mod zuora;
 
 pub use csv_input::{CsvChunk, CsvOptions, CsvStream, CsvStreamError};
 pub use csv_lines::{CsvLines, Unterminated};

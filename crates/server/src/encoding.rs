@@ -1,14 +1,13 @@
-//! Request and response compression. Limits apply to the inflated bytes, counted while
+//! Compressed request bodies (gzip, zstd). Limits apply to the inflated bytes, counted while
 //! inflating, so a small body that expands past the limit is refused without ever being held
-//! whole in memory.
+//! whole in memory. (Responses are compressed by `tower_http`'s layer, see `routes`.)
 
 use std::io::Read;
 
 use bytes::Bytes;
-use hyper::{StatusCode, header};
+use hyper::{HeaderMap, StatusCode, header};
 
 use crate::problem::Problem;
-use crate::routes::Req;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Encoding {
@@ -17,8 +16,8 @@ pub(crate) enum Encoding {
     Zstd,
 }
 
-pub(crate) fn request_encoding(req: &Req) -> Result<Encoding, Problem> {
-    let Some(v) = req.headers().get(header::CONTENT_ENCODING) else {
+pub(crate) fn request_encoding(headers: &HeaderMap) -> Result<Encoding, Problem> {
+    let Some(v) = headers.get(header::CONTENT_ENCODING) else {
         return Ok(Encoding::Identity);
     };
     let v = v.to_str().unwrap_or("").trim().to_ascii_lowercase();
@@ -66,27 +65,50 @@ pub(crate) fn inflate(body: Bytes, encoding: Encoding, limit: usize) -> Result<B
     Ok(Bytes::from(out))
 }
 
-/// Gzip for responses over 1000 bytes when the client accepts it.
-pub(crate) fn accepts_gzip(req: &Req) -> bool {
-    req.headers()
-        .get(header::ACCEPT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',').any(|part| {
-                let mut it = part.split(';');
-                let name = it.next().unwrap_or("").trim();
-                let q_zero = it.any(|p| p.trim().replace(' ', "") == "q=0");
-                (name.eq_ignore_ascii_case("gzip") || name == "*") && !q_zero
-            })
-        })
+/// Marks the inflated stream passing its limit.
+#[derive(Debug)]
+struct BodyTooLarge;
+
+impl std::fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("body too large")
+    }
 }
 
-pub(crate) fn gzip(body: &[u8]) -> Option<Vec<u8>> {
-    use std::io::Write;
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 4),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(body).ok()?;
-    enc.finish().ok()
+impl std::error::Error for BodyTooLarge {}
+
+/// Whether a read failed because the inflated stream passed its limit.
+pub(crate) fn is_too_large(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<BodyTooLarge>())
+}
+
+/// Fails once more than `left` bytes have come out of `inner`.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self
+            .left
+            .checked_sub(n as u64)
+            .ok_or_else(|| std::io::Error::other(BodyTooLarge))?;
+        Ok(n)
+    }
+}
+
+/// A streaming body, inflated as it is read and cut (`is_too_large`) past `limit` bytes.
+pub(crate) fn inflating<R: Read + 'static>(
+    input: R,
+    encoding: Encoding,
+    limit: u64,
+) -> std::io::Result<Box<dyn Read>> {
+    let inner: Box<dyn Read> = match encoding {
+        Encoding::Identity => Box::new(input),
+        Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
+        Encoding::Zstd => Box::new(zstd::stream::read::Decoder::new(input)?),
+    };
+    Ok(Box::new(Capped { inner, left: limit }))
 }

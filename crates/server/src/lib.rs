@@ -2,343 +2,45 @@
 //! problem+json errors, content negotiation, the process lifecycle (data-directory lock,
 //! first-start organisation, replay before serving, SIGTERM flush) and the Prometheus metrics.
 //!
-//! It must not contain storage or query logic: it calls the catalog, storage and query crates.
+//! It must not contain storage or query logic: it calls the catalog, storage, query and
+//! metrics crates.
+//!
+//! Module map (each imports only modules above it in this list):
+//! - `error`: `ServerError`, why the server could not start or stopped.
+//! - `problem`: RFC 9457 errors, the one place request failures become statuses.
+//! - `config`: `ServerConfig`, what `meterbase serve` is started with.
+//! - `prometheus`: `GET /metrics` counters and histograms (`Metrics`).
+//! - `http`: the toolkit of responses, query parameters and bodies.
+//! - `encoding`: gzip/zstd request bodies, limits counted while inflating.
+//! - `app`: `App` (catalog, store, engine) and `Shared` (readiness), decoders.
+//! - `auth`: `Tenant` (API key → organisation) and `Admin` (admin token) extractors.
+//! - `api::*`: one module per API area (admin, event types, ingest incl. Zuora bulk, CSV,
+//!   events, SQL, billable metrics, health and metrics).
+//! - `layers`: request log, request metrics, draining refused bodies.
+//! - `routes`: the route table and its layers.
+//! - `serve`: the process lifecycle (`run`).
 
 // A `Problem` is built at most once per request, on the error path; boxing it would only add
 // noise to every handler signature.
 #![allow(clippy::result_large_err)]
 
-mod bulk;
-mod csv_api;
+mod api;
+mod app;
+mod auth;
+mod config;
 mod encoding;
-mod events_api;
-mod metrics;
-mod metrics_api;
+mod error;
+mod http;
+mod layers;
 mod problem;
+mod prometheus;
 mod routes;
+mod serve;
 
-use std::fs::{self, File};
-use std::io::Write;
-use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use meterbase_catalog::Catalog;
-use meterbase_query::{QueryConfig, QueryEngine};
-use meterbase_storage::{StorageConfig, Store, parse_object_store_url};
-use thiserror::Error;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tracing::{error, info, warn};
-
+pub use self::prometheus::Metrics;
+pub use config::ServerConfig;
+pub use error::ServerError;
 pub use meterbase_storage::{
     DEFAULT_BUFFER_WAIT, DEFAULT_COMPACTION_MAX_ROWS, DEFAULT_FLUSH_BYTES, DEFAULT_MAX_BUFFER_BYTES,
 };
-pub use metrics::Metrics;
-
-#[derive(Debug, Error)]
-pub enum ServerError {
-    #[error("{0}")]
-    Startup(String),
-    #[error(transparent)]
-    Catalog(#[from] meterbase_catalog::CatalogError),
-    #[error(transparent)]
-    Storage(#[from] meterbase_storage::StorageError),
-    #[error(transparent)]
-    Query(#[from] meterbase_query::QueryError),
-    #[error("I/O error on {0}: {1}")]
-    Io(String, std::io::Error),
-}
-
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub data_dir: PathBuf,
-    pub listen: String,
-    /// `None` means `file://<data-dir>/store`.
-    pub object_store: Option<String>,
-    pub admin_token: Option<String>,
-    pub max_body_bytes: usize,
-    pub max_events: usize,
-    /// Largest CSV upload after decompression; CSV bodies stream, so this is about disk.
-    pub max_csv_bytes: u64,
-    /// Rows per chunk of a CSV upload: a body of more rows is staged to files chunk by chunk.
-    pub csv_chunk_rows: usize,
-    pub max_future: Duration,
-    pub max_connections: usize,
-    pub header_read_timeout: Duration,
-    pub flush_bytes: usize,
-    pub flush_age: Duration,
-    pub max_buffer_bytes: usize,
-    pub buffer_wait: Duration,
-    pub query: QueryConfig,
-    pub compaction: meterbase_storage::CompactionConfig,
-    /// Wraps the object store in `FaultyStore` and enables `POST /admin/faults` (tests).
-    pub fault_injection: bool,
-    pub sync: bool,
-    /// Zero-fill the next log segment ahead of use (`WalConfig::preallocate`).
-    pub wal_preallocate: bool,
-    pub skip_wal_corruption: bool,
-}
-
-impl ServerConfig {
-    pub fn new(data_dir: impl Into<PathBuf>) -> ServerConfig {
-        ServerConfig {
-            data_dir: data_dir.into(),
-            listen: "127.0.0.1:8080".into(),
-            object_store: None,
-            admin_token: None,
-            max_body_bytes: 32 << 20,
-            max_events: 100_000,
-            max_csv_bytes: 64 << 30,
-            csv_chunk_rows: 100_000,
-            max_future: Duration::from_secs(24 * 3600),
-            max_connections: 4096,
-            header_read_timeout: Duration::from_secs(10),
-            flush_bytes: meterbase_storage::DEFAULT_FLUSH_BYTES,
-            flush_age: Duration::from_secs(10),
-            max_buffer_bytes: meterbase_storage::DEFAULT_MAX_BUFFER_BYTES,
-            buffer_wait: DEFAULT_BUFFER_WAIT,
-            query: QueryConfig::default(),
-            compaction: meterbase_storage::CompactionConfig::default(),
-            fault_injection: false,
-            sync: true,
-            wal_preallocate: true,
-            skip_wal_corruption: false,
-        }
-    }
-}
-
-/// Everything a request handler needs once the server is ready.
-pub struct App {
-    pub config: ServerConfig,
-    pub catalog: Catalog,
-    pub store: Arc<Store>,
-    pub engine: QueryEngine,
-    pub metrics: Metrics,
-    pub decoders: routes::DecoderCache,
-    /// Set only with `--fault-injection`.
-    pub faults: Option<Arc<meterbase_storage::Faults>>,
-}
-
-/// What the listener serves before replay has finished: only `healthz` (503) and 503s.
-pub struct Shared {
-    pub app: std::sync::OnceLock<Arc<App>>,
-    pub ready: AtomicBool,
-    pub metrics_before_ready: Metrics,
-}
-
-fn lock_data_dir(dir: &std::path::Path) -> Result<File, ServerError> {
-    fs::create_dir_all(dir).map_err(|e| ServerError::Io(dir.display().to_string(), e))?;
-    let path = dir.join("LOCK");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| ServerError::Io(path.display().to_string(), e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(_) => Err(ServerError::Startup(format!(
-            "data directory {} is in use by another meterbase server (lock {} is held)",
-            dir.display(),
-            path.display()
-        ))),
-    }
-}
-
-fn write_default_key(dir: &std::path::Path, key: &str) -> Result<PathBuf, ServerError> {
-    let path = dir.join("default-api-key");
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| ServerError::Io(path.display().to_string(), e))?;
-    writeln!(f, "{key}")
-        .and_then(|()| f.sync_all())
-        .map_err(|e| ServerError::Io(path.display().to_string(), e))?;
-    Ok(path)
-}
-
-/// The listener, or why the address cannot be listened on, said the way the user can fix it.
-async fn bind(listen: &str) -> Result<TcpListener, ServerError> {
-    if listen.parse::<SocketAddr>().is_err() && !listen.contains(':') {
-        return Err(ServerError::Startup(format!(
-            "--listen {listen:?} has no port: give host:port, e.g. 127.0.0.1:8080"
-        )));
-    }
-    TcpListener::bind(listen).await.map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
-            " (another process listens there: stop it or choose another --listen)"
-        } else {
-            ""
-        };
-        ServerError::Startup(format!("cannot listen on {listen}: {e}{hint}"))
-    })
-}
-
-/// Runs the server until SIGTERM/SIGINT, then flushes and returns.
-pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
-    // What the configuration can get wrong is found before anything is written: a failed
-    // start leaves no catalog, API key or organisation behind.
-    let listener = bind(&config.listen).await?;
-    let object_store_url = config.object_store.clone().unwrap_or_else(|| {
-        format!(
-            "file://{}",
-            absolute(&config.data_dir.join("store")).display()
-        )
-    });
-    let mut handle = parse_object_store_url(&object_store_url)?;
-    let _lock = lock_data_dir(&config.data_dir)?;
-    let catalog = Catalog::open(config.data_dir.join("catalog.json"))?;
-    if !catalog.has_organisations() {
-        let (org, key) = catalog.create_organisation("default")?;
-        let path = write_default_key(&config.data_dir, &key.key)?;
-        info!(organisation = %org.id, key_file = %path.display(), "first start: created organisation 'default'; its API key is in the key file");
-    }
-    let faults = config.fault_injection.then(|| {
-        warn!("fault injection is on (POST /admin/faults): for tests only");
-        let faults = Arc::new(meterbase_storage::Faults::default());
-        handle.store = Arc::new(meterbase_storage::FaultyStore::new(
-            handle.store.clone(),
-            faults.clone(),
-        ));
-        faults
-    });
-
-    let local: SocketAddr = listener
-        .local_addr()
-        .map_err(|e| ServerError::Io(config.listen.clone(), e))?;
-    fs::write(config.data_dir.join("listen-addr"), local.to_string())
-        .map_err(|e| ServerError::Io("listen-addr".into(), e))?;
-    info!(address = %local, object_store = %handle.url, data_dir = %config.data_dir.display(), "listening (replaying the write-ahead log before serving)");
-
-    let shared = Arc::new(Shared {
-        app: std::sync::OnceLock::new(),
-        ready: AtomicBool::new(false),
-        metrics_before_ready: Metrics::default(),
-    });
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let accept = tokio::spawn(accept_loop(
-        listener,
-        shared.clone(),
-        config.clone(),
-        stop_rx.clone(),
-    ));
-
-    let mut storage = StorageConfig::new(config.data_dir.join("wal"));
-    storage.wal.sync = config.sync;
-    storage.wal.preallocate = config.wal_preallocate;
-    storage.flush_bytes = config.flush_bytes;
-    storage.flush_age = config.flush_age;
-    storage.max_buffer_bytes = config.max_buffer_bytes;
-    storage.buffer_wait = config.buffer_wait;
-    storage.skip_wal_corruption = config.skip_wal_corruption;
-    storage.compaction = config.compaction.clone();
-    let store = match Store::open(handle.clone(), storage, catalog.all_event_types()).await {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = stop_tx.send(true);
-            return Err(e.into());
-        }
-    };
-    let engine = QueryEngine::new(config.query.clone(), handle.store.clone())?;
-    let app = Arc::new(App {
-        config: config.clone(),
-        catalog,
-        store: store.clone(),
-        engine,
-        metrics: Metrics::default(),
-        decoders: routes::DecoderCache::default(),
-        faults,
-    });
-    let _ = shared.app.set(app.clone());
-    shared.ready.store(true, Ordering::SeqCst);
-    info!("ready");
-    let persister = tokio::spawn(store.clone().run_persister(stop_rx.clone()));
-    let compactor = tokio::spawn(store.clone().run_compactor(stop_rx.clone()));
-
-    wait_for_signal().await;
-    info!("shutting down: no new connections, finishing requests in flight");
-    let _ = stop_tx.send(true);
-    if let Ok(Ok(graceful)) = tokio::time::timeout(Duration::from_secs(30), accept).await {
-        let _ = tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await;
-    }
-    let _ = persister.await;
-    let _ = compactor.await;
-    info!("persisting buffered events");
-    store.shutdown().await?;
-    info!("stopped cleanly");
-    Ok(())
-}
-
-fn absolute(p: &std::path::Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            error!("cannot listen for SIGTERM: {e}");
-            return std::future::pending().await;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    config: ServerConfig,
-    mut stop: watch::Receiver<bool>,
-) -> hyper_util::server::graceful::GracefulShutdown {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(config.max_connections));
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stop.changed() => break,
-        };
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let service = service_fn(move |req| {
-            let shared = shared.clone();
-            async move { Ok::<_, std::convert::Infallible>(routes::handle(shared, req).await) }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout)
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
-            drop(permit);
-        });
-    }
-    graceful
-}
+pub use serve::run;

@@ -1,16 +1,19 @@
 //! RFC 9457 problem details: the one place internal errors become HTTP statuses.
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Response, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hyper::{StatusCode, header};
 use meterbase_catalog::CatalogError;
+use meterbase_metrics::MetricError;
 use meterbase_query::QueryError;
 use meterbase_schema::{EventError, SchemaError};
 use meterbase_storage::StorageError;
 use meterbase_wal::WalError;
 use serde_json::{Map, Value, json};
 
-pub type HttpResponse = Response<Full<Bytes>>;
+/// Why a request failed with a 5xx, attached to the response for the request log (the body
+/// says it to the client; the log must say it to the operator).
+#[derive(Debug, Clone)]
+pub struct ServerFault(pub String);
 
 #[derive(Debug)]
 pub struct Problem {
@@ -79,8 +82,14 @@ impl Problem {
             .collect();
         format!("https://meterbase.dev/problems/{slug}")
     }
+}
 
-    pub fn into_response(self) -> HttpResponse {
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let fault = self
+            .status
+            .is_server_error()
+            .then(|| ServerFault(format!("{}: {}", self.title, self.detail)));
         let mut body = Map::new();
         body.insert("type".into(), json!(self.type_uri()));
         body.insert("title".into(), json!(self.title));
@@ -92,15 +101,21 @@ impl Problem {
         for (k, v) in self.extra {
             body.insert(k, v);
         }
-        let mut resp = Response::new(Full::new(Bytes::from(Value::Object(body).to_string())));
-        *resp.status_mut() = self.status;
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/problem+json"),
-        );
+        let mut resp = (
+            self.status,
+            [(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/problem+json"),
+            )],
+            Value::Object(body).to_string(),
+        )
+            .into_response();
         if let Some(s) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(s));
+        }
+        if let Some(f) = fault {
+            resp.extensions_mut().insert(f);
         }
         resp
     }
@@ -192,7 +207,19 @@ impl From<QueryError> for Problem {
                 "Query time limit exceeded",
                 e.to_string(),
             ),
+            QueryError::Cancelled => {
+                Problem::new(StatusCode::BAD_REQUEST, "Query cancelled", e.to_string())
+            }
             QueryError::Execution(d) => Problem::internal(d),
+        }
+    }
+}
+
+impl From<MetricError> for Problem {
+    fn from(e: MetricError) -> Problem {
+        match e {
+            MetricError::Invalid(d) => Problem::new(StatusCode::BAD_REQUEST, "Invalid metric", d),
+            MetricError::Query(q) => q.into(),
         }
     }
 }

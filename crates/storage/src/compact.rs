@@ -11,6 +11,7 @@
 //! inputs: `Store::open` deletes both.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -136,13 +137,6 @@ pub(crate) struct Retired {
     /// Manifests published before the swap; while any is alive a snapshot may read the files.
     pub readers: Vec<Weak<Manifest>>,
     pub since: Instant,
-}
-
-pub(crate) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 fn day_of(f: &FileMeta) -> i64 {
@@ -635,7 +629,7 @@ impl Store {
         mode: CompactionMode,
     ) -> Result<CompactionStats, StorageError> {
         let _one_at_a_time = table.compact_lock.lock().await;
-        let now = now_micros();
+        let now = meterbase_wal::now_micros();
         let horizon = now - self.config.compaction.history_retention.as_micros() as i64;
         let manifest = table.manifest();
         // Logged deletions not yet in a manifest count too: the commit below carries them.
@@ -754,8 +748,18 @@ impl Store {
         if replaced.is_empty() {
             return Ok(stats);
         }
+        let bytes_in: u64 = replaced.iter().map(|f| f.size).sum();
+        let bytes_out: u64 = outputs.iter().map(|f| f.size).sum();
         self.commit_compaction(table, replaced, outputs, &one_seq_spans, horizon)
             .await?;
+        let counters = &self.stats;
+        counters.compactions.fetch_add(1, Ordering::Relaxed);
+        counters
+            .compaction_bytes_read
+            .fetch_add(bytes_in, Ordering::Relaxed);
+        counters
+            .compaction_bytes_written
+            .fetch_add(bytes_out, Ordering::Relaxed);
         info!(table = %table.slug, org = %table.org_id, files_in = stats.files_in, files_out = stats.files_out, rows_in = stats.rows_in, rows_out = stats.rows_out, files_one_seq = stats.files_one_seq, "compacted");
         Ok(stats)
     }
@@ -812,7 +816,7 @@ impl Store {
                         !spent
                     })
                     .collect();
-                let now = now_micros();
+                let now = meterbase_wal::now_micros();
                 let retired = current
                     .retired
                     .iter()

@@ -20,7 +20,7 @@ mod url;
 pub use compact::{CompactionConfig, CompactionMode, CompactionStats, DEFAULT_COMPACTION_MAX_ROWS};
 pub use faults::{Faults, FaultyStore};
 pub use manifest::{FileMeta, Manifest, Tombstone};
-pub use record::{DeleteFilter, WalRecord};
+pub use record::{EventRange, WalRecord};
 pub use store::{
     DEFAULT_BUFFER_WAIT, DEFAULT_FLUSH_BYTES, DEFAULT_MAX_BUFFER_BYTES, StorageConfig,
     StorageStats, Store,

@@ -35,13 +35,14 @@ pub enum WalRecord {
     Delete {
         org_id: String,
         type_id: String,
-        filter: DeleteFilter,
+        filter: EventRange,
     },
 }
 
-/// Which rows a deletion removes; `None` matches everything on that axis.
+/// Events of one customer, in `[from, to)` (µs), or both: which rows a deletion removes, or a
+/// listing shows. `None` matches everything on that axis.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct DeleteFilter {
+pub struct EventRange {
     pub customer_id: Option<String>,
     pub from: Option<i64>,
     pub to: Option<i64>,
@@ -125,7 +126,7 @@ impl WalRecord {
         out
     }
 
-    pub fn encode_delete(org_id: &str, type_id: &str, filter: &DeleteFilter) -> Vec<u8> {
+    pub fn encode_delete(org_id: &str, type_id: &str, filter: &EventRange) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
         out.push(KIND_DELETE);
         put_str(&mut out, org_id);
@@ -182,7 +183,7 @@ impl WalRecord {
                 Ok(WalRecord::Delete {
                     org_id,
                     type_id,
-                    filter: DeleteFilter {
+                    filter: EventRange {
                         customer_id,
                         from,
                         to,
@@ -676,8 +677,8 @@ mod tests {
     #[test]
     fn delete_records_round_trip() {
         for filter in [
-            DeleteFilter::default(),
-            DeleteFilter {
+            EventRange::default(),
+            EventRange {
                 customer_id: Some("c'1".into()),
                 from: Some(-5),
                 to: Some(i64::MAX),

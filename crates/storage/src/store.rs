@@ -63,7 +63,7 @@ impl StorageConfig {
     }
 }
 
-fn tombstone(ack: Ack, filter: crate::DeleteFilter) -> crate::Tombstone {
+fn tombstone(ack: Ack, filter: crate::EventRange) -> crate::Tombstone {
     crate::Tombstone {
         seq: ack.seq,
         at: ack.ingested_at,
@@ -100,7 +100,7 @@ async fn remove_unreferenced_files(
         .await
         .map_err(|e| StorageError::store(&prefix, e))?;
     let own = format!("{}-", table.type_id);
-    let now = crate::compact::now_micros();
+    let now = meterbase_wal::now_micros();
     let mut replaced_removed = 0;
     let mut still_in_grace = Vec::new();
     for o in objects {
@@ -145,6 +145,10 @@ pub struct StorageStats {
     pub wal_segments_retired: AtomicU64,
     /// Writes that found the buffer full and waited for room (accepted or not).
     pub buffer_waits: AtomicU64,
+    /// Compactions committed (one per table and pass that merged anything).
+    pub compactions: AtomicU64,
+    pub compaction_bytes_read: AtomicU64,
+    pub compaction_bytes_written: AtomicU64,
 }
 
 type TableKey = (String, String);
@@ -163,7 +167,7 @@ pub(crate) enum Pending {
     Marker,
     Delete {
         table: Arc<Table>,
-        filter: crate::DeleteFilter,
+        filter: crate::EventRange,
     },
 }
 
@@ -485,7 +489,7 @@ impl Store {
     pub async fn delete(
         &self,
         table: &Arc<Table>,
-        filter: crate::DeleteFilter,
+        filter: crate::EventRange,
     ) -> Result<Ack, StorageError> {
         let payload = WalRecord::encode_delete(&table.org_id, &table.type_id, &filter);
         Ok(self
@@ -506,13 +510,11 @@ impl Store {
         Ok(self.wal()?.append(payload, Pending::Marker).await?)
     }
 
-    pub fn wal_stats(&self) -> (u64, u64, u64, Seq, bool) {
+    /// The log's sync costs, its last durable sequence, and whether a failure stopped it.
+    pub fn wal_stats(&self) -> (meterbase_wal::SyncStats, Seq, bool) {
         match self.wal.get() {
-            Some(w) => {
-                let (syncs, micros, bytes) = w.sync_stats();
-                (syncs, micros, bytes, w.synced_seq(), w.is_poisoned())
-            }
-            None => (0, 0, 0, 0, false),
+            Some(w) => (w.sync_stats(), w.synced_seq(), w.is_poisoned()),
+            None => (meterbase_wal::SyncStats::default(), 0, false),
         }
     }
 

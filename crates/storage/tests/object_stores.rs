@@ -8,7 +8,7 @@ use futures::TryStreamExt;
 use meterbase_catalog::StoredEventType;
 use meterbase_schema::{DecodeLimits, DecodeOutcome, EventDecoder, EventTypeDef, InputFormat};
 use meterbase_storage::{
-    DeleteFilter, ObjectStoreHandle, StorageConfig, Store, parse_object_store_url,
+    EventRange, ObjectStoreHandle, StorageConfig, Store, parse_object_store_url,
 };
 use object_store::path::Path;
 use object_store::{PutMode, PutOptions, PutPayload};
@@ -128,7 +128,7 @@ async fn persist_upload_delete_compact_and_reopen_on_every_store() {
         store
             .delete(
                 &table,
-                DeleteFilter {
+                EventRange {
                     customer_id: Some("c0".into()),
                     ..Default::default()
                 },

@@ -11,7 +11,9 @@ mod segment;
 mod writer;
 
 pub use segment::{ReplayStats, replay};
-pub use writer::{Ack, Apply, SyncFailpoint, Wal, WalConfig};
+pub use writer::{
+    Ack, Apply, SYNC_BUCKETS_MICROS, SyncFailpoint, SyncStats, Wal, WalConfig, now_micros,
+};
 
 use std::path::PathBuf;
 

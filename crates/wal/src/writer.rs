@@ -82,12 +82,28 @@ struct Request<T> {
     reply: oneshot::Sender<Result<Ack, WalError>>,
 }
 
+/// Upper bounds (µs) of the sync-latency histogram's buckets; a last bucket takes the rest.
+pub const SYNC_BUCKETS_MICROS: [u64; 11] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000,
+];
+
+/// What the log's syncs have cost so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    pub syncs: u64,
+    pub sync_micros: u64,
+    pub bytes_written: u64,
+    /// Syncs per bucket of `SYNC_BUCKETS_MICROS`, then those slower than the last bound.
+    pub buckets: Vec<u64>,
+}
+
 struct Shared {
     queued_bytes: AtomicUsize,
     poisoned: AtomicBool,
     synced_seq: AtomicU64,
     syncs: AtomicU64,
     sync_micros: AtomicU64,
+    sync_buckets: [AtomicU64; SYNC_BUCKETS_MICROS.len() + 1],
     bytes_written: AtomicU64,
     preallocated_segments: AtomicU64,
 }
@@ -116,6 +132,7 @@ impl<T: Send + 'static> Wal<T> {
             synced_seq: AtomicU64::new(last_seq),
             syncs: AtomicU64::new(0),
             sync_micros: AtomicU64::new(0),
+            sync_buckets: Default::default(),
             bytes_written: AtomicU64::new(0),
             preallocated_segments: AtomicU64::new(0),
         });
@@ -203,13 +220,18 @@ impl<T: Send + 'static> Wal<T> {
         self.shared.synced_seq.load(Ordering::SeqCst)
     }
 
-    /// (number of syncs, total microseconds spent in them, bytes written).
-    pub fn sync_stats(&self) -> (u64, u64, u64) {
-        (
-            self.shared.syncs.load(Ordering::Relaxed),
-            self.shared.sync_micros.load(Ordering::Relaxed),
-            self.shared.bytes_written.load(Ordering::Relaxed),
-        )
+    pub fn sync_stats(&self) -> SyncStats {
+        SyncStats {
+            syncs: self.shared.syncs.load(Ordering::Relaxed),
+            sync_micros: self.shared.sync_micros.load(Ordering::Relaxed),
+            bytes_written: self.shared.bytes_written.load(Ordering::Relaxed),
+            buckets: self
+                .shared
+                .sync_buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+        }
     }
 
     /// Segments the log has moved into after they were zero-filled ahead of use.
@@ -306,7 +328,9 @@ enum Failure {
     Sync(WalError),
 }
 
-fn now_micros() -> i64 {
+/// The clock acknowledgements are stamped with (`Ack::ingested_at`, µs since the epoch):
+/// everything that compares an instant with `_ingested_at` (`as_of`, retention) reads it.
+pub fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
@@ -589,10 +613,11 @@ impl Writer {
             }
             file.sync_data()
                 .map_err(|e| Failure::Sync(WalError::io(&path, e)))?;
+            let micros = started.elapsed().as_micros() as u64;
             self.shared.syncs.fetch_add(1, Ordering::Relaxed);
-            self.shared
-                .sync_micros
-                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            self.shared.sync_micros.fetch_add(micros, Ordering::Relaxed);
+            let bucket = SYNC_BUCKETS_MICROS.partition_point(|bound| *bound < micros);
+            self.shared.sync_buckets[bucket].fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }

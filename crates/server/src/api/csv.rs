@@ -8,10 +8,12 @@
 
 use std::io::{self, Read};
 
+use axum::body::Body;
+use axum::extract::Path;
+use axum::response::Response;
 use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
-use hyper::{StatusCode, header};
-use meterbase_catalog::Organisation;
+use hyper::{HeaderMap, StatusCode, header};
 use meterbase_schema::{
     CsvChunk, CsvOptions, CsvStream, CsvStreamError, DecodeLimits, DecodeOutcome, EventDecoder,
     EventError,
@@ -20,43 +22,22 @@ use meterbase_storage::Upload;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::App;
-use crate::encoding::{Encoding, request_encoding};
-use crate::metrics::Metrics;
-use crate::problem::{HttpResponse, Problem, event_errors_json};
-use crate::routes::{Req, find_type, json_response, now_micros, param, query_params};
+use crate::app::App;
+use crate::auth::Tenant;
+use crate::encoding::{Encoding, inflating, is_too_large, request_encoding};
+use crate::http::{Params, Result, json_response, mime};
+use crate::problem::{Problem, event_errors_json};
 
 /// The contract lists at most this many errors for one CSV body.
 const MAX_CSV_ERRORS: usize = 1000;
-
-type Result<T> = std::result::Result<T, Problem>;
 
 struct Request {
     dry_run: bool,
     options: CsvOptions,
 }
 
-fn flag(params: &[(String, String)], name: &str) -> Result<bool> {
-    match param(params, name) {
-        None | Some("false") | Some("0") => Ok(false),
-        Some("true") | Some("1") | Some("") => Ok(true),
-        Some(other) => Err(Problem::bad_request(format!(
-            "{name}={other:?}: use true or false"
-        ))),
-    }
-}
-
-fn parse_request(req: &Req) -> Result<Request> {
-    let mime = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("text/csv")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+fn parse_request(headers: &HeaderMap, params: &Params) -> Result<Request> {
+    let mime = mime(headers, header::CONTENT_TYPE, "text/csv");
     if !matches!(
         mime.as_str(),
         "text/csv" | "application/csv" | "text/plain" | "application/octet-stream" | ""
@@ -67,9 +48,8 @@ fn parse_request(req: &Req) -> Result<Request> {
             format!("Content-Type {mime:?} is not accepted here: send text/csv"),
         ));
     }
-    let params = query_params(req);
     let mut field_columns = Vec::new();
-    for (k, v) in &params {
+    for (k, v) in &params.0 {
         if let Some(field) = k.strip_prefix("map.") {
             field_columns.push((field.to_string(), v.clone()));
         } else if !matches!(k.as_str(), "dry_run" | "ignore_unknown_columns") {
@@ -79,46 +59,31 @@ fn parse_request(req: &Req) -> Result<Request> {
         }
     }
     Ok(Request {
-        dry_run: flag(&params, "dry_run")?,
+        dry_run: params.flag("dry_run")?,
         options: CsvOptions {
             field_columns,
-            ignore_unknown_columns: flag(&params, "ignore_unknown_columns")?,
+            ignore_unknown_columns: params.flag("ignore_unknown_columns")?,
         },
     })
 }
 
-pub(crate) async fn handle(
-    app: &std::sync::Arc<App>,
-    org: &Organisation,
-    slug: &str,
-    req: Req,
-) -> Result<HttpResponse> {
-    let def = find_type(app, org, slug)?;
-    let table = app
-        .store
-        .table(&org.id, &def.id)
-        .ok_or_else(|| Problem::not_found(format!("no event type with api_slug {slug:?}")))?;
-    let request = parse_request(&req)?;
-    let encoding = request_encoding(&req)?;
-    let decoder = app.decoders.get(&def)?;
-    let app = app.clone();
+/// `POST /usage/{slug}/csv`.
+pub(crate) async fn upload(
+    Tenant { app, org }: Tenant,
+    Path(slug): Path<String>,
+    params: Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let table = app.table(&org, &slug)?;
+    let request = parse_request(&headers, &params)?;
+    let encoding = request_encoding(&headers)?;
+    let decoder = app.decoders.get(&table.def())?;
     // Its own task: a client that disconnects drops this handler, not the clean-up.
-    tokio::spawn(async move { run(&app, table, decoder, request, encoding, req).await })
+    tokio::spawn(async move { run(&app, table, decoder, request, encoding, body).await })
         .await
         .map_err(|e| Problem::internal(format!("CSV upload task failed: {e}")))?
 }
-
-/// Marks the inflated body passing `max_csv_bytes`.
-#[derive(Debug)]
-struct BodyTooLarge;
-
-impl std::fmt::Display for BodyTooLarge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("body too large")
-    }
-}
-
-impl std::error::Error for BodyTooLarge {}
 
 /// The request body as a blocking `Read`, fed by the task that polls hyper.
 struct BodyReader {
@@ -140,32 +105,6 @@ impl Read for BodyReader {
         self.current.advance(n);
         Ok(n)
     }
-}
-
-/// Fails once more than `left` bytes have come out of `inner`.
-struct Capped<R> {
-    inner: R,
-    left: u64,
-}
-
-impl<R: Read> Read for Capped<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.left = self
-            .left
-            .checked_sub(n as u64)
-            .ok_or_else(|| io::Error::other(BodyTooLarge))?;
-        Ok(n)
-    }
-}
-
-fn inflating(body: BodyReader, encoding: Encoding, limit: u64) -> io::Result<Box<dyn Read>> {
-    let inner: Box<dyn Read> = match encoding {
-        Encoding::Identity => Box::new(body),
-        Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(body)),
-        Encoding::Zstd => Box::new(zstd::stream::read::Decoder::new(body)?),
-    };
-    Ok(Box::new(Capped { inner, left: limit }))
 }
 
 enum ParseEnd {
@@ -226,10 +165,9 @@ async fn run(
     decoder: std::sync::Arc<EventDecoder>,
     request: Request,
     encoding: Encoding,
-    req: Req,
-) -> Result<HttpResponse> {
+    mut body: Body,
+) -> Result<Response> {
     let (body_tx, body_rx) = mpsc::channel::<io::Result<Bytes>>(8);
-    let mut body = req.into_body();
     let pump = tokio::spawn(async move {
         while let Some(frame) = body.frame().await {
             let item = match frame {
@@ -249,7 +187,7 @@ async fn run(
     let limits = DecodeLimits {
         max_events: usize::MAX,
         max_errors: MAX_CSV_ERRORS,
-        now: now_micros(),
+        now: meterbase_wal::now_micros(),
         max_future: app.config.max_future.as_micros() as i64,
     };
     let chunk_rows = app.config.csv_chunk_rows;
@@ -356,7 +294,7 @@ async fn run(
         ));
     }
     if tally.invalid > 0 {
-        Metrics::add(&app.metrics.events_rejected, tally.invalid as u64);
+        app.metrics.events_rejected.inc_by(tally.invalid as u64);
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
             "Invalid events",
@@ -378,7 +316,7 @@ async fn run(
         }
         (None, None) => 0,
     };
-    Metrics::add(&app.metrics.events_ingested, accepted as u64);
+    app.metrics.events_ingested.inc_by(accepted as u64);
     Ok(json_response(
         StatusCode::OK,
         &json!({ "rows": tally.rows, "accepted": accepted }),
@@ -386,7 +324,7 @@ async fn run(
 }
 
 fn body_error(e: io::Error, limit: u64) -> Problem {
-    if e.get_ref().is_some_and(|inner| inner.is::<BodyTooLarge>()) {
+    if is_too_large(&e) {
         return Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "Payload too large",

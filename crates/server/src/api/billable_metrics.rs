@@ -1,29 +1,22 @@
 //! `/billable_metrics`: create, list, show, delete, and usage evaluation.
 
+use axum::body::Body;
+use axum::extract::Path;
+use axum::response::Response;
 use bytes::Bytes;
 use hyper::StatusCode;
 use meterbase_catalog::{Organisation, StoredMetric};
-use meterbase_metrics::{Metric, MetricError, MetricSpec, UsageRequest, Window};
+use meterbase_metrics::{Metric, MetricSpec, UsageRequest, Window};
 use meterbase_query::format::write_json_value;
 use meterbase_schema::timestamp::format_micros;
 use serde_json::{Value, json};
 
-use crate::App;
-use crate::problem::{HttpResponse, Problem};
-use crate::routes::{
-    Req, json_response, no_content, param, parse_json, query_params, read_body, snapshots,
+use crate::app::App;
+use crate::auth::Tenant;
+use crate::http::{
+    Params, Result, bytes_response, json_response, no_content, parse_json, read_body,
 };
-
-type Result<T> = std::result::Result<T, Problem>;
-
-impl From<MetricError> for Problem {
-    fn from(e: MetricError) -> Problem {
-        match e {
-            MetricError::Invalid(d) => Problem::new(StatusCode::BAD_REQUEST, "Invalid metric", d),
-            MetricError::Query(q) => q.into(),
-        }
-    }
-}
+use crate::problem::Problem;
 
 fn metric_json(m: &Metric) -> Value {
     let mut v = serde_json::to_value(m).unwrap_or(Value::Null);
@@ -48,12 +41,12 @@ fn load(app: &App, org: &Organisation, slug: &str) -> Result<Metric> {
         .map_err(|e| Problem::internal(format!("stored metric {slug:?} is unreadable: {e}")))
 }
 
-pub(crate) async fn create(app: &App, org: &Organisation, req: Req) -> Result<HttpResponse> {
-    let body = read_body(req, 1 << 20).await?;
+pub(crate) async fn create(Tenant { app, org }: Tenant, body: Body) -> Result<Response> {
+    let body = read_body(body, 1 << 20).await?;
     let spec: MetricSpec = parse_json(&body)?;
-    let tables = snapshots(app, org)?;
+    let tables = app.snapshots(&org)?;
     let types = app.catalog.event_types(&org.id);
-    let metric = meterbase_metrics::create(&app.engine, tables, &types, spec).await?;
+    let metric = meterbase_metrics::create(&app.engine, &org.id, tables, &types, spec).await?;
     app.catalog.create_metric(StoredMetric {
         org_id: org.id.clone(),
         slug: metric.slug.clone(),
@@ -63,7 +56,7 @@ pub(crate) async fn create(app: &App, org: &Organisation, req: Req) -> Result<Ht
     Ok(json_response(StatusCode::CREATED, &metric_json(&metric)))
 }
 
-pub(crate) fn list(app: &App, org: &Organisation) -> Result<HttpResponse> {
+pub(crate) async fn list(Tenant { app, org }: Tenant) -> Result<Response> {
     let items: Vec<Value> = app
         .catalog
         .metrics(&org.id)
@@ -74,27 +67,31 @@ pub(crate) fn list(app: &App, org: &Organisation) -> Result<HttpResponse> {
     Ok(json_response(StatusCode::OK, &json!({ "items": items })))
 }
 
-pub(crate) fn show(app: &App, org: &Organisation, slug: &str) -> Result<HttpResponse> {
+pub(crate) async fn show(
+    Tenant { app, org }: Tenant,
+    Path(slug): Path<String>,
+) -> Result<Response> {
     Ok(json_response(
         StatusCode::OK,
-        &metric_json(&load(app, org, slug)?),
+        &metric_json(&load(&app, &org, &slug)?),
     ))
 }
 
-pub(crate) fn delete(app: &App, org: &Organisation, slug: &str) -> Result<HttpResponse> {
-    app.catalog.delete_metric(&org.id, slug)?;
+pub(crate) async fn delete(
+    Tenant { app, org }: Tenant,
+    Path(slug): Path<String>,
+) -> Result<Response> {
+    app.catalog.delete_metric(&org.id, &slug)?;
     Ok(no_content())
 }
 
 pub(crate) async fn usage(
-    app: &App,
-    org: &Organisation,
-    slug: &str,
-    req: &Req,
-) -> Result<HttpResponse> {
-    let metric = load(app, org, slug)?;
-    let q = query_params(req);
-    let tz: chrono_tz::Tz = match param(&q, "tz") {
+    Tenant { app, org }: Tenant,
+    Path(slug): Path<String>,
+    q: Params,
+) -> Result<Response> {
+    let metric = load(&app, &org, &slug)?;
+    let tz: chrono_tz::Tz = match q.get("tz") {
         None => chrono_tz::UTC,
         Some(t) => t.parse().map_err(|_| {
             Problem::bad_request(format!(
@@ -103,17 +100,16 @@ pub(crate) async fn usage(
         })?,
     };
     let instant = |name: &str| -> Result<i64> {
-        let text =
-            param(&q, name).ok_or_else(|| Problem::bad_request(format!("{name} is required")))?;
+        let text = q
+            .get(name)
+            .ok_or_else(|| Problem::bad_request(format!("{name} is required")))?;
         Ok(meterbase_metrics::parse_instant(text, tz)?)
     };
     let start = instant("start_date")?;
     let end = instant("end_date")?;
-    let window: Option<Window> = param(&q, "window").map(str::parse).transpose()?;
-    let as_of = param(&q, "as_of")
-        .map(|t| crate::routes::parse_as_of(app, t))
-        .transpose()?;
-    let customer_id = param(&q, "customer_id");
+    let window: Option<Window> = q.get("window").map(str::parse).transpose()?;
+    let as_of = q.get("as_of").map(|t| app.parse_as_of(t)).transpose()?;
+    let customer_id = q.get("customer_id");
     let request = UsageRequest {
         start,
         end,
@@ -122,8 +118,9 @@ pub(crate) async fn usage(
         tz,
         as_of,
     };
-    let tables = snapshots(app, org)?;
-    let evaluations = meterbase_metrics::evaluate(&app.engine, tables, &metric, &request).await?;
+    let tables = app.snapshots(&org)?;
+    let evaluations =
+        meterbase_metrics::evaluate(&app.engine, &org.id, tables, &metric, &request).await?;
     let mut rows: Vec<(i64, String, String)> = Vec::new();
     for e in &evaluations {
         let schema = &e.output.schema;
@@ -192,7 +189,7 @@ pub(crate) async fn usage(
         body.push_str(row);
     }
     body.push_str("]}");
-    Ok(crate::routes::bytes_response(
+    Ok(bytes_response(
         StatusCode::OK,
         "application/json",
         Bytes::from(body),

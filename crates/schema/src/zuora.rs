@@ -1,59 +1,18 @@
-//! `POST /usage/bulk/{slug}`: Zuora-compatible ingestion. Events come in the contract's shape
-//! or Zuora's (`CustomerId`, `UsageDate`, other keys as data fields by snake_case name); both
-//! are rewritten, raw values untouched, into the contract's shape and validated by the same
-//! decoder as every other path.
+//! Zuora's usage record shape (`IngestUsageEvents`): `CustomerId`, `UsageDate` and every other
+//! key as a data field of its snake_case name. Both that shape and the contract's are
+//! rewritten, raw values untouched, into the contract's shape as NDJSON, so the same decoder
+//! validates them as every other path. Pure, so it is fuzzed like the decoders.
 
 use std::fmt;
 
-use hyper::{StatusCode, header};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use crate::App;
-use crate::problem::{HttpResponse, Problem};
-use crate::routes::{Req, json_response};
-use meterbase_catalog::Organisation;
-
-const TRACK_ID: &str = "zuora-track-id";
-
-pub(crate) async fn handle(app: &App, org: &Organisation, slug: &str, req: Req) -> HttpResponse {
-    let track = req.headers().get(TRACK_ID).cloned();
-    let result = match track.as_ref().map(check_track_id).transpose() {
-        Err(p) => Err(p),
-        Ok(_) => crate::routes::ingest_events(app, org, slug, req, true).await,
-    };
-    let mut resp = match result {
-        Ok(n) => json_response(
-            StatusCode::OK,
-            &json!({"success": true, "message": format!("{n} events ingested")}),
-        ),
-        Err(p) => p.with("success", json!(false)).into_response(),
-    };
-    if let Some(t) = track.filter(|t| check_track_id(t).is_ok()) {
-        resp.headers_mut().insert(TRACK_ID, t);
-    }
-    resp
-}
-
-/// At most 64 US-ASCII characters, none of `: ; " '`.
-fn check_track_id(v: &header::HeaderValue) -> Result<(), Problem> {
-    let bytes = v.as_bytes();
-    let ok = bytes.len() <= 64
-        && bytes.iter().all(|b| {
-            b.is_ascii() && !b.is_ascii_control() && !matches!(b, b':' | b';' | b'"' | b'\'')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(Problem::bad_request(
-            "Zuora-Track-Id must be at most 64 US-ASCII characters without : ; \" '",
-        ))
-    }
-}
+use crate::SchemaError;
 
 /// `UsageIdentifier` → `usage_identifier`, `HTTPStatus` → `http_status`.
-pub(crate) fn snake_case(name: &str) -> String {
+pub fn snake_case(name: &str) -> String {
     let chars: Vec<char> = name.chars().collect();
     let mut out = String::with_capacity(name.len() + 4);
     for (i, c) in chars.iter().enumerate() {
@@ -128,9 +87,9 @@ impl<'de> DeserializeSeed<'de> for EntrySeed {
 
 /// Rewrites a bulk body into NDJSON in the contract's event shape, one line per event, so
 /// line N is event N-1.
-pub(crate) fn to_ndjson(body: &[u8]) -> Result<Vec<u8>, Problem> {
+pub fn to_ndjson(body: &[u8]) -> Result<Vec<u8>, SchemaError> {
     std::str::from_utf8(body).map_err(|e| {
-        Problem::bad_request(format!(
+        SchemaError::Invalid(format!(
             "body is not valid UTF-8 (byte {})",
             e.valid_up_to()
         ))
@@ -139,7 +98,7 @@ pub(crate) fn to_ndjson(body: &[u8]) -> Result<Vec<u8>, Problem> {
     let events = EventsSeed
         .deserialize(&mut de)
         .and_then(|v| de.end().map(|()| v))
-        .map_err(|e: serde_json::Error| Problem::bad_request(format!("invalid JSON: {e}")))?;
+        .map_err(|e: serde_json::Error| SchemaError::Invalid(format!("invalid JSON: {e}")))?;
     let mut out = Vec::with_capacity(body.len() + events.len() * 32);
     for Entries(entries) in events {
         let zuora = entries.iter().any(|(k, _)| k == "CustomerId");

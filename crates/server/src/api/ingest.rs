@@ -1,0 +1,208 @@
+//! `POST /usage/{slug}` (JSON, NDJSON) and `POST /usage/bulk/{slug}` (Zuora-compatible):
+//! decode and validate the whole body (all or nothing), log it durably, acknowledge.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::Path;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use hyper::{HeaderMap, StatusCode, header};
+use meterbase_catalog::Organisation;
+use meterbase_schema::{DecodeLimits, DecodeOutcome, InputFormat};
+use serde_json::json;
+
+use crate::app::App;
+use crate::auth::Tenant;
+use crate::encoding::{Encoding, inflate, request_encoding};
+use crate::http::{Result, bytes_response, json_response, mime, read_body};
+use crate::problem::Problem;
+
+const TRACK_ID: &str = "zuora-track-id";
+
+fn input_format(headers: &HeaderMap) -> Result<InputFormat> {
+    match mime(headers, header::CONTENT_TYPE, "application/json").as_str() {
+        // curl sends form-urlencoded when -d is given without -H 'Content-Type'; the body is
+        // still the JSON the user typed.
+        "application/json" | "" | "application/x-www-form-urlencoded" | "text/plain" => {
+            Ok(InputFormat::Json)
+        }
+        "application/x-ndjson"
+        | "application/jsonl"
+        | "application/ndjson"
+        | "application/jsonlines" => Ok(InputFormat::Ndjson),
+        other => Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            format!(
+                "Content-Type {other:?} is not accepted here: use application/json or application/x-ndjson"
+            ),
+        )),
+    }
+}
+
+pub(crate) async fn ingest(
+    Tenant { app, org }: Tenant,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let n = ingest_events(&app, &org, &slug, &headers, body, false).await?;
+    // Written directly: every single-event POST answers this, and a `json!` map costs several
+    // allocations.
+    Ok(bytes_response(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from(format!("{{\"accepted\":{n}}}")),
+    ))
+}
+
+/// Zuora's answers: `success` on every one, the `Zuora-Track-Id` echoed.
+pub(crate) async fn bulk(
+    tenant: std::result::Result<Tenant, Problem>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let track = headers.get(TRACK_ID).cloned();
+    let result = match (tenant, track.as_ref().map(check_track_id).transpose()) {
+        (Err(p), _) | (_, Err(p)) => Err(p),
+        (Ok(Tenant { app, org }), Ok(_)) => {
+            ingest_events(&app, &org, &slug, &headers, body, true).await
+        }
+    };
+    let mut resp = match result {
+        Ok(n) => json_response(
+            StatusCode::OK,
+            &json!({"success": true, "message": format!("{n} events ingested")}),
+        ),
+        Err(p) => p.with("success", json!(false)).into_response(),
+    };
+    if let Some(t) = track.filter(|t| check_track_id(t).is_ok()) {
+        resp.headers_mut().insert(TRACK_ID, t);
+    }
+    resp
+}
+
+/// At most 64 US-ASCII characters, none of `: ; " '`.
+fn check_track_id(v: &header::HeaderValue) -> Result<()> {
+    let bytes = v.as_bytes();
+    let ok = bytes.len() <= 64
+        && bytes.iter().all(|b| {
+            b.is_ascii() && !b.is_ascii_control() && !matches!(b, b':' | b';' | b'"' | b'\'')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::bad_request(
+            "Zuora-Track-Id must be at most 64 US-ASCII characters without : ; \" '",
+        ))
+    }
+}
+
+/// Validates, logs and buffers the events of one request (all or nothing); the number of
+/// events accepted. `bulk` reads the Zuora-compatible shapes of `/usage/bulk/{slug}`.
+async fn ingest_events(
+    app: &App,
+    org: &Organisation,
+    slug: &str,
+    headers: &HeaderMap,
+    body: Body,
+    bulk: bool,
+) -> Result<usize> {
+    let table = app.table(org, slug)?;
+    // `None`: the bulk shapes, rewritten to NDJSON first.
+    let format = if bulk {
+        None
+    } else {
+        Some(input_format(headers)?)
+    };
+    // The table's definition is the one its schema follows, so the rows decoded against it
+    // always fit the buffer.
+    let def = table.def();
+    let encoding = request_encoding(headers)?;
+    let limit = app.config.max_body_bytes;
+    let body = read_body(body, limit).await?;
+    let decoder = app.decoders.get(&def)?;
+    let limits = DecodeLimits {
+        max_events: app.config.max_events,
+        max_errors: 100,
+        now: meterbase_wal::now_micros(),
+        max_future: app.config.max_future.as_micros() as i64,
+    };
+    let big = body.len() > 256 << 10;
+    let work = move || -> Result<(usize, DecodeOutcome)> {
+        let body = inflate(body, encoding, limit)?;
+        let len = body.len();
+        let Some(format) = format else {
+            let ndjson = meterbase_schema::zuora::to_ndjson(&body)?;
+            let outcome = match decoder.decode(&ndjson, InputFormat::Ndjson, limits) {
+                DecodeOutcome::Invalid {
+                    mut errors,
+                    invalid_events,
+                    events,
+                } => {
+                    // Bulk bodies are JSON: report positions as array indexes.
+                    for e in &mut errors {
+                        e.index = e.line.take().map(|l| l - 1);
+                    }
+                    DecodeOutcome::Invalid {
+                        errors,
+                        invalid_events,
+                        events,
+                    }
+                }
+                other => other,
+            };
+            return Ok((len, outcome));
+        };
+        Ok((len, decoder.decode(&body, format, limits)))
+    };
+    let (body_len, outcome) = if encoding != Encoding::Identity || bulk || big {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| Problem::internal(format!("decoder task failed: {e}")))??
+    } else {
+        work()?
+    };
+    let metrics = &app.metrics;
+    match outcome {
+        DecodeOutcome::Valid(batch) => {
+            let n = batch.num_rows();
+            if n > 0 {
+                let started = Instant::now();
+                app.store.append(&table, batch).await?;
+                metrics
+                    .ingest_ack_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            metrics.events_ingested.inc_by(n as u64);
+            metrics.bytes_ingested.inc_by(body_len as u64);
+            Ok(n)
+        }
+        DecodeOutcome::Invalid {
+            errors,
+            invalid_events,
+            events,
+        } => {
+            metrics.events_rejected.inc_by(invalid_events as u64);
+            let detail = if events == 0 {
+                "the request body is not valid; nothing was stored".to_string()
+            } else {
+                format!(
+                    "{invalid_events} of {events} events are invalid; nothing from this request was stored"
+                )
+            };
+            Err(
+                Problem::new(StatusCode::BAD_REQUEST, "Invalid events", detail)
+                    .with_event_errors(&errors)
+                    .with("invalid_events", json!(invalid_events)),
+            )
+        }
+        DecodeOutcome::TooManyEvents { limit } => Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload too large",
+            format!("more than {limit} events in one request; split it into smaller requests"),
+        )),
+    }
+}

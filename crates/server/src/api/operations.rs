@@ -1,0 +1,30 @@
+//! `GET /healthz` and `GET /metrics`: no key needed, answered also while replaying.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use hyper::StatusCode;
+use serde_json::json;
+
+use crate::app::Shared;
+use crate::http::{bytes_response, json_response};
+use crate::problem::Problem;
+
+pub(crate) async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.ready_app().is_some() {
+        json_response(StatusCode::OK, &json!({"status": "ok"}))
+    } else {
+        Problem::unavailable("replaying the write-ahead log", 1).into_response()
+    }
+}
+
+pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let store = shared.ready_app().map(|app| app.store.as_ref());
+    bytes_response(
+        StatusCode::OK,
+        "text/plain; version=0.0.4",
+        Bytes::from(shared.metrics.render(store)),
+    )
+}
