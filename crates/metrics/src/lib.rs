@@ -6,6 +6,7 @@
 //! It must not store anything (the catalog keeps definitions) nor speak HTTP.
 
 mod builder;
+pub mod fuzzing;
 mod windows;
 
 use std::collections::HashMap;

@@ -1,7 +1,9 @@
 //! The properties the fuzz targets in `fuzz/` check, shared with the test that replays the
 //! committed corpus, so both assert exactly the same thing.
 
-use crate::timestamp::{format_micros, parse_date, parse_epoch_seconds, parse_timestamp};
+use crate::timestamp::{
+    format_micros, parse_date, parse_epoch_seconds, parse_instant_utc, parse_timestamp,
+};
 use crate::{
     CsvLines, CsvOptions, CsvStream, DecodeLimits, DecodeOutcome, EventDecoder, EventTypeDef,
     EventTypeSpec, InputFormat, split_ndjson,
@@ -54,7 +56,8 @@ pub fn check_ndjson(dec: &EventDecoder, data: &[u8]) {
     }
 }
 
-/// Never panics; whatever parses formats back to the same instant.
+/// Never panics; whatever parses formats back to the same instant; a query parameter's
+/// instant (`as_of`, `from`, `to`) is a timestamp or a date's midnight.
 pub fn check_timestamp(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -62,8 +65,26 @@ pub fn check_timestamp(data: &[u8]) {
     if let Ok(us) = parse_timestamp(text) {
         assert_eq!(parse_timestamp(&format_micros(us)), Ok(us));
     }
+    if let Ok(us) = parse_instant_utc(text) {
+        let midnight = parse_date(text).map(|d| i64::from(d) * 86_400_000_000);
+        assert!(parse_timestamp(text) == Ok(us) || midnight == Ok(us));
+    }
     let _ = parse_date(text);
     let _ = parse_epoch_seconds(text);
+}
+
+/// Never panics; a Zuora-shaped body becomes one NDJSON line per event, which the decoder
+/// reads as as many events (valid or not).
+pub fn check_zuora(dec: &EventDecoder, data: &[u8]) {
+    let Ok(ndjson) = crate::zuora::to_ndjson(data) else {
+        return;
+    };
+    let lines = ndjson.iter().filter(|b| **b == b'\n').count();
+    match dec.decode(&ndjson, InputFormat::Ndjson, limits()) {
+        DecodeOutcome::Valid(batch) => assert_eq!(batch.num_rows(), lines),
+        DecodeOutcome::Invalid { events, .. } => assert_eq!(events, lines),
+        DecodeOutcome::TooManyEvents { .. } => assert!(lines > limits().max_events),
+    }
 }
 
 /// Never panics; chunks account for every row, and the rows reported are the records a

@@ -9,6 +9,7 @@
 
 mod compact;
 mod faults;
+pub mod fuzzing;
 mod manifest;
 mod persist;
 mod record;

@@ -153,7 +153,7 @@ impl Manifest {
         }
     }
 
-    fn encode(&self) -> Result<Vec<u8>, StorageError> {
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, StorageError> {
         let bare = self.without_checksum();
         let body = serde_json::to_vec(&bare).map_err(|e| StorageError::BadRecord(e.to_string()))?;
         let sealed = Manifest {
@@ -163,7 +163,7 @@ impl Manifest {
         serde_json::to_vec(&sealed).map_err(|e| StorageError::BadRecord(e.to_string()))
     }
 
-    fn decode(path: &Path, bytes: &[u8]) -> Result<Manifest, StorageError> {
+    pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Manifest, StorageError> {
         let corrupt = |reason: String| StorageError::CorruptManifest {
             path: path.to_string(),
             reason,
