@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -15,12 +15,14 @@ use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::collect;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use meterbase_storage::TableSnapshot;
 use object_store::ObjectStore;
 use thiserror::Error;
 use url::Url;
 
+use crate::cancel::{CancelToken, Stop, cancellable, stop_of};
 use crate::view::table_view;
 
 /// Every snapshot's files are addressed relative to this URL, which maps to the store.
@@ -246,12 +248,17 @@ impl Drop for QueryEngine {
     }
 }
 
-/// Aborts the query task when the caller stops waiting (client gone, deadline passed).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+/// A query on the query runtime. Dropped (the caller stopped waiting: client gone, deadline
+/// passed) it cancels the query's operators and aborts its task.
+struct Running<T> {
+    task: tokio::task::JoinHandle<T>,
+    token: Arc<CancelToken>,
+}
 
-impl<T> Drop for AbortOnDrop<T> {
+impl<T> Drop for Running<T> {
     fn drop(&mut self) {
-        self.0.abort();
+        self.token.cancel();
+        self.task.abort();
     }
 }
 
@@ -417,15 +424,22 @@ impl QueryEngine {
     ) -> Result<QueryOutput, QueryError> {
         let ctx = self.context(&tables, as_of)?;
         let limit = self.config.memory_limit;
+        let timeout = self.config.timeout;
         let runtime = self
             .runtime
             .as_ref()
             .ok_or_else(|| QueryError::Execution("query engine is shut down".into()))?;
+        let token = CancelToken::new(Instant::now() + timeout);
+        let task_token = token.clone();
         let task = runtime.spawn(async move {
             // The snapshots (their manifests) live as long as the query: files they list are
             // not deleted by compaction while it reads them.
             let _snapshots = tables;
-            let df_err = |e| QueryError::from_df(e, limit);
+            let df_err = |e: DataFusionError| match stop_of(&e) {
+                Some(Stop::Deadline) => QueryError::Timeout(timeout),
+                Some(Stop::Cancelled) => QueryError::Cancelled,
+                None => QueryError::from_df(e, limit),
+            };
             let options = SQLOptions::new()
                 .with_allow_ddl(false)
                 .with_allow_dml(false)
@@ -439,13 +453,16 @@ impl QueryEngine {
                     .map_err(df_err)?
             };
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let batches = df.collect().await.map_err(df_err)?;
+            let task_ctx = Arc::new(df.task_ctx());
+            let plan = df.create_physical_plan().await.map_err(df_err)?;
+            let plan = cancellable(plan, &task_token).map_err(df_err)?;
+            let batches = collect(plan, task_ctx).await.map_err(df_err)?;
             Ok::<_, QueryError>(QueryOutput { schema, batches })
         });
-        let mut guard = AbortOnDrop(task);
-        let joined = tokio::time::timeout(self.config.timeout, &mut guard.0).await;
+        let mut guard = Running { task, token };
+        let joined = tokio::time::timeout(timeout, &mut guard.task).await;
         match joined {
-            Err(_) => Err(QueryError::Timeout(self.config.timeout)),
+            Err(_) => Err(QueryError::Timeout(timeout)),
             Ok(Err(join)) => Err(QueryError::Execution(format!("query task ended: {join}"))),
             Ok(Ok(result)) => result,
         }

@@ -5,6 +5,7 @@
 //!
 //! It must not write anything: no storage mutation, no catalog change, no file or URL access.
 
+mod cancel;
 mod engine;
 pub mod events;
 pub mod format;
