@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fuzzing campaign: runs each fuzz target of fuzz/ for at least --cpu-seconds of CPU time
 (libFuzzer with AddressSanitizer, through cargo fuzz), in rounds, and records per target the
-CPU seconds, executions, coverage and findings in fuzz/results.json. New inputs that add
+CPU seconds, executions, coverage and findings in fuzz/results/<target>.json. New inputs that add
 coverage are merged into the committed corpus (testdata/fuzz/<target>), which make test
 replays.
 
@@ -22,7 +22,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FUZZ = os.path.join(ROOT, "fuzz")
-RESULTS = os.path.join(FUZZ, "results.json")
+RESULTS = os.path.join(FUZZ, "results")
 ALL = ["json_events", "ndjson_events", "csv_rows", "timestamp", "zuora_bulk", "wal_record",
        "manifest", "usage_params"]
 STATS = re.compile(r"#(\d+)\s+(?:DONE|pulse|NEW|REDUCE|INITED)\s+cov: (\d+) ft: (\d+) corp: (\d+)")
@@ -39,17 +39,18 @@ def env():
     return e
 
 
-def load():
+def load(target):
     try:
-        with open(RESULTS) as f:
+        with open(os.path.join(RESULTS, f"{target}.json")) as f:
             return json.load(f)
     except FileNotFoundError:
-        return {}
+        return {"cpu_seconds": 0.0, "executions": 0, "rounds": 0, "findings": []}
 
 
-def save(results):
-    with open(RESULTS, "w") as f:
-        json.dump(results, f, indent=1, sort_keys=True)
+def save(target, r):
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, f"{target}.json"), "w") as f:
+        json.dump(r, f, indent=1, sort_keys=True)
 
 
 def binary(target):
@@ -58,14 +59,14 @@ def binary(target):
     return os.path.join(env()["CARGO_TARGET_DIR"], "x86_64-unknown-linux-gnu", "release", target)
 
 
-def campaign(target, cpu_seconds, nice, results):
+def campaign(target, cpu_seconds, nice):
     fuzzer = binary(target)
     work = os.path.join(FUZZ, "corpus", target)
     seeds = os.path.join(ROOT, "testdata", "fuzz", target)
     os.makedirs(work, exist_ok=True)
     for name in os.listdir(seeds):
         shutil.copy(os.path.join(seeds, name), work)
-    r = results.setdefault(target, {"cpu_seconds": 0.0, "executions": 0, "rounds": 0, "findings": []})
+    r = load(target)
     while r["cpu_seconds"] < cpu_seconds and not r["findings"]:
         wall = int(min(900, max(60, (cpu_seconds - r["cpu_seconds"]) * 1.2)))
         before = children_cpu()
@@ -89,7 +90,7 @@ def campaign(target, cpu_seconds, nice, results):
             r["findings"].append({"round": r["rounds"], "exit": proc.returncode, "tail": tail})
             print(f"{target}: FINDING in round {r['rounds']}:\n{tail}", file=sys.stderr)
         r["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        save(results)
+        save(target, r)
         print(f"{target}: round {r['rounds']}, {r['cpu_seconds']:.0f} CPU-s, {r['executions']} executions, "
               f"cov {r.get('coverage')}, corpus {r.get('corpus')}", file=sys.stderr, flush=True)
     # Keep what adds coverage: inputs of the working corpus that cover more than the committed
@@ -99,7 +100,7 @@ def campaign(target, cpu_seconds, nice, results):
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     r["committed_corpus"] = len(os.listdir(seeds))
     r["committed_added"] = r["committed_corpus"] - before
-    save(results)
+    save(target, r)
 
 
 def main():
@@ -110,9 +111,8 @@ def main():
     a = ap.parse_args()
     if shutil.which("cargo-fuzz") is None:
         sys.exit("needs cargo-fuzz: cargo install cargo-fuzz")
-    results = load()
     for t in a.targets:
-        campaign(t, a.cpu_seconds, a.nice, results)
+        campaign(t, a.cpu_seconds, a.nice)
 
 
 if __name__ == "__main__":

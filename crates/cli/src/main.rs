@@ -157,6 +157,14 @@ struct ServeArgs {
     /// Threads for SQL queries.
     #[arg(long, env = "METERBASE_QUERY_THREADS", default_value_t = 2)]
     query_threads: usize,
+    /// Queries running at once (SQL, metric usage, event listings); more wait for a slot, at
+    /// most their time cap, then are refused with 503.
+    #[arg(long, env = "METERBASE_QUERY_CONCURRENCY", default_value_t = 4)]
+    query_concurrency: usize,
+    /// Queries of one organisation running at once; keep it below --query-concurrency so
+    /// another tenant always finds room.
+    #[arg(long, env = "METERBASE_QUERY_CONCURRENCY_PER_ORG", default_value_t = 3)]
+    query_concurrency_per_org: usize,
     /// `data` (default) syncs the write-ahead log before every acknowledgement; `none` does
     /// not and may lose acknowledged events on a crash (benchmarks of the rest only).
     #[arg(long, env = "METERBASE_SYNC", default_value = "data", value_parser = ["data", "none"])]
@@ -270,6 +278,8 @@ fn main() -> ExitCode {
             config.query.memory_limit = a.query_memory_bytes;
             config.query.timeout = Duration::from_millis(a.query_timeout_ms);
             config.query.threads = a.query_threads;
+            config.query.concurrency = a.query_concurrency;
+            config.query.concurrency_per_org = a.query_concurrency_per_org;
             config.compaction.history_retention =
                 Duration::from_secs(a.history_retention_days * 86_400);
             config.compaction.interval = Duration::from_secs(a.compaction_interval_secs);

@@ -22,6 +22,7 @@ use object_store::ObjectStore;
 use thiserror::Error;
 use url::Url;
 
+use crate::admission::{Admission, Load, Permit};
 use crate::cancel::{CancelToken, Stop, cancellable, stop_of};
 use crate::view::table_view;
 
@@ -45,6 +46,9 @@ pub enum QueryError {
     /// Its caller stopped waiting (the client disconnected).
     #[error("query cancelled: its client went away")]
     Cancelled,
+    /// It could not start before its time cap: too many queries run or wait.
+    #[error("too many queries are running; this one could not start within {0:?}")]
+    Busy(Duration),
     /// Something other than the query failed (storage, a bug): the server's fault.
     #[error("query failed: {0}")]
     Execution(String),
@@ -137,6 +141,11 @@ pub struct QueryConfig {
     pub memory_limit: usize,
     pub timeout: Duration,
     pub threads: usize,
+    /// Queries running at once; more wait (see `admission`).
+    pub concurrency: usize,
+    /// Queries of one organisation running at once: below `concurrency`, so another tenant
+    /// always finds room.
+    pub concurrency_per_org: usize,
 }
 
 impl Default for QueryConfig {
@@ -145,9 +154,15 @@ impl Default for QueryConfig {
             memory_limit: 512 << 20,
             timeout: Duration::from_secs(60),
             threads: 2,
+            concurrency: 4,
+            concurrency_per_org: 3,
         }
     }
 }
+
+/// A deletion's count is a courtesy next to a deletion already applied: it must not hold
+/// the reply long, whatever the queries ahead of it.
+const DELETION_COUNT_CAP: Duration = Duration::from_secs(5);
 
 pub struct QueryOutput {
     pub schema: SchemaRef,
@@ -238,6 +253,7 @@ pub struct QueryEngine {
     registry: Arc<dyn ObjectStoreRegistry>,
     metadata_cache: Arc<FileMetadataCache>,
     observer: Arc<dyn QueryObserver>,
+    admission: Arc<Admission>,
 }
 
 impl Drop for QueryEngine {
@@ -278,16 +294,39 @@ impl QueryEngine {
         let url = Url::parse(STORE_URL).map_err(|e| QueryError::Execution(e.to_string()))?;
         registry.register_store(&url, store);
         Ok(QueryEngine {
-            config,
             runtime: Some(runtime),
             registry,
             metadata_cache: Arc::new(DefaultCache::new(256 << 20)),
             observer,
+            admission: Admission::new(config.concurrency, config.concurrency_per_org),
+            config,
         })
     }
 
     pub fn config(&self) -> &QueryConfig {
         &self.config
+    }
+
+    /// Queries running and waiting now, and how many could not start in time so far.
+    pub fn load(&self) -> Load {
+        self.admission.load()
+    }
+
+    /// How long a query of `kind` may wait for a slot, and then run.
+    fn cap(&self, kind: QueryKind) -> Duration {
+        match kind {
+            QueryKind::DeletionCount => self.config.timeout.min(DELETION_COUNT_CAP),
+            _ => self.config.timeout,
+        }
+    }
+
+    /// A slot for the caller's query, or `Busy` once its cap has passed waiting.
+    async fn admit(&self, caller: Caller<'_>) -> Result<Permit, QueryError> {
+        let cap = self.cap(caller.kind);
+        self.admission
+            .admit(caller.org, Instant::now() + cap)
+            .await
+            .map_err(|_| QueryError::Busy(cap))
     }
 
     fn context(
@@ -344,7 +383,10 @@ impl QueryEngine {
         params: HashMap<String, ScalarValue>,
     ) -> Result<(SchemaRef, Vec<String>), QueryError> {
         let mut observed = self.observe(caller.kind);
-        let result = self.plan_only(tables, sql, params).await;
+        let result = match self.admit(caller).await {
+            Ok(_permit) => self.plan_only(tables, sql, params).await,
+            Err(e) => Err(e),
+        };
         observed.result = Some(result.as_ref().map(|_| ()).map_err(Clone::clone));
         result
     }
@@ -410,7 +452,13 @@ impl QueryEngine {
         as_of: Option<i64>,
     ) -> Result<QueryOutput, QueryError> {
         let mut observed = self.observe(caller.kind);
-        let result = self.run(tables, sql, params, as_of).await;
+        let result = match self.admit(caller).await {
+            Ok(_permit) => {
+                self.run(tables, sql, params, as_of, self.cap(caller.kind))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         observed.result = Some(result.as_ref().map(|_| ()).map_err(Clone::clone));
         result
     }
@@ -421,10 +469,10 @@ impl QueryEngine {
         sql: String,
         params: HashMap<String, ScalarValue>,
         as_of: Option<i64>,
+        timeout: Duration,
     ) -> Result<QueryOutput, QueryError> {
         let ctx = self.context(&tables, as_of)?;
         let limit = self.config.memory_limit;
-        let timeout = self.config.timeout;
         let runtime = self
             .runtime
             .as_ref()

@@ -5,6 +5,7 @@
 //!
 //! It must not write anything: no storage mutation, no catalog change, no file or URL access.
 
+mod admission;
 mod cancel;
 mod engine;
 pub mod events;
@@ -13,6 +14,7 @@ mod provider;
 mod utc_trunc;
 mod view;
 
+pub use admission::Load;
 pub use engine::{
     Caller, QueryConfig, QueryEngine, QueryError, QueryKind, QueryObserver, QueryOutput, STORE_URL,
 };

@@ -210,6 +210,7 @@ impl From<QueryError> for Problem {
             QueryError::Cancelled => {
                 Problem::new(StatusCode::BAD_REQUEST, "Query cancelled", e.to_string())
             }
+            QueryError::Busy(_) => Problem::unavailable(e.to_string(), 2),
             QueryError::Execution(d) => Problem::internal(d),
         }
     }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use meterbase_query::{QueryError, QueryKind, QueryObserver};
+use meterbase_query::{Load, QueryError, QueryKind, QueryObserver};
 use meterbase_storage::Store;
 use prometheus::{
     CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -179,8 +179,17 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The Prometheus text: the server's own series, then the store's and the log's.
-    pub(crate) fn render(&self, store: Option<&Store>) -> String {
+    /// Queries stopped before their end so far, of every kind.
+    pub(crate) fn queries_cancelled_total(&self) -> u64 {
+        QueryKind::ALL
+            .iter()
+            .map(|k| self.queries_cancelled.with_label_values(&[k.label()]).get())
+            .sum()
+    }
+
+    /// The Prometheus text: the server's own series, then the query engine's, the store's and
+    /// the log's.
+    pub(crate) fn render(&self, load: Option<Load>, store: Option<&Store>) -> String {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         let mut out = String::from_utf8(out).unwrap_or_default();
@@ -190,6 +199,20 @@ impl Metrics {
             "Time spent in queries, microseconds (see meterbase_query_seconds_total).",
             self.query_micros.load(Ordering::Relaxed),
         );
+        if let Some(load) = load {
+            gauge(
+                &mut out,
+                "meterbase_queries_queued",
+                "Queries waiting for a slot to start (see --query-concurrency).",
+                load.queued as u64,
+            );
+            legacy_counter(
+                &mut out,
+                "meterbase_queries_refused_total",
+                "Queries that could not start within their time cap (answered 503).",
+                load.refused,
+            );
+        }
         if let Some(store) = store {
             render_store(&mut out, store);
         }
@@ -368,7 +391,7 @@ mod tests {
             Err(&QueryError::Cancelled),
         );
         m.record_request("/sql", "POST", 200, Duration::from_millis(3));
-        let text = m.render(None);
+        let text = m.render(None, None);
         assert!(
             text.contains("meterbase_query_seconds_total{kind=\"sql\"} 1.5"),
             "{text}"

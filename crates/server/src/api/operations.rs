@@ -12,19 +12,32 @@ use crate::app::Shared;
 use crate::http::{bytes_response, json_response};
 use crate::problem::Problem;
 
+/// `{"status":"ok","queries":{…}}` once replay is done; the query load says whether billing
+/// queries would start now.
 pub(crate) async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.ready_app().is_some() {
-        json_response(StatusCode::OK, &json!({"status": "ok"}))
+    if let Some(app) = shared.ready_app() {
+        let load = app.engine.load();
+        json_response(
+            StatusCode::OK,
+            &json!({"status": "ok", "queries": {
+                "running": load.running,
+                "queued": load.queued,
+                "refused": load.refused,
+                "cancelled": shared.metrics.queries_cancelled_total(),
+            }}),
+        )
     } else {
         Problem::unavailable("replaying the write-ahead log", 1).into_response()
     }
 }
 
 pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let store = shared.ready_app().map(|app| app.store.as_ref());
+    let app = shared.ready_app();
+    let load = app.map(|app| app.engine.load());
+    let store = app.map(|app| app.store.as_ref());
     bytes_response(
         StatusCode::OK,
         "text/plain; version=0.0.4",
-        Bytes::from(shared.metrics.render(store)),
+        Bytes::from(shared.metrics.render(load, store)),
     )
 }
