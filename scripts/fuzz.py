@@ -53,14 +53,15 @@ def save(target, r):
         json.dump(r, f, indent=1, sort_keys=True)
 
 
-def binary(target):
+def binary(target, nice):
     """Builds the target (its CPU is not the campaign's) and returns the fuzzer's path."""
-    subprocess.run(["cargo", "fuzz", "build", "--fuzz-dir", FUZZ, target], cwd=ROOT, env=env(), check=True)
+    subprocess.run(["nice", "-n", str(nice), "cargo", "fuzz", "build", "--fuzz-dir", FUZZ, target],
+                   cwd=ROOT, env=env(), check=True)
     return os.path.join(env()["CARGO_TARGET_DIR"], "x86_64-unknown-linux-gnu", "release", target)
 
 
 def campaign(target, cpu_seconds, nice):
-    fuzzer = binary(target)
+    fuzzer = binary(target, nice)
     work = os.path.join(FUZZ, "corpus", target)
     seeds = os.path.join(ROOT, "testdata", "fuzz", target)
     os.makedirs(work, exist_ok=True)
