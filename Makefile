@@ -28,9 +28,11 @@ clippy:
 unit:
 	scripts/test-env.sh $(CARGO) test --workspace --all-targets
 
-## 200 SIGKILLs at random moments under load, flushes and compactions (make test runs 20).
+## 200 SIGKILLs at random moments under load, flushes and compactions (make test runs 20),
+## and 5000 seeded power losses of a simulated disk (make test runs 300).
 soak:
 	METERBASE_SOAK_CYCLES=$${METERBASE_SOAK_CYCLES:-200} $(CARGO) test --test crash -- --nocapture
+	METERBASE_POWER_LOSS_SEEDS=$${METERBASE_POWER_LOSS_SEEDS:-5000} $(CARGO) test -p meterbase-query --test power_loss -- --nocapture
 
 ## Benchmarks (docs/benchmarks.md is rewritten from the run): installs DuckDB and chDB into
 ## .venv, builds release, generates SCALE events, runs everything side by side.

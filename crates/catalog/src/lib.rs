@@ -5,12 +5,11 @@
 //! It must not touch events, the write-ahead log or the object store.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
+use meterbase_fs::{Create, Fs};
 use meterbase_schema::EventTypeDef;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -115,6 +114,7 @@ impl State {
 }
 
 pub struct Catalog {
+    fs: Arc<dyn Fs>,
     path: PathBuf,
     state: RwLock<State>,
     /// Serialises read-modify-persist so two changes never race on the file.
@@ -145,8 +145,13 @@ fn hash_key(key: &str) -> [u8; 32] {
 
 impl Catalog {
     pub fn open(path: impl Into<PathBuf>) -> Result<Catalog, CatalogError> {
+        Catalog::open_on(meterbase_fs::real(), path)
+    }
+
+    /// `open` on a given file system (a simulated disk in crash tests).
+    pub fn open_on(fs: Arc<dyn Fs>, path: impl Into<PathBuf>) -> Result<Catalog, CatalogError> {
         let path = path.into();
-        let mut state: State = match fs::read(&path) {
+        let mut state: State = match fs.read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| CatalogError::Corrupt {
                 path: path.clone(),
                 reason: e.to_string(),
@@ -156,6 +161,7 @@ impl Catalog {
         };
         state.index_keys();
         Ok(Catalog {
+            fs,
             path,
             state: RwLock::new(state),
             write: Mutex::new(()),
@@ -176,7 +182,7 @@ impl Catalog {
         let out = f(&mut next)?;
         next.version += 1;
         next.index_keys();
-        persist(&self.path, &next)?;
+        persist(self.fs.as_ref(), &self.path, &next)?;
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = next;
         Ok(out)
     }
@@ -415,7 +421,7 @@ impl Catalog {
 
 /// Write-temp, fsync, rename, fsync the directory: the file is either the old or the new
 /// document after any crash.
-fn persist(path: &Path, state: &State) -> Result<(), CatalogError> {
+fn persist(fs: &dyn Fs, path: &Path, state: &State) -> Result<(), CatalogError> {
     let io = |e| CatalogError::Io {
         path: path.to_path_buf(),
         source: e,
@@ -423,14 +429,14 @@ fn persist(path: &Path, state: &State) -> Result<(), CatalogError> {
     let bytes =
         serde_json::to_vec_pretty(state).map_err(|e| CatalogError::Invalid(e.to_string()))?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io)?;
+    fs.create_dir_all_synced(dir).map_err(io)?;
     let tmp = path.with_extension("json.tmp");
-    let mut f = File::create(&tmp).map_err(io)?;
-    f.write_all(&bytes)
+    let f = fs.create(&tmp, Create::Truncate).map_err(io)?;
+    f.write_all_at(&bytes, 0)
         .and_then(|()| f.sync_all())
         .map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    fs.rename(&tmp, path).map_err(io)?;
+    fs.sync_dir(dir).map_err(io)?;
     Ok(())
 }
 
@@ -454,7 +460,7 @@ mod tests {
         assert_eq!(cat.authenticate(&acme_key).unwrap().id, acme.id);
         assert_eq!(cat.authenticate(&globex_key).unwrap().id, globex.id);
         assert!(cat.authenticate("mb_nope").is_none());
-        let text = fs::read_to_string(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains(&acme_key), "keys are stored only as hashes");
 
         let NewKey {
@@ -479,5 +485,31 @@ mod tests {
         let reopened = Catalog::open(&path).unwrap();
         assert_eq!(reopened.authenticate(&acme_key).unwrap().id, acme.id);
         assert_eq!(reopened.organisations().len(), 2);
+    }
+
+    #[test]
+    fn a_power_loss_at_any_point_of_a_change_leaves_the_old_or_the_new_catalog() {
+        let path = std::path::Path::new("/data/catalog.json");
+        for crash_point in 1..30 {
+            let disk = meterbase_fs::SimFs::new();
+            let fs: Arc<dyn Fs> = Arc::new(disk.clone());
+            let cat = Catalog::open_on(fs, path).unwrap();
+            let (acme, NewKey { key, .. }) = cat.create_organisation("acme").unwrap();
+            disk.crash_at(crash_point);
+            let second = cat.create_organisation("globex").is_ok();
+            for seed in 0..8 {
+                let after: Arc<dyn Fs> = Arc::new(disk.power_cycle(seed));
+                let reopened = Catalog::open_on(after, path)
+                    .unwrap_or_else(|e| panic!("crash point {crash_point}, seed {seed}: {e}"));
+                assert_eq!(
+                    reopened.authenticate(&key).map(|o| o.id.clone()),
+                    Some(acme.id.clone()),
+                    "crash point {crash_point}, seed {seed}: an acknowledged change was lost"
+                );
+                if second {
+                    assert!(reopened.find_organisation("globex").is_some());
+                }
+            }
+        }
     }
 }

@@ -226,3 +226,40 @@ fn live_files(store: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Found by the power-loss simulation: restarted idle, the server opened a fresh log segment
+/// and, once everything was persisted, retired the older ones; the start after that found no
+/// record and numbered the log from 1 again. The next write was then skipped by replay as
+/// already persisted, and the start after it refused the log as corrupted.
+#[test]
+fn idle_restarts_never_number_the_log_twice() {
+    let dir = tempdir();
+    let data = dir.path().join("d");
+    let mut s = Server::start(&data, &["--flush-age-ms", "50"]);
+    s.create_compute_events();
+    let event = |c: &str| {
+        json!({"customer_id": c, "timestamp": "2025-01-01T00:00:00Z",
+               "data": {"cpu_hours_consumed": 1, "region": "eu"}})
+    };
+    assert_eq!(
+        s.post_json("/usage/compute_events", &event("a")).status,
+        200
+    );
+    s.wait_flushed();
+    for _ in 0..2 {
+        s.restart();
+        // The persister retires the segments every manifest covers.
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    s.restart();
+    assert_eq!(
+        s.post_json("/usage/compute_events", &event("b")).status,
+        200
+    );
+    s.restart();
+    let rows = s.sql("SELECT customer_id FROM compute_events ORDER BY 1");
+    assert_eq!(
+        rows,
+        vec![json!({"customer_id": "a"}), json!({"customer_id": "b"})]
+    );
+}

@@ -10,6 +10,7 @@
 mod compact;
 mod faults;
 pub mod fuzzing;
+mod local_store;
 mod manifest;
 mod persist;
 mod record;
@@ -20,6 +21,7 @@ mod url;
 
 pub use compact::{CompactionConfig, CompactionMode, CompactionStats, DEFAULT_COMPACTION_MAX_ROWS};
 pub use faults::{Faults, FaultyStore};
+pub use local_store::LocalStore;
 pub use manifest::{FileMeta, Manifest, Tombstone};
 pub use record::{EventRange, WalRecord};
 pub use store::{
@@ -68,6 +70,13 @@ pub enum StorageError {
     BadUrl(String, String),
     #[error("event type not found")]
     UnknownTable,
+    #[error(
+        "buffered rows up to log sequence {chunk_max_seq} are at or below the table's persisted sequence {persisted_seq}: the write-ahead log numbered records twice"
+    )]
+    SequenceReused {
+        chunk_max_seq: u64,
+        persisted_seq: u64,
+    },
     #[error("manifest version {path} was committed by another writer (writer {:?}); is a second server using this object store?", landed.writer)]
     ManifestTaken { path: String, landed: Box<Manifest> },
 }

@@ -214,7 +214,6 @@ impl Manifest {
             }
             Err(e) => return Err(StorageError::store(&path, e)),
         }
-        store.sync_object(&path)?;
         // Older versions are no longer needed once this one is durable; keep a few for
         // inspection. Failing to delete them is harmless.
         if self.version > 3 {

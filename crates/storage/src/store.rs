@@ -267,10 +267,17 @@ impl Store {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "write-ahead log replayed"
         );
+        // Sequences continue after every one a manifest already covers, whatever the log
+        // still holds: one handed out twice would be skipped by the next replay as persisted.
+        let last_seq = store
+            .tables()
+            .iter()
+            .map(|t| t.manifest().persisted_seq)
+            .fold(stats.last_seq, u64::max);
         let sink: Arc<dyn Apply<Pending>> = store.tables.clone();
         let wal = Wal::start(
             store.config.wal.clone(),
-            stats.last_seq,
+            last_seq,
             stats.last_ingested_at,
             sink,
         )?;
@@ -282,6 +289,7 @@ impl Store {
     fn replay_wal(&self) -> Result<meterbase_wal::ReplayStats, StorageError> {
         let mut skipped_unknown = 0u64;
         let stats = meterbase_wal::replay(
+            self.config.wal.fs.as_ref(),
             &self.config.wal.dir,
             self.config.skip_wal_corruption,
             |seq, ingested_at, payload| {
@@ -597,8 +605,17 @@ impl Store {
                 .rows_persisted
                 .fetch_add(chunk.rows as u64, Ordering::Relaxed);
             self.stats.flushes.fetch_add(1, Ordering::Relaxed);
-            if let Some(next) = committed {
-                table.complete_persist(&chunk, next);
+            match committed {
+                Some(next) => table.complete_persist(&chunk, next),
+                // An earlier attempt landed and its adoption dropped the chunk; a chunk still
+                // here would be persisted again and again (a log that numbered records twice).
+                None if table.is_frozen(&chunk) => {
+                    return Err(StorageError::SequenceReused {
+                        chunk_max_seq: chunk.max_seq,
+                        persisted_seq: table.manifest().persisted_seq,
+                    });
+                }
+                None => {}
             }
         }
         if table.has_pending_tombstones() {
@@ -724,7 +741,8 @@ impl Store {
         Ok(())
     }
 
-    /// Puts one encoded file with `PutMode::Create` and makes it durable.
+    /// Puts one encoded file with `PutMode::Create`; durable when it returns (a local store
+    /// syncs, S3 acknowledges stored objects).
     pub(crate) async fn put_file(&self, path: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
         let path = Path::from(path);
         let opts = PutOptions {
@@ -743,7 +761,7 @@ impl Store {
             Err(object_store::Error::AlreadyExists { .. }) => {}
             Err(e) => return Err(StorageError::store(&path, e)),
         }
-        self.handle.sync_object(&path)
+        Ok(())
     }
 
     /// Deletes write-ahead log segments whose every record is persisted.

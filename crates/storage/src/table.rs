@@ -547,6 +547,11 @@ impl Table {
         })
     }
 
+    /// Whether `chunk` still waits to be persisted.
+    pub(crate) fn is_frozen(&self, chunk: &Arc<Chunk>) -> bool {
+        self.lock().frozen.iter().any(|c| Arc::ptr_eq(c, chunk))
+    }
+
     /// Publishes a committed manifest and drops the chunk it covers, in one step.
     pub(crate) fn complete_persist(&self, chunk: &Arc<Chunk>, manifest: Manifest) {
         let mut st = self.lock();

@@ -1,34 +1,41 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use meterbase_fs::Fs;
 use object_store::ObjectStore;
-use object_store::local::LocalFileSystem;
 
 use crate::StorageError;
+use crate::local_store::LocalStore;
 
-/// The object store with what durability needs to know about it: `object_store`'s local
-/// filesystem does not fsync, so for `file://` we sync files and directories ourselves.
+/// The object store, with the URL the user gave (for logs and for registering the store with
+/// the query engine).
 #[derive(Clone, Debug)]
 pub struct ObjectStoreHandle {
     pub store: Arc<dyn ObjectStore>,
-    /// The URL the user gave, for logs and for registering the store with the query engine.
     pub url: String,
-    pub local_root: Option<PathBuf>,
 }
 
 impl ObjectStoreHandle {
+    /// A local directory on the operating system's file system.
     pub fn local(root: impl Into<PathBuf>) -> Result<ObjectStoreHandle, StorageError> {
+        ObjectStoreHandle::local_on(meterbase_fs::real(), root)
+    }
+
+    /// A local directory on `fs` (a simulated disk in crash tests). Puts are durable when
+    /// they return (`LocalStore`).
+    pub fn local_on(
+        fs: Arc<dyn Fs>,
+        root: impl Into<PathBuf>,
+    ) -> Result<ObjectStoreHandle, StorageError> {
         let root = root.into();
-        std::fs::create_dir_all(&root).map_err(|e| StorageError::Io {
-            path: root.display().to_string(),
-            source: e,
-        })?;
-        let store = LocalFileSystem::new_with_prefix(&root)
-            .map_err(|e| StorageError::store(root.display(), e))?;
+        fs.create_dir_all_synced(&root)
+            .map_err(|e| StorageError::Io {
+                path: root.display().to_string(),
+                source: e,
+            })?;
         Ok(ObjectStoreHandle {
-            store: Arc::new(store),
             url: format!("file://{}", root.display()),
-            local_root: Some(root),
+            store: Arc::new(LocalStore::new(fs, root)),
         })
     }
 
@@ -45,35 +52,6 @@ impl ObjectStoreHandle {
             .bytes()
             .await
             .map_err(|e| StorageError::store(path, e))
-    }
-
-    /// Makes a just-written object and the directories leading to it durable (local only).
-    pub fn sync_object(&self, path: &object_store::path::Path) -> Result<(), StorageError> {
-        let Some(root) = &self.local_root else {
-            return Ok(());
-        };
-        let io = |p: &std::path::Path, e| StorageError::Io {
-            path: p.display().to_string(),
-            source: e,
-        };
-        let mut file = root.clone();
-        for part in path.parts() {
-            file.push(part.as_ref());
-        }
-        std::fs::File::open(&file)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| io(&file, e))?;
-        let mut dir = file.parent().map(|p| p.to_path_buf());
-        while let Some(d) = dir {
-            std::fs::File::open(&d)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| io(&d, e))?;
-            if d == *root {
-                break;
-            }
-            dir = d.parent().map(|p| p.to_path_buf());
-        }
-        Ok(())
     }
 }
 
@@ -102,7 +80,6 @@ fn s3(url: &str, rest: &str) -> Result<ObjectStoreHandle, StorageError> {
     Ok(ObjectStoreHandle {
         store,
         url: url.to_string(),
-        local_root: None,
     })
 }
 

@@ -1,8 +1,8 @@
 //! Segment files and record framing, plus replay.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use meterbase_fs::Fs;
 
 use tracing::{error, warn};
 
@@ -18,16 +18,13 @@ pub(crate) fn segment_name(first_seq: Seq) -> String {
 }
 
 /// Segments in the directory, ordered by their first sequence number.
-pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(Seq, PathBuf)>, WalError> {
+pub(crate) fn list_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<(Seq, PathBuf)>, WalError> {
     let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| WalError::io(dir, e))? {
-        let entry = entry.map_err(|e| WalError::io(dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(stem) = name.strip_suffix(".wal")
+    for entry in fs.read_dir(dir).map_err(|e| WalError::io(dir, e))? {
+        if let Some(stem) = entry.name.strip_suffix(".wal")
             && let Ok(seq) = stem.parse::<Seq>()
         {
-            out.push((seq, entry.path()));
+            out.push((seq, dir.join(&entry.name)));
         }
     }
     out.sort();
@@ -116,24 +113,23 @@ pub struct ReplayStats {
 /// record, and replay succeeds. A damaged record followed by any valid one is corruption:
 /// an error naming the place, unless `skip_corruption` is set.
 pub fn replay(
+    fs: &dyn Fs,
     dir: &Path,
     skip_corruption: bool,
     mut f: impl FnMut(Seq, i64, &[u8]) -> Result<(), WalError>,
 ) -> Result<ReplayStats, WalError> {
-    fs::create_dir_all(dir).map_err(|e| WalError::io(dir, e))?;
-    let segments = list_segments(dir)?;
+    fs.create_dir_all_synced(dir)
+        .map_err(|e| WalError::io(dir, e))?;
+    let segments = list_segments(fs, dir)?;
     let mut stats = ReplayStats::default();
     for (idx, (first_seq, path)) in segments.iter().enumerate() {
         let is_last = idx + 1 == segments.len();
-        let mut buf = Vec::new();
-        File::open(path)
-            .and_then(|mut file| file.read_to_end(&mut buf))
-            .map_err(|e| WalError::io(path, e))?;
+        let buf = fs.read(path).map_err(|e| WalError::io(path, e))?;
         stats.segments += 1;
         if buf.len() < MAGIC.len() || &buf[..MAGIC.len()] != MAGIC {
             if is_last && MAGIC.starts_with(&buf) {
                 warn!(segment = %path.display(), "dropping a segment torn while it was created");
-                fs::remove_file(path).map_err(|e| WalError::io(path, e))?;
+                fs.remove_file(path).map_err(|e| WalError::io(path, e))?;
                 stats.torn_tail = Some((path.clone(), 0));
                 continue;
             }
@@ -191,10 +187,7 @@ pub fn replay(
                     %reason,
                     "dropping a torn record at the end of the write-ahead log"
                 );
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(|e| WalError::io(path, e))?;
+                let file = fs.open_write(path).map_err(|e| WalError::io(path, e))?;
                 file.set_len(off as u64)
                     .and_then(|()| file.sync_all())
                     .map_err(|e| WalError::io(path, e))?;
@@ -223,6 +216,11 @@ pub fn replay(
                 None => break,
             }
         }
+        // A segment is named by the first sequence it was opened for: every earlier one was
+        // handed out before, also when this segment holds no record yet and the earlier
+        // segments are retired. Sequences must never be handed out twice: a record numbered
+        // at or below a table's persisted sequence is skipped by the next replay.
+        stats.last_seq = stats.last_seq.max(first_seq.saturating_sub(1));
     }
     Ok(stats)
 }

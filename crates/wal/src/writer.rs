@@ -1,7 +1,5 @@
 //! The group-commit writer thread.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -9,6 +7,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_cha
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use meterbase_fs::{Create, File, Fs};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
@@ -17,6 +16,8 @@ use crate::{Seq, WalError};
 
 #[derive(Debug, Clone)]
 pub struct WalConfig {
+    /// The file system the log is on (the OS's, or a simulated one in crash tests).
+    pub fs: Arc<dyn Fs>,
     pub dir: PathBuf,
     /// A segment is closed and a new one started past this size.
     pub segment_bytes: u64,
@@ -35,6 +36,7 @@ pub struct WalConfig {
 impl WalConfig {
     pub fn new(dir: impl Into<PathBuf>) -> WalConfig {
         WalConfig {
+            fs: meterbase_fs::real(),
             dir: dir.into(),
             segment_bytes: 64 << 20,
             queue_records: 16_384,
@@ -125,7 +127,9 @@ impl<T: Send + 'static> Wal<T> {
         last_ingested_at: i64,
         sink: Arc<dyn Apply<T>>,
     ) -> Result<Wal<T>, WalError> {
-        fs::create_dir_all(&config.dir).map_err(|e| WalError::io(&config.dir, e))?;
+        let fs = config.fs.clone();
+        fs.create_dir_all_synced(&config.dir)
+            .map_err(|e| WalError::io(&config.dir, e))?;
         let shared = Arc::new(Shared {
             queued_bytes: AtomicUsize::new(0),
             poisoned: AtomicBool::new(false),
@@ -137,9 +141,10 @@ impl<T: Send + 'static> Wal<T> {
             preallocated_segments: AtomicU64::new(0),
         });
         // Left by a run that stopped while preparing; never a segment, so never needed.
-        remove_prepared_segments(&config.dir);
+        remove_prepared_segments(fs.as_ref(), &config.dir);
         let failpoint = Arc::new(SyncFailpoint::default());
         let mut writer = Writer {
+            fs,
             dir: config.dir.clone(),
             segment_bytes: config.segment_bytes,
             sync: config.sync,
@@ -241,7 +246,7 @@ impl<T: Send + 'static> Wal<T> {
 
     /// Deletes every closed segment whose records all have `seq <= persisted`.
     pub fn retire_through(&self, persisted: Seq) -> Result<usize, WalError> {
-        retire_through(&self.config.dir, persisted)
+        retire_through(self.config.fs.as_ref(), &self.config.dir, persisted)
     }
 
     /// Stops the writer after everything queued so far is written.
@@ -259,14 +264,14 @@ impl<T: Send + 'static> Drop for Wal<T> {
     }
 }
 
-pub(crate) fn retire_through(dir: &Path, persisted: Seq) -> Result<usize, WalError> {
-    let segments = list_segments(dir)?;
+pub(crate) fn retire_through(fs: &dyn Fs, dir: &Path, persisted: Seq) -> Result<usize, WalError> {
+    let segments = list_segments(fs, dir)?;
     let mut removed = 0;
     for pair in segments.windows(2) {
         let (_, path) = &pair[0];
         let (next_first, _) = pair[1];
         if next_first <= persisted + 1 {
-            fs::remove_file(path).map_err(|e| WalError::io(path, e))?;
+            fs.remove_file(path).map_err(|e| WalError::io(path, e))?;
             removed += 1;
         }
     }
@@ -287,34 +292,31 @@ fn prepared_segment_name() -> String {
     format!("next-segment-{}-{n}{PREPARED_SUFFIX}", std::process::id())
 }
 
-fn remove_prepared_segments(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
+fn remove_prepared_segments(fs: &dyn Fs, dir: &Path) {
+    let Ok(entries) = fs.read_dir(dir) else {
         return;
     };
-    for entry in entries.flatten() {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .ends_with(PREPARED_SUFFIX)
-        {
-            let _ = fs::remove_file(entry.path());
+    for entry in entries {
+        if entry.name.ends_with(PREPARED_SUFFIX) {
+            let _ = fs.remove_file(&dir.join(&entry.name));
         }
     }
 }
 
 struct Writer {
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
     segment_bytes: u64,
     sync: bool,
     preallocate: bool,
-    file: Option<File>,
+    file: Option<Box<dyn File>>,
     /// Bytes of valid log in `file`; past them a preallocated segment holds zeros.
     file_len: u64,
     file_preallocated: bool,
     /// Where the next segment is zero-filled (`prepared_segment_name`).
     prepared_path: PathBuf,
     /// The helper thread zero-filling the next segment answers here.
-    preparing: Option<Receiver<std::io::Result<File>>>,
+    preparing: Option<Receiver<std::io::Result<Box<dyn File>>>>,
     next_seq: Seq,
     last_ts: i64,
     shared: Arc<Shared>,
@@ -340,45 +342,25 @@ pub fn now_micros() -> i64 {
 /// Writes a segment header and zeros up to `bytes` at `path`, durably. Refused while the
 /// file system has less than twice that free: zeros written ahead must never be what fills
 /// the disk under the log's own records or the catalog.
-fn zero_filled_segment(path: &Path, bytes: u64) -> std::io::Result<File> {
-    if let Some(free) = path.parent().and_then(free_bytes)
+fn zero_filled_segment(fs: &dyn Fs, path: &Path, bytes: u64) -> std::io::Result<Box<dyn File>> {
+    if let Some(free) = path.parent().and_then(|dir| fs.free_bytes(dir))
         && free < bytes.saturating_mul(2)
     {
         return Err(std::io::Error::other(format!(
             "{free} bytes free, zero-filling wants {bytes} and as much to spare"
         )));
     }
-    let mut file = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(path)?;
-    file.write_all(MAGIC)?;
+    let file = fs.create(path, Create::Truncate)?;
+    file.write_all_at(MAGIC, 0)?;
     let zeros = vec![0u8; 1 << 20];
-    let mut left = bytes.saturating_sub(MAGIC.len() as u64);
-    while left > 0 {
-        let n = left.min(zeros.len() as u64) as usize;
-        file.write_all(&zeros[..n])?;
-        left -= n as u64;
+    let mut at = MAGIC.len() as u64;
+    while at < bytes {
+        let n = (bytes - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
     }
     file.sync_all()?;
     Ok(file)
-}
-
-/// Bytes an unprivileged writer may still use on the file system holding `dir`.
-#[cfg(unix)]
-fn free_bytes(dir: &Path) -> Option<u64> {
-    let st = rustix::fs::statvfs(dir).ok()?;
-    Some(st.f_bavail.saturating_mul(st.f_frsize))
-}
-
-#[cfg(not(unix))]
-fn free_bytes(_dir: &Path) -> Option<u64> {
-    None
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 impl Writer {
@@ -386,15 +368,13 @@ impl Writer {
         let path = self.dir.join(segment_name(self.next_seq));
         // A segment with this name can only exist if it holds no valid record (replay would
         // have advanced past it otherwise): start it over.
-        let mut file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&path)
+        let file = self
+            .fs
+            .create(&path, Create::Truncate)
             .map_err(|e| WalError::io(&path, e))?;
-        file.write_all(MAGIC)
+        file.write_all_at(MAGIC, 0)
             .and_then(|()| file.sync_all())
-            .and_then(|()| sync_dir(&self.dir))
+            .and_then(|()| self.fs.sync_dir(&self.dir))
             .map_err(|e| WalError::io(&path, e))?;
         self.file = Some(file);
         self.file_len = MAGIC.len() as u64;
@@ -410,12 +390,13 @@ impl Writer {
         let (tx, rx) = sync_channel(1);
         let path = self.prepared_path.clone();
         let bytes = self.segment_bytes;
+        let fs = self.fs.clone();
         let spawned = std::thread::Builder::new()
             .name("wal-prepare".into())
             .spawn(move || {
-                let prepared = zero_filled_segment(&path, bytes);
+                let prepared = zero_filled_segment(fs.as_ref(), &path, bytes);
                 if prepared.is_err() {
-                    let _ = fs::remove_file(&path);
+                    let _ = fs.remove_file(&path);
                 }
                 let _ = tx.send(prepared);
             });
@@ -426,7 +407,7 @@ impl Writer {
     }
 
     /// The zero-filled segment, if it is ready.
-    fn take_prepared(&mut self) -> Option<File> {
+    fn take_prepared(&mut self) -> Option<Box<dyn File>> {
         let outcome = match self.preparing.as_ref()?.try_recv() {
             Err(TryRecvError::Empty) => return None,
             Ok(outcome) => outcome,
@@ -459,15 +440,17 @@ impl Writer {
         }
         self.cut_zero_tail().map_err(Failure::Sync)?;
         match prepared {
-            Some(mut file) => {
+            Some(file) => {
                 let path = self.dir.join(segment_name(self.next_seq));
                 // The old segment is cut to its records first (durably), so only the last
                 // segment can ever end in zeros. An empty current segment of the same name
                 // is simply replaced.
-                file.seek(SeekFrom::Start(MAGIC.len() as u64))
-                    .and_then(|_| fs::rename(&self.prepared_path, &path))
+                self.fs
+                    .rename(&self.prepared_path, &path)
                     .map_err(|e| Failure::Write(WalError::io(&path, e)))?;
-                sync_dir(&self.dir).map_err(|e| Failure::Sync(WalError::io(&self.dir, e)))?;
+                self.fs
+                    .sync_dir(&self.dir)
+                    .map_err(|e| Failure::Sync(WalError::io(&self.dir, e)))?;
                 self.file = Some(file);
                 self.file_len = MAGIC.len() as u64;
                 self.file_preallocated = true;
@@ -487,7 +470,7 @@ impl Writer {
             return Ok(());
         }
         let path = self.dir.join("current segment");
-        let file = self.file.as_mut().ok_or(WalError::Closed)?;
+        let file = self.file.as_ref().ok_or(WalError::Closed)?;
         file.set_len(self.file_len)
             .and_then(|()| file.sync_all())
             .map_err(|e| WalError::io(&path, e))?;
@@ -580,9 +563,8 @@ impl Writer {
     /// Puts the end of the current segment back where the last good frame ended.
     fn rewind(&mut self) -> Result<(), WalError> {
         let path = self.dir.join("current segment");
-        let file = self.file.as_mut().ok_or(WalError::Closed)?;
+        let file = self.file.as_ref().ok_or(WalError::Closed)?;
         file.set_len(self.file_len)
-            .and_then(|()| file.seek(SeekFrom::Start(self.file_len)).map(drop))
             .map_err(|e| WalError::io(&path, e))?;
         // The zeros went with the cut: this segment now grows like a plain one.
         self.file_preallocated = false;
@@ -596,8 +578,8 @@ impl Writer {
             self.roll_over(full)?;
         }
         let path = self.dir.join("current segment");
-        let file = self.file.as_mut().ok_or(Failure::Write(WalError::Closed))?;
-        file.write_all(&self.buf)
+        let file = self.file.as_ref().ok_or(Failure::Write(WalError::Closed))?;
+        file.write_all_at(&self.buf, self.file_len)
             .map_err(|e| Failure::Write(WalError::io(&path, e)))?;
         self.file_len += self.buf.len() as u64;
         self.shared
@@ -631,11 +613,12 @@ mod tests {
     fn zero_filling_is_refused_when_it_would_take_the_disk_s_last_space() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(prepared_segment_name());
-        let free = free_bytes(dir.path()).expect("statvfs");
-        let err = zero_filled_segment(&path, free / 2 + 1).expect_err("refused");
+        let fs = meterbase_fs::RealFs;
+        let free = fs.free_bytes(dir.path()).expect("statvfs");
+        let err = zero_filled_segment(&fs, &path, free / 2 + 1).expect_err("refused");
         assert!(err.to_string().contains("bytes free"), "{err}");
         assert!(!path.exists(), "nothing written before the refusal");
-        let file = zero_filled_segment(&path, 4096).expect("room for a small one");
-        assert_eq!(file.metadata().expect("metadata").len(), 4096);
+        let file = zero_filled_segment(&fs, &path, 4096).expect("room for a small one");
+        assert_eq!(file.size().expect("size"), 4096);
     }
 }
