@@ -183,14 +183,14 @@ fn where_clause(conds: &[String]) -> String {
     }
 }
 
-/// Rows of `table` in `range` among those written before log sequence `before_seq`:
-/// what a deletion at that sequence removes.
-pub async fn count_before(
+/// Rows of `table` in `range`; with `before_seq`, among those written before that log
+/// sequence (what a deletion at that sequence removes).
+pub async fn count(
     engine: &QueryEngine,
     org: &str,
     mut table: TableSnapshot,
     range: &EventRange,
-    before_seq: u64,
+    before_seq: Option<u64>,
 ) -> Result<i64, QueryError> {
     let (conds, params) = conditions(range);
     let sql = format!(
@@ -198,7 +198,7 @@ pub async fn count_before(
         table.slug,
         where_clause(&conds)
     );
-    table.before_seq = Some(before_seq);
+    table.before_seq = before_seq;
     let caller = Caller {
         org,
         kind: QueryKind::DeletionCount,

@@ -14,7 +14,9 @@ use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::api::{admin, billable_metrics, csv, event_types, events, ingest, operations, sql};
+use crate::api::{
+    admin, billable_metrics, console, csv, event_types, events, ingest, operations, sql,
+};
 use crate::app::Shared;
 use crate::layers::{drain_unread, log_response, record_metrics, request_span};
 use crate::problem::Problem;
@@ -39,6 +41,9 @@ async fn method_not_allowed(req: Request) -> Response {
 /// The whole HTTP API. Trailing slashes are ignored (`/rawmetrics/` is `/rawmetrics`).
 pub(crate) fn router(shared: Arc<Shared>) -> NormalizePath<Router> {
     let api = Router::new()
+        .route("/", get(console::root))
+        .route("/ui/", get(console::index))
+        .route("/ui/{*path}", get(console::asset))
         .route("/healthz", get(operations::healthz))
         .route("/metrics", get(operations::metrics))
         .route(
@@ -65,6 +70,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> NormalizePath<Router> {
                 .patch(event_types::patch)
                 .delete(event_types::delete),
         )
+        .route("/rawmetrics/{slug}/stats", get(event_types::stats))
         .route("/usage/{slug}", post(ingest::ingest))
         .route("/usage/bulk/{slug}", post(ingest::bulk))
         .route("/usage/{slug}/csv", post(csv::upload))

@@ -58,6 +58,35 @@ pub(crate) async fn show(
     ))
 }
 
+/// `GET /rawmetrics/{slug}/stats`: where the type's rows are, from the manifest and the
+/// buffer, without reading a row (a query of its own counts live events).
+pub(crate) async fn stats(
+    Tenant { app, org }: Tenant,
+    Path(slug): Path<String>,
+) -> Result<Response> {
+    let table = app.table(&org, &slug)?;
+    let manifest = table.manifest();
+    let (buffered_rows, buffered_bytes, _) = table.buffered();
+    let snapshot = table.snapshot()?;
+    let file_rows: u64 = manifest.files.iter().map(|f| f.rows).sum();
+    let file_bytes: u64 = manifest.files.iter().map(|f| f.size).sum();
+    let latest = manifest
+        .files
+        .iter()
+        .map(|f| f.max_ts)
+        .chain(snapshot.buffer_ts_range.map(|(_, hi)| hi))
+        .max();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "buffered": {"rows": buffered_rows, "bytes": buffered_bytes},
+            "persisted": {"rows": file_rows, "files": manifest.files.len(), "bytes": file_bytes},
+            "deletions": snapshot.tombstones.len(),
+            "latest_timestamp": latest.map(meterbase_schema::timestamp::format_micros),
+        }),
+    ))
+}
+
 /// May rename and add `Nullable` fields; anything else is 400.
 pub(crate) async fn patch(
     Tenant { app, org }: Tenant,

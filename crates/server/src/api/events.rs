@@ -5,7 +5,7 @@ use axum::extract::Path;
 use axum::response::Response;
 use bytes::Bytes;
 use hyper::StatusCode;
-use meterbase_query::events::{count_before, page};
+use meterbase_query::events::{count, page};
 use meterbase_schema::timestamp::parse_instant_utc;
 use meterbase_storage::EventRange;
 use serde_json::json;
@@ -75,7 +75,7 @@ pub(crate) async fn delete(
 ) -> Result<Response> {
     let def = app.event_type(&org, &slug)?;
     let table = app.table(&org, &slug)?;
-    params.only(&["customer_id", "from", "to"])?;
+    params.only(&["customer_id", "from", "to", "dry_run"])?;
     let range = range(&params)?;
     if range.customer_id.is_none() && (range.from.is_none() || range.to.is_none()) {
         return Err(Problem::bad_request(
@@ -91,7 +91,7 @@ pub(crate) async fn delete(
     // The deletion is durable from here on: a count that fails must not read as a failed
     // deletion, so it is reported next to a 200.
     let counted = match table.snapshot() {
-        Ok(snap) => count_before(&app.engine, &org.id, snap, &range, ack.seq)
+        Ok(snap) => count(&app.engine, &org.id, snap, &range, Some(ack.seq))
             .await
             .map_err(Problem::from),
         Err(e) => Err(Problem::from(e)),

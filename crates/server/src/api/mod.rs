@@ -2,6 +2,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod billable_metrics;
+pub(crate) mod console;
 pub(crate) mod csv;
 pub(crate) mod event_types;
 pub(crate) mod events;
