@@ -65,7 +65,7 @@ function SignIn({ onSignedIn, notice }) {
       ${notice ? html`<p class="notice" role="status">${notice}</p>` : null}
       <div class="field">
         <label for=${id}>API key</label>
-        <input id=${id} name="api-key" type="password" autocomplete="off" spellcheck="false"
+        <input id=${id} name="api-key" type="password" autocomplete="off" spellcheck=${false}
           value=${key} onInput=${(e) => setKeyText(e.currentTarget.value)} aria-describedby=${`${id}-hint`} required />
         <p class="hint" id=${`${id}-hint`}>Paste a key of your organisation (a fresh server writes one to <code>data/default-api-key</code>).
           It is kept in this tab only (sessionStorage) and sent as the <code>x-api-key</code> header.</p>
@@ -74,6 +74,11 @@ function SignIn({ onSignedIn, notice }) {
       <${ErrorBox} error=${error} />
     </form>
   </main>`;
+}
+
+/** A nav link starts the page-data clock, unless it points where we already are. */
+function navClick(e) {
+  if (location.hash !== e.currentTarget.getAttribute('href')) startNavigation();
 }
 
 function Shell({ onSignOut }) {
@@ -91,10 +96,10 @@ function Shell({ onSignOut }) {
   return html`<div class="layout">
     <a class="skip" href="#main" onClick=${(e) => { e.preventDefault(); document.getElementById('main')?.focus(); }}>Skip to content</a>
     <header class="topbar">
-      <a class="brand" href="#/overview" onClick=${startNavigation}><span class="logo" aria-hidden="true"></span>meterbase</a>
+      <a class="brand" href="#/overview" onClick=${navClick}><span class="logo" aria-hidden="true"></span>meterbase</a>
       <nav aria-label="Console pages">
         <ul>${PAGES.map((p) => html`<li><a href=${`#/${p.path}`} id=${`nav-${p.path}`}
-            aria-current=${p === page ? 'page' : undefined} onClick=${startNavigation}>${p.title}</a></li>`)}</ul>
+            aria-current=${p === page ? 'page' : undefined} onClick=${navClick}>${p.title}</a></li>`)}</ul>
       </nav>
       <div class="who">
         ${org ? html`<span class="org" id="org-name" title="Organisation">${org.name}</span>` : null}

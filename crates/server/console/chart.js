@@ -10,9 +10,10 @@ export const color = (i) => PALETTE[i % PALETTE.length];
 
 /**
  * `x`: seconds since the epoch, ascending; `series`: [{label, values}] (null = gap).
- * `tz`: the IANA zone the axis shows; `bars`: draw bars instead of lines.
+ * `tz`: the IANA zone the axis shows; `bars`: draw bars instead of lines; `xRange`: [from, to]
+ * seconds to show (default: the data's).
  */
-export function TimeChart({ x, series, tz = 'UTC', label, height = 260, yLabel = '', bars = false, id }) {
+export function TimeChart({ x, series, tz = 'UTC', label, height = 260, yLabel = '', bars = false, xRange = null, id }) {
   const ref = useRef(null);
   useEffect(() => {
     const el = ref.current;
@@ -23,7 +24,8 @@ export function TimeChart({ x, series, tz = 'UTC', label, height = 260, yLabel =
       width: width(),
       height,
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), tz),
-      scales: { x: { time: true } },
+      // One point alone would get a range of years: show the period asked for, or an hour around it.
+      scales: { x: { time: true, range: (u, lo, hi) => (xRange || (lo === hi ? [lo - 3600, hi + 3600] : [lo, hi])) } },
       series: [
         { label: `time (${tz})` },
         ...series.map((s, i) => ({
@@ -32,7 +34,7 @@ export function TimeChart({ x, series, tz = 'UTC', label, height = 260, yLabel =
           fill: bars ? `${color(i)}99` : undefined,
           width: bars ? 1 : 2,
           paths,
-          points: { show: !bars && x.length <= 60 },
+          points: { show: !bars && x.length <= 40 },
           spanGaps: false,
         })),
       ],
@@ -45,7 +47,7 @@ export function TimeChart({ x, series, tz = 'UTC', label, height = 260, yLabel =
     });
     ro.observe(el);
     return () => { ro.disconnect(); u.destroy(); };
-  }, [x, series, tz, height, bars, yLabel]);
+  }, [x, series, tz, height, bars, yLabel, xRange]);
   if (!x.length) return html`<p class="muted">Nothing to chart.</p>`;
   return html`<figure class="chart" id=${id}>
     <div ref=${ref} class="chart-canvas" role="img" aria-label=${label}></div>

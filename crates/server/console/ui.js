@@ -151,7 +151,7 @@ export function DataTable({ columns, rows, label, empty = 'No rows.', rowClass, 
   return html`<div class="table-wrap" tabindex="0" role="region" aria-label=${label} id=${id}>
     <table>
       <caption class="sr-only">${label}</caption>
-      <thead><tr>${columns.map((c) => html`<th scope="col" class=${c.cls}>${c.label ?? c.key}</th>`)}</tr></thead>
+      <thead><tr>${columns.map((c) => html`<th scope="col" class=${c.cls?.includes('num') ? 'num' : undefined}>${c.label ?? c.key}</th>`)}</tr></thead>
       <tbody>${rows.map((r, i) => html`<tr class=${rowClass ? rowClass(r, i) : undefined}>
         ${columns.map((c) => {
           const v = c.render ? c.render(r, i) : cellText(r[c.key]);

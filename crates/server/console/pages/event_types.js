@@ -95,7 +95,7 @@ function CreateForm({ onCreated }) {
         <input id=${`${id}-name`} value=${name} onInput=${(e) => setName(e.currentTarget.value)} placeholder="Compute events" />
       <//>
       <${Field} id=${`${id}-slug`} label="API slug (optional)" error=${show(problems.slug)} hint=${`Derived from the name when empty: ${deriveSlug(name) || '…'}`}>
-        <input id=${`${id}-slug`} value=${slug} onInput=${(e) => setSlug(e.currentTarget.value)} placeholder=${deriveSlug(name) || 'compute_events'} spellcheck="false" />
+        <input id=${`${id}-slug`} value=${slug} onInput=${(e) => setSlug(e.currentTarget.value)} placeholder=${deriveSlug(name) || 'compute_events'} spellcheck=${false} />
       <//>
     </div>
     <fieldset>
@@ -114,7 +114,7 @@ function CreateForm({ onCreated }) {
       <legend>Data fields</legend>
       ${rows.map((r, i) => html`<div class="field-row" key=${r.key} data-row=${i}>
         <${Field} id=${`${id}-f${r.key}`} label=${`Field ${i + 1} name`} error=${show(problems.rows[r.key])}>
-          <input id=${`${id}-f${r.key}`} class="field-name" value=${r.name} spellcheck="false" placeholder="cpu_hours_consumed"
+          <input id=${`${id}-f${r.key}`} class="field-name" value=${r.name} spellcheck=${false} placeholder="cpu_hours_consumed"
             onInput=${(e) => setRow(r.key, { name: e.currentTarget.value })} />
         <//>
         <${TypePicker} id=${`${id}-t${r.key}`} label=${`Field ${i + 1} type`} value=${r.type} onChange=${(t) => setRow(r.key, { type: t })} />
@@ -125,12 +125,12 @@ function CreateForm({ onCreated }) {
     </fieldset>
     <div class="form-grid">
       <${Field} id=${`${id}-order`} label="column_order (sort order of stored files)" error=${show(problems.columnOrder)}>
-        <input id=${`${id}-order`} value=${columnOrder} onInput=${(e) => setColumnOrder(e.currentTarget.value)} spellcheck="false" />
+        <input id=${`${id}-order`} value=${columnOrder} onInput=${(e) => setColumnOrder(e.currentTarget.value)} spellcheck=${false} />
         <div class="chips" aria-label="Add a column to column_order">${columns.map((c) => html`<button type="button" class="chip"
           onClick=${() => addTo(setColumnOrder, columnOrder, c)}>+ ${c}</button>`)}</div>
       <//>
       <${Field} id=${`${id}-key`} label="unique_key (a later event with the same key replaces the earlier)" error=${show(problems.uniqueKey)}>
-        <input id=${`${id}-key`} value=${uniqueKey} onInput=${(e) => setUniqueKey(e.currentTarget.value)} spellcheck="false" />
+        <input id=${`${id}-key`} value=${uniqueKey} onInput=${(e) => setUniqueKey(e.currentTarget.value)} spellcheck=${false} />
         <div class="chips" aria-label="Add a column to unique_key">${columns.map((c) => html`<button type="button" class="chip"
           onClick=${() => addTo(setUniqueKey, uniqueKey, c)}>+ ${c}</button>`)}</div>
       <//>
@@ -174,7 +174,7 @@ function AddField({ type, onDone }) {
   };
   return html`<form class="add-field" onSubmit=${submit} aria-label=${`Add a field to ${type.name}`}>
     <${Field} id=${`${id}-name`} label="New field name" hint="New fields are Nullable: events already stored have no value for them.">
-      <input id=${`${id}-name`} value=${name} onInput=${(e) => setName(e.currentTarget.value)} spellcheck="false" />
+      <input id=${`${id}-name`} value=${name} onInput=${(e) => setName(e.currentTarget.value)} spellcheck=${false} />
     <//>
     <${TypePicker} id=${`${id}-type`} label="New field type" value=${ft} forceNullable onChange=${setFt} />
     <p class="muted">Will add <code>${name || '…'}: ${typeText({ ...ft, nullable: true })}</code></p>

@@ -145,20 +145,20 @@ export function Events({ route }) {
           </select>
         <//>
         <${Field} id=${`${id}-customer`} label="Customer id">
-          <input id=${`${id}-customer`} value=${form.customer} spellcheck="false" placeholder="any"
+          <input id=${`${id}-customer`} value=${form.customer} spellcheck=${false} placeholder="any"
             onInput=${(e) => setForm({ ...form, customer: e.currentTarget.value })} />
         <//>
         <${Field} id=${`${id}-from`} label="From (UTC, inclusive)" error=${fromErr}>
-          <input id=${`${id}-from`} value=${form.from} spellcheck="false" placeholder="2025-06-17 or 2025-06-17T14:00:00Z"
+          <input id=${`${id}-from`} value=${form.from} spellcheck=${false} placeholder="2025-06-17 or 2025-06-17T14:00:00Z"
             onInput=${(e) => setForm({ ...form, from: e.currentTarget.value })} aria-invalid=${fromErr ? 'true' : undefined} />
         <//>
         <${Field} id=${`${id}-to`} label="To (UTC, exclusive)" error=${toErr}>
-          <input id=${`${id}-to`} value=${form.to} spellcheck="false" placeholder="2025-06-18"
+          <input id=${`${id}-to`} value=${form.to} spellcheck=${false} placeholder="2025-06-18"
             onInput=${(e) => setForm({ ...form, to: e.currentTarget.value })} aria-invalid=${toErr ? 'true' : undefined} />
         <//>
         <${Field} id=${`${id}-limit`} label="Rows per page">
           <select id=${`${id}-limit`} value=${form.limit} onChange=${(e) => { setForm({ ...form, limit: e.currentTarget.value }); apply(null, { limit: e.currentTarget.value }); }}>
-            ${['10', '50', '100', '500', '1000'].map((n) => html`<option value=${n}>${n}</option>`)}
+            ${['5', '10', '50', '100', '500', '1000'].map((n) => html`<option value=${n}>${n}</option>`)}
           </select>
         <//>
       </div>

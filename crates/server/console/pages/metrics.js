@@ -4,7 +4,7 @@
 
 import { useEffect, useMemo, useState } from '../vendor/preact-hooks.mjs';
 import { api, get } from '../api.js';
-import { TimeChart, pivot } from '../chart.js';
+import { TimeChart, pivot, toSeconds } from '../chart.js';
 import { useEventTypes } from '../data.js';
 import { link, navigate } from '../nav.js';
 import { DataTable, Dialog, ErrorBox, Field, PageHeader, Spinner, cellText, deriveSlug, html, isNumericType, markTiming, useAsync, useDebounced, useId, useReady } from '../ui.js';
@@ -146,7 +146,7 @@ function CreateMetric({ types, onCreated }) {
         <input id=${`${id}-name`} value=${name} onInput=${(e) => setName(e.currentTarget.value)} placeholder="CPU hours" />
       <//>
       <${Field} id=${`${id}-slug`} label="Slug (optional)" hint=${`Derived from the name when empty: ${deriveSlug(name) || '…'}`}>
-        <input id=${`${id}-slug`} value=${slug} onInput=${(e) => setSlug(e.currentTarget.value)} spellcheck="false" placeholder=${deriveSlug(name)} />
+        <input id=${`${id}-slug`} value=${slug} onInput=${(e) => setSlug(e.currentTarget.value)} spellcheck=${false} placeholder=${deriveSlug(name)} />
       <//>
     </div>
     ${mode === 'builder' ? html`
@@ -195,7 +195,7 @@ function CreateMetric({ types, onCreated }) {
       </fieldset>` : null}`
     : html`
       <${Field} id=${`${id}-sql`} label="SQL (must return customer_id and value; {{start_date}}, {{end_date}}, {{customer_id}} are bound as parameters)" error=${show('sql')}>
-        <textarea id=${`${id}-sql`} class="editor" rows="6" spellcheck="false" value=${sqlValue} onInput=${(e) => setSqlText(e.currentTarget.value)}></textarea>
+        <textarea id=${`${id}-sql`} class="editor" rows="6" spellcheck=${false} value=${sqlValue} onInput=${(e) => setSqlText(e.currentTarget.value)}></textarea>
       <//>
       <label class="check"><input type="checkbox" checked=${allTime} onChange=${(e) => setAllTime(e.currentTarget.checked)} />
         All-time total (the query uses neither {{start_date}} nor {{end_date}})</label>`}
@@ -272,6 +272,7 @@ function Usage({ metric, route }) {
     return m;
   }, [usage.data]); // eslint-disable-line react-hooks/exhaustive-deps
   const max = Math.max(0, ...totals.values());
+  const period = useMemo(() => (usage.data ? [toSeconds(usage.data.start_date), toSeconds(usage.data.end_date)] : null), [usage.data]);
   const eventType = metric.builder?.usage_event || metric.reads?.[0];
   const zones = useMemo(() => (Intl.supportedValuesOf ? Intl.supportedValuesOf('timeZone') : []), []);
 
@@ -281,10 +282,10 @@ function Usage({ metric, route }) {
       ${eventType ? html` · <a href=${link('events', [], { slug: eventType, customer: applied.customer })}>This customer's events</a>` : null}</p>` : null}
     <form class="form-grid usage-form" id="usage-form" onSubmit=${submit} aria-label="Usage period">
       <${Field} id=${`${id}-start`} label="Start (inclusive)" hint="A date (midnight in the time zone) or an instant">
-        <input id=${`${id}-start`} value=${form.start} spellcheck="false" onInput=${(e) => setForm({ ...form, start: e.currentTarget.value })} />
+        <input id=${`${id}-start`} value=${form.start} spellcheck=${false} onInput=${(e) => setForm({ ...form, start: e.currentTarget.value })} />
       <//>
       <${Field} id=${`${id}-end`} label="End (exclusive)">
-        <input id=${`${id}-end`} value=${form.end} spellcheck="false" onInput=${(e) => setForm({ ...form, end: e.currentTarget.value })} />
+        <input id=${`${id}-end`} value=${form.end} spellcheck=${false} onInput=${(e) => setForm({ ...form, end: e.currentTarget.value })} />
       <//>
       <${Field} id=${`${id}-window`} label="Window">
         <select id=${`${id}-window`} value=${form.window === 'none' ? '' : form.window} disabled=${metric.period === 'all_time'}
@@ -293,14 +294,14 @@ function Usage({ metric, route }) {
         </select>
       <//>
       <${Field} id=${`${id}-tz`} label="Time zone">
-        <input id=${`${id}-tz`} value=${form.tz} list=${`${id}-zones`} spellcheck="false" onInput=${(e) => setForm({ ...form, tz: e.currentTarget.value })} />
+        <input id=${`${id}-tz`} value=${form.tz} list=${`${id}-zones`} spellcheck=${false} onInput=${(e) => setForm({ ...form, tz: e.currentTarget.value })} />
         <datalist id=${`${id}-zones`}>${zones.map((z) => html`<option value=${z}></option>`)}</datalist>
       <//>
       <${Field} id=${`${id}-customer`} label="Customer (optional)">
-        <input id=${`${id}-customer`} value=${form.customer} spellcheck="false" onInput=${(e) => setForm({ ...form, customer: e.currentTarget.value })} />
+        <input id=${`${id}-customer`} value=${form.customer} spellcheck=${false} onInput=${(e) => setForm({ ...form, customer: e.currentTarget.value })} />
       <//>
       <${Field} id=${`${id}-asof`} label="as_of (optional)">
-        <input id=${`${id}-asof`} value=${form.as_of} spellcheck="false" placeholder="2025-12-01T00:00:00Z" onInput=${(e) => setForm({ ...form, as_of: e.currentTarget.value })} />
+        <input id=${`${id}-asof`} value=${form.as_of} spellcheck=${false} placeholder="2025-12-01T00:00:00Z" onInput=${(e) => setForm({ ...form, as_of: e.currentTarget.value })} />
       <//>
       <div class="form-actions"><button class="btn btn-primary" type="submit" id="show-usage">Show usage</button></div>
     </form>
@@ -309,7 +310,7 @@ function Usage({ metric, route }) {
     ${usage.data ? html`<div id="usage-result">
       <p class="muted">${usage.data.start_date} to ${usage.data.end_date}${usage.data.period === 'all_time' ? ' (all-time total)' : ''}${usage.data.version ? ` · version ${usage.data.version}` : ''}</p>
       ${chart && chart.x.length ? html`<${TimeChart} id="usage-chart" x=${chart.x} series=${chart.series} tz=${applied.tz} yLabel=${metric.slug}
-          bars=${chart.x.length <= 3} label=${`${metric.name} per ${applied.window}, ${applied.tz}`} />
+          xRange=${period} label=${`${metric.name} per ${applied.window}, ${applied.tz}`} />
         ${chart.dropped ? html`<p class="hint">${chart.dropped} more series are not drawn (the largest 8 are).</p>` : null}` : null}
       <${DataTable} id="usage-table" label="Usage" rows=${rows} empty="No usage in this period (customers without usage are absent)."
         columns=${[

@@ -76,7 +76,7 @@ export function Sql() {
   const types = useEventTypes();
   const saved = JSON.parse(sessionStorage.getItem(STORE) || 'null') || {};
   const first = types.data?.[0]?.api_slug;
-  const [text, setText] = useState(saved.text || '');
+  const [text, setText] = useState(saved.text ?? null); // null: not typed yet, show an example
   const [paramsText, setParamsText] = useState(saved.params || '{}');
   const [asOf, setAsOf] = useState(saved.asOf || '');
   const [state, setState] = useState({});
@@ -84,7 +84,7 @@ export function Sql() {
   const editor = useRef(null);
   useReady('sql', !types.loading);
 
-  const query = text || (first ? `SELECT customer_id, count(*) AS events\nFROM ${ident(first)}\nGROUP BY customer_id\nORDER BY events DESC\nLIMIT 100` : 'SELECT 1 AS one');
+  const query = text ?? (first ? `SELECT customer_id, count(*) AS events\nFROM ${ident(first)}\nGROUP BY customer_id\nORDER BY events DESC\nLIMIT 100` : 'SELECT 1 AS one');
   let params = null;
   let paramsError = null;
   try {
@@ -99,7 +99,7 @@ export function Sql() {
 
   const insert = (s) => {
     const el = editor.current;
-    const cur = text || query;
+    const cur = query;
     const at = el ? el.selectionStart : cur.length;
     const end = el ? el.selectionEnd : at;
     const next = cur.slice(0, at) + s + cur.slice(end);
@@ -158,7 +158,7 @@ export function Sql() {
       <div class="sql-main">
         <form class="card" id="sql-form" onSubmit=${(e) => { e.preventDefault(); run(); }} aria-label="Query">
           <${Field} id=${`${id}-text`} label="Query (Ctrl+Enter runs it)">
-            <textarea id=${`${id}-text`} ref=${editor} class="editor" rows="8" spellcheck="false" value=${query}
+            <textarea id=${`${id}-text`} ref=${editor} class="editor" rows="8" spellcheck=${false} value=${query}
               aria-invalid=${state.error ? 'true' : undefined} aria-describedby=${state.error ? 'sql-error' : undefined}
               onInput=${(e) => setText(e.currentTarget.value)}
               onKeyDown=${(e) => { if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); run(); } }}></textarea>
@@ -167,11 +167,11 @@ export function Sql() {
             ${errPos ? html`<button class="btn btn-small" type="button" onClick=${() => goTo(errPos)}>Go to line ${errPos.line}, column ${errPos.column}</button>` : null}</div>
           <div class="form-grid">
             <${Field} id=${`${id}-params`} label="Params (JSON, bound to $name)" error=${paramsError}>
-              <textarea id=${`${id}-params`} class="editor small" rows="2" spellcheck="false" value=${paramsText}
+              <textarea id=${`${id}-params`} class="editor small" rows="2" spellcheck=${false} value=${paramsText}
                 aria-invalid=${paramsError ? 'true' : undefined} onInput=${(e) => setParamsText(e.currentTarget.value)}></textarea>
             <//>
             <${Field} id=${`${id}-asof`} label="as_of (optional: the data as it stood then)" error=${asOfError}>
-              <input id=${`${id}-asof`} value=${asOf} spellcheck="false" placeholder="2025-12-01T00:00:00Z"
+              <input id=${`${id}-asof`} value=${asOf} spellcheck=${false} placeholder="2025-12-01T00:00:00Z"
                 aria-invalid=${asOfError ? 'true' : undefined} onInput=${(e) => setAsOf(e.currentTarget.value)} />
             <//>
           </div>

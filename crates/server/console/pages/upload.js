@@ -67,7 +67,7 @@ function Problems({ errors, header, rows, reading }) {
       columns=${[
         { key: 'line', label: 'Line', cls: 'num', render: (e) => String(e.line) },
         { key: 'pointer', label: 'Column', render: (e) => (e.pointer ? e.pointer : html`<span class="muted">(whole row)</span>`) },
-        { key: 'value', label: 'Value', cls: 'mono bad-value', render: (e) => valueOf(e) },
+        { key: 'value', label: 'Value', cls: 'mono bad-value', render: (e) => { const v = valueOf(e); return v === '' && rows ? html`<span class="muted">(empty)</span>` : v; } },
         { key: 'message', label: 'Reason', render: (e) => e.message },
       ]} />
     ${gridLines.length ? html`
