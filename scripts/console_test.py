@@ -540,7 +540,7 @@ class ConsoleTest:
                 head = f.read(64)
             if not head.startswith(magic):
                 raise Fail(f"{name} starts with {head[:20]!r}")
-        self.shot("sql.png", scroll_to=b.one("#sql-results"), above=330)
+        self.shot("sql.png", scroll_to=b.one("#sql-form"), above=60)
         log("sql: error shown, params, chart, CSV and Parquet downloads, hostile id as text")
 
     def metrics(self):

@@ -19,8 +19,8 @@ function rateQuery(types) {
     .join('\nUNION ALL\n')}\nORDER BY t`;
 }
 
-function Health() {
-  const h = useAsync(() => fetch('/healthz', { cache: 'no-store' }).then(async (r) => ({ ok: r.ok, body: await r.json().catch(() => null) })), []);
+function Health({ tick }) {
+  const h = useAsync(() => fetch('/healthz', { cache: 'no-store' }).then(async (r) => ({ ok: r.ok, body: await r.json().catch(() => null) })), [tick]);
   if (h.loading && !h.data) return html`<${Spinner} label="Checking server health…" />`;
   if (h.error) return html`<${ErrorBox} error=${h.error} title="Health check failed" />`;
   const q = h.data.body?.queries || {};
@@ -71,7 +71,7 @@ export function Overview() {
       <button class="btn" type="button" id="overview-refresh" onClick=${() => types.reload()}>Refresh</button>
     <//>
     <div class="grid-overview">
-      <${Health} />
+      <${Health} tick=${types.data} />
       <section class="card span-2" aria-labelledby="rate-title">
         <h2 id="rate-title">Events per second, last hour <span class="muted">(by arrival time, per minute, UTC)</span></h2>
         ${rate.error ? html`<${ErrorBox} error=${rate.error} />` : null}

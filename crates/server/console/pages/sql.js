@@ -28,8 +28,8 @@ function Tables({ types, onInsert }) {
   return html`<nav class="card tables" aria-labelledby="tables-title">
     <h2 id="tables-title">Tables</h2>
     ${types.length === 0 ? html`<p class="muted">No event types yet.</p>` : null}
-    <ul>${types.map((t) => html`<li>
-      <details>
+    <ul>${types.map((t, i) => html`<li>
+      <details open=${i === 0 && types.length <= 3}>
         <summary><code>${t.api_slug}</code></summary>
         <button class="btn btn-link" type="button" onClick=${() => onInsert(ident(t.api_slug))}>Insert table name</button>
         <ul class="columns">${tableColumns(t).map((c) => html`<li>
@@ -66,7 +66,7 @@ function ResultChart({ result }) {
           <option value="">(one line)</option>${texts.map((c) => html`<option value=${c.name}>${c.name}</option>`)}</select>
       <//>
     </div>
-    ${data ? html`<${TimeChart} id="sql-chart" x=${data.x} series=${data.series} yLabel=${y} label=${`${y} over ${x}`} />` : null}
+    ${data ? html`<${TimeChart} id="sql-chart" x=${data.x} series=${data.series} yLabel=${y} height=${220} label=${`${y} over ${x}`} />` : null}
     ${data?.dropped ? html`<p class="hint">${data.dropped} more lines are not drawn (the largest 8 are).</p>` : null}
   </div>`;
 }
@@ -158,7 +158,7 @@ export function Sql() {
       <div class="sql-main">
         <form class="card" id="sql-form" onSubmit=${(e) => { e.preventDefault(); run(); }} aria-label="Query">
           <${Field} id=${`${id}-text`} label="Query (Ctrl+Enter runs it)">
-            <textarea id=${`${id}-text`} ref=${editor} class="editor" rows="8" spellcheck=${false} value=${query}
+            <textarea id=${`${id}-text`} ref=${editor} class="editor" rows="6" spellcheck=${false} value=${query}
               aria-invalid=${state.error ? 'true' : undefined} aria-describedby=${state.error ? 'sql-error' : undefined}
               onInput=${(e) => setText(e.currentTarget.value)}
               onKeyDown=${(e) => { if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); run(); } }}></textarea>
@@ -166,11 +166,11 @@ export function Sql() {
           <div id="sql-error">${state.error ? html`<${ErrorBox} error=${state.error} />` : null}
             ${errPos ? html`<button class="btn btn-small" type="button" onClick=${() => goTo(errPos)}>Go to line ${errPos.line}, column ${errPos.column}</button>` : null}</div>
           <div class="form-grid">
-            <${Field} id=${`${id}-params`} label="Params (JSON, bound to $name)" error=${paramsError}>
+            <${Field} id=${`${id}-params`} label="Params (JSON for $name)" error=${paramsError}>
               <textarea id=${`${id}-params`} class="editor small" rows="2" spellcheck=${false} value=${paramsText}
                 aria-invalid=${paramsError ? 'true' : undefined} onInput=${(e) => setParamsText(e.currentTarget.value)}></textarea>
             <//>
-            <${Field} id=${`${id}-asof`} label="as_of (optional: the data as it stood then)" error=${asOfError}>
+            <${Field} id=${`${id}-asof`} label="as_of (optional)" hint="See the data as it stood then" error=${asOfError}>
               <input id=${`${id}-asof`} value=${asOf} spellcheck=${false} placeholder="2025-12-01T00:00:00Z"
                 aria-invalid=${asOfError ? 'true' : undefined} onInput=${(e) => setAsOf(e.currentTarget.value)} />
             <//>
