@@ -3,29 +3,37 @@
 // markup), so a customer id like `<img src=x onerror=…>` shows up literally.
 
 import { h } from './vendor/preact.mjs';
-import { useCallback, useEffect, useRef, useState } from './vendor/preact-hooks.mjs';
+import { useCallback, useEffect, useMemo, useRef, useState } from './vendor/preact-hooks.mjs';
 import htm from './vendor/htm.mjs';
 
 export const html = htm.bind(h);
 
 // ---------------------------------------------------------------- hooks
 
-/** Runs `fn` when `deps` change; `{data, error, loading, reload}`. Stale answers are dropped. */
+/**
+ * Runs `fn` when `deps` change; `{data, error, loading, reload}`. Stale answers are dropped,
+ * and from the very render in which `deps` change (not one render later, when the effect has
+ * started the new run) `loading` is true and the previous answer is gone, so "ready" never
+ * means an answer to the previous question.
+ */
 export function useAsync(fn, deps) {
-  const [state, setState] = useState({ data: undefined, error: null, loading: true });
+  const token = useMemo(() => ({}), deps); // eslint-disable-line react-hooks/exhaustive-deps
+  const [state, setState] = useState({ data: undefined, error: null, loading: true, for: null });
   const seq = useRef(0);
   const run = useCallback(() => {
     const mine = ++seq.current;
-    setState((s) => ({ ...s, loading: true, error: null }));
+    setState((s) => ({ ...s, loading: true, error: null, for: token }));
     return Promise.resolve()
       .then(fn)
       .then(
-        (data) => { if (mine === seq.current) setState({ data, error: null, loading: false }); },
-        (error) => { if (mine === seq.current) setState({ data: undefined, error, loading: false }); },
+        (data) => { if (mine === seq.current) setState({ data, error: null, loading: false, for: token }); },
+        (error) => { if (mine === seq.current) setState({ data: undefined, error, loading: false, for: token }); },
       );
-  }, deps); // eslint-disable-line react-hooks/exhaustive-deps
+  }, [token]); // eslint-disable-line react-hooks/exhaustive-deps
   useEffect(() => { run(); }, [run]);
-  return { ...state, reload: run };
+  // An answer for other deps is never shown as this one's; a reload keeps the last answer.
+  const current = state.for === token;
+  return { data: current ? state.data : undefined, error: current ? state.error : null, loading: state.loading || !current, reload: run };
 }
 
 /**
