@@ -4,7 +4,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./data
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run build test lint fmt-check clippy unit soak bench bench-micro profile clean
+.PHONY: run build test lint fmt-check clippy imports unit soak bench bench-micro profile clean
 
 ## Build (release) and start the server on a local data directory, no external services.
 run:
@@ -14,13 +14,17 @@ build:
 	$(CARGO) build --workspace
 
 ## Every check and every test.
-test: fmt-check clippy unit
+test: fmt-check clippy imports unit
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## No two files of one crate import each other, directly or round a circle.
+imports:
+	python3 scripts/check-imports.py crates
 
 ## Unit, property and integration tests; the storage suite also runs against SeaweedFS (S3),
 ## and outside readers (DuckDB) check our files: scripts/test-env.sh installs them into .venv,

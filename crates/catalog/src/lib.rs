@@ -3,6 +3,9 @@
 //! It persists one JSON document in the data directory with write-temp, fsync, rename.
 //!
 //! It must not touch events, the write-ahead log or the object store.
+//!
+//! One file: the document (`State`, versioned by `CATALOG_FORMAT`, pinned by
+//! `testdata/formats/catalog/`), its operations on `Catalog`, and `persist`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -80,8 +83,14 @@ pub struct StoredMetric {
     pub body: serde_json::Value,
 }
 
+/// The catalog document format this build writes. 0: before the document carried one
+/// (same fields); 1: `format` present. A newer format is refused, never half-read.
+pub const CATALOG_FORMAT: u32 = 1;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct State {
+    #[serde(default)]
+    format: u32,
     version: u64,
     organisations: Vec<Organisation>,
     api_keys: Vec<ApiKeyRecord>,
@@ -159,6 +168,15 @@ impl Catalog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(CatalogError::Io { path, source: e }),
         };
+        if state.format > CATALOG_FORMAT {
+            return Err(CatalogError::Corrupt {
+                path,
+                reason: format!(
+                    "written in catalog format {}, this build reads up to {CATALOG_FORMAT}: upgrade meterbase",
+                    state.format
+                ),
+            });
+        }
         state.index_keys();
         Ok(Catalog {
             fs,
@@ -181,6 +199,7 @@ impl Catalog {
         let mut next = self.read().clone();
         let out = f(&mut next)?;
         next.version += 1;
+        next.format = CATALOG_FORMAT;
         next.index_keys();
         persist(self.fs.as_ref(), &self.path, &next)?;
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = next;
@@ -443,6 +462,66 @@ fn persist(fs: &dyn Fs, path: &Path, state: &State) -> Result<(), CatalogError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn formats_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/formats")
+    }
+
+    /// A catalog written by the build before the document carried a format opens, serves its
+    /// key and event type, and is written in today's format at its next change.
+    #[test]
+    fn a_format_0_catalog_opens_and_is_upgraded_on_its_next_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.json");
+        std::fs::copy(formats_dir().join("v0-data/catalog.json"), &path).unwrap();
+        let key = std::fs::read_to_string(formats_dir().join("v0-data/default-api-key")).unwrap();
+        let c = Catalog::open(&path).unwrap();
+        let org = c.authenticate(key.trim()).expect("the old key still works");
+        assert_eq!(org.name, "default");
+        assert_eq!(c.event_types(&org.id)[0].api_slug, "golden");
+        assert_eq!(c.read().format, 0);
+        c.create_metric(StoredMetric {
+            org_id: org.id.clone(),
+            slug: "golden_calls".into(),
+            reads: vec!["golden".into()],
+            body: serde_json::json!({"sql": "SELECT customer_id, sum(calls) AS value FROM golden GROUP BY customer_id"}),
+        })
+        .unwrap();
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(written["format"], CATALOG_FORMAT);
+        // The current format's fixture is that very document (written once, with
+        // METERBASE_BLESS=1); today's code writes it back byte for byte.
+        let fixture = formats_dir().join(format!("catalog/v{CATALOG_FORMAT}.json"));
+        if std::env::var_os("METERBASE_BLESS").is_some() && !fixture.exists() {
+            std::fs::create_dir_all(fixture.parent().unwrap()).unwrap();
+            std::fs::copy(&path, &fixture).unwrap();
+        }
+        let pinned = std::fs::read(&fixture).unwrap_or_else(|e| {
+            panic!(
+                "{} is missing ({e}): a catalog format without its fixture",
+                fixture.display()
+            )
+        });
+        let reopened = Catalog::open(&fixture).unwrap();
+        assert!(reopened.authenticate(key.trim()).is_some());
+        assert_eq!(reopened.metrics(&org.id).len(), 1);
+        let again = serde_json::to_vec_pretty(&*reopened.read()).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&again),
+            String::from_utf8_lossy(&pinned),
+            "the catalog is written differently: bump CATALOG_FORMAT and add its fixture"
+        );
+    }
+
+    #[test]
+    fn a_catalog_of_a_newer_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.json");
+        std::fs::write(&path, br#"{"format": 99, "version": 1, "organisations": [], "api_keys": [], "event_types": []}"#).unwrap();
+        let err = Catalog::open(&path).err().unwrap().to_string();
+        assert!(err.contains("upgrade meterbase"), "{err}");
+    }
 
     #[test]
     fn keys_authenticate_only_their_organisation_and_survive_reopen() {

@@ -1,6 +1,9 @@
 //! The `meterbase` command: `serve` runs the server; `sql` and `import` are its clients. It
 //! owns argument parsing, logging set-up and the clients; everything else lives in the
 //! library crates.
+//!
+//! Module map: `client` (server URLs and the HTTP client both commands use), `import` (the `import`
+//! command: a reader thread cuts the file into batches, the main thread posts them).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

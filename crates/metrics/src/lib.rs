@@ -4,6 +4,9 @@
 //! windows of an IANA time zone.
 //!
 //! It must not store anything (the catalog keeps definitions) nor speak HTTP.
+//!
+//! Module map: `builder` (builder form → SQL), `windows` (calendar windows of an IANA zone),
+//! this file (definitions, placeholders, `create` and `evaluate`), `fuzzing`.
 
 mod builder;
 pub mod fuzzing;

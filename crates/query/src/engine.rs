@@ -24,10 +24,8 @@ use url::Url;
 
 use crate::admission::{Admission, Load, Permit};
 use crate::cancel::{CancelToken, Stop, cancellable, stop_of};
+use crate::provider::STORE_URL;
 use crate::view::table_view;
-
-/// Every snapshot's files are addressed relative to this URL, which maps to the store.
-pub const STORE_URL: &str = "meterbase://store/";
 
 #[derive(Debug, Clone, Error)]
 pub enum QueryError {

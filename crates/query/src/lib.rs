@@ -4,6 +4,14 @@
 //! renders results as JSON, NDJSON, CSV, Arrow IPC or Parquet.
 //!
 //! It must not write anything: no storage mutation, no catalog change, no file or URL access.
+//!
+//! Module map: `time_filter` (the time range a query's filters allow), `provider`
+//! (`RawSource`: one snapshot's files and buffer as a table, every version), `view` (the
+//! deduplicated, `as_of`-aware view of one event type over its raw sources), `utc_trunc`
+//! (`date_trunc` for UTC timestamps), `cancel` (deadlines and caller cancellation in every
+//! operator), `admission` (how many queries run, organisations taking turns), `engine`
+//! (`QueryEngine`: sessions, sandbox, execution), `events` (the SQL of the events listing and
+//! deletion counts), `format` (results as JSON, NDJSON, CSV, Arrow IPC, Parquet).
 
 mod admission;
 mod cancel;
@@ -11,11 +19,13 @@ mod engine;
 pub mod events;
 pub mod format;
 mod provider;
+mod time_filter;
 mod utc_trunc;
 mod view;
 
 pub use admission::Load;
 pub use engine::{
-    Caller, QueryConfig, QueryEngine, QueryError, QueryKind, QueryObserver, QueryOutput, STORE_URL,
+    Caller, QueryConfig, QueryEngine, QueryError, QueryKind, QueryObserver, QueryOutput,
 };
+pub use provider::STORE_URL;
 pub use view::table_view;

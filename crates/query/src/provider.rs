@@ -20,9 +20,13 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
-use meterbase_storage::FileMeta;
+use meterbase_storage::{FileMeta, overlaps_until};
 
-use crate::STORE_URL;
+use crate::time_filter::time_bounds;
+
+/// Every snapshot's files are addressed relative to this URL, which the engine maps to the
+/// object store.
+pub const STORE_URL: &str = "meterbase://store/";
 
 /// Files whose checksum has been checked by this process (files never change once written).
 static VERIFIED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
@@ -90,11 +94,11 @@ impl TableProvider for RawSource {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        let (lo, hi) = crate::view::time_bounds(filters);
+        let (lo, hi) = time_bounds(filters);
         let files: Vec<&FileMeta> = self
             .files
             .iter()
-            .filter(|f| f.max_ts >= lo && f.min_ts < hi)
+            .filter(|f| overlaps_until(f.min_ts, f.max_ts, lo, hi))
             .collect();
         if !files.is_empty() {
             verify_files(state, &files).await?;
@@ -117,9 +121,9 @@ impl TableProvider for RawSource {
         let batches: Vec<RecordBatch> = self
             .batches
             .iter()
-            .filter(|b| match meterbase_storage::batch_ts_range(b) {
-                Some((min, max)) => max >= lo && min < hi,
-                None => false,
+            .filter(|b| {
+                meterbase_storage::batch_ts_range(b)
+                    .is_some_and(|(min, max)| overlaps_until(min, max, lo, hi))
             })
             .cloned()
             .collect();

@@ -8,6 +8,10 @@ use serde_json::{Map, Value};
 use crate::field_type::timestamp_type;
 use crate::{BaseType, FieldType, SchemaError};
 
+/// Whose usage a row is; every event type has it.
+pub const CUSTOMER_ID_COLUMN: &str = "customer_id";
+/// When the usage happened (UTC, µs); every event type has it.
+pub const TIMESTAMP_COLUMN: &str = "timestamp";
 /// Arrival instant of a row's version, visible to SQL.
 pub const INGESTED_AT_COLUMN: &str = "_ingested_at";
 /// Arrival order of a row's version: `wal_sequence << 20 | row_in_record`. Hidden from SQL,

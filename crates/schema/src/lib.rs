@@ -5,6 +5,13 @@
 //! It must not touch the disk, the network or any other crate of the workspace: everything
 //! here is pure and deterministic so the parsers can be property-tested and fuzzed in
 //! isolation.
+//!
+//! Module map: `field_type` (the contract's types → Arrow), `definition` (event types, the
+//! stored table's schema, reserved names), `scalar` (one JSON value → one typed value),
+//! `timestamp` (every accepted time format, civil dates), `decode` (JSON/NDJSON → Arrow,
+//! every bad event listed), `csv_lines` + `csv_input` (CSV split into records with their line
+//! numbers, then decoded in chunks), `zuora` (the bulk shape → NDJSON), `error`, `fuzzing`
+//! (the properties fuzz targets and corpus tests check).
 
 mod csv_input;
 mod csv_lines;
@@ -23,8 +30,8 @@ pub use decode::{
     DecodeLimits, DecodeOutcome, EventDecoder, EventError, InputFormat, split_ndjson,
 };
 pub use definition::{
-    EventTypeDef, EventTypeSpec, INGESTED_AT_COLUMN, RESERVED_EVENT_SLUGS, SEQ_COLUMN, derive_slug,
-    validate_field_name, validate_slug,
+    CUSTOMER_ID_COLUMN, EventTypeDef, EventTypeSpec, INGESTED_AT_COLUMN, RESERVED_EVENT_SLUGS,
+    SEQ_COLUMN, TIMESTAMP_COLUMN, derive_slug, validate_field_name, validate_slug,
 };
 pub use error::SchemaError;
 pub use field_type::{BaseType, FieldType};

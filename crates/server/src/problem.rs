@@ -185,7 +185,30 @@ impl From<StorageError> for Problem {
                 "the write-ahead log failed ({why}); this request was not stored and the server refuses writes until it is restarted"
             )),
             StorageError::UnknownTable => Problem::not_found("event type not found"),
-            other => Problem::internal(other.to_string()),
+            StorageError::TooManyRows { .. } => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Too many rows",
+                format!("{e}; split the request, nothing from it was stored"),
+            ),
+            // The rest are the server's failures, never the request's: listed one by one so a
+            // new kind of failure has to be placed here.
+            StorageError::ObjectStore { .. }
+            | StorageError::Io { .. }
+            | StorageError::CorruptManifest { .. }
+            | StorageError::CorruptFile { .. }
+            | StorageError::Arrow(_)
+            | StorageError::Parquet(_)
+            | StorageError::Wal(_)
+            | StorageError::Schema(_)
+            | StorageError::BadRecord(_)
+            | StorageError::MissingColumn(_)
+            | StorageError::TaskFailed { .. }
+            | StorageError::CompactionAbandoned
+            | StorageError::Invariant(_)
+            | StorageError::ManifestEncoding(_)
+            | StorageError::BadUrl(..)
+            | StorageError::SequenceReused { .. }
+            | StorageError::ManifestTaken { .. } => Problem::internal(e.to_string()),
         }
     }
 }

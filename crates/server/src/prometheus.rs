@@ -298,7 +298,7 @@ fn render_store(out: &mut String, store: &Store) {
     }
     let _ = writeln!(out, "{name}_sum {}", sync.sync_micros as f64 / 1e6);
     let _ = writeln!(out, "{name}_count {}", sync.syncs);
-    let s = &store.stats;
+    let s = store.stats();
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     for (name, help, v) in [
         (

@@ -28,8 +28,8 @@ pub fn check_wal_record(data: &[u8]) {
         WalRecord::Delete {
             org_id,
             type_id,
-            filter,
-        } => WalRecord::encode_delete(org_id, type_id, filter),
+            range,
+        } => WalRecord::encode_delete(org_id, type_id, range),
     };
     let decoded = WalRecord::decode(&again).expect("what was encoded decodes");
     assert_eq!(comparable(&record), comparable(&decoded));
@@ -60,7 +60,7 @@ fn comparable(record: &WalRecord) -> String {
     }
 }
 
-/// Never panics; a manifest that decodes encodes back to itself.
+/// Never panics; a manifest that decodes encodes back to itself (in this build's format).
 pub fn check_manifest(data: &[u8]) {
     let path = Path::from("fuzz/_manifest/t/00000000000000000001.json");
     let Ok(manifest) = Manifest::decode(&path, data) else {
@@ -68,5 +68,5 @@ pub fn check_manifest(data: &[u8]) {
     };
     let bytes = manifest.encode().expect("a decoded manifest encodes");
     let again = Manifest::decode(&path, &bytes).expect("what was encoded decodes");
-    assert_eq!(manifest, again);
+    assert_eq!(manifest.as_stored(), again);
 }

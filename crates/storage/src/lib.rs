@@ -6,86 +6,69 @@
 //! consistent `TableSnapshot` (files + buffer + deletions) per table.
 //!
 //! It must not parse HTTP or SQL, and must not know about organisations beyond their ids.
+//!
+//! # Module map
+//! An event's way through, top to bottom; each module imports only ones listed before it
+//! (or the `format` leaves), never the other way.
+//!
+//! | module | stage |
+//! |---|---|
+//! | `error`, `config`, `stats` | the crate's error type, settings, counters |
+//! | `format::{record, manifest, parquet, paths}` | every persisted format, versioned and pinned by `testdata/formats/` |
+//! | `identity` | row identity: `_seq`, `_ingested_at` stamping, unique-key hashing, time range |
+//! | `adapt` | batches of an older definition read under the current one |
+//! | `overlap` | which files, buffers and deletions may meet in time (one definition) |
+//! | `gauge` | buffer memory accounting and the wait for room |
+//! | `chunk`, `table` | the buffer of one table, its manifest and its snapshot |
+//! | `registry` | the tables by id, and the log's apply hook |
+//! | `replay` | start-up: the log back into the buffers |
+//! | `context`, `commit` | what every stage works with; manifest commits |
+//! | `persister` | a frozen chunk → Parquet files → next manifest |
+//! | `upload` | staged uploads: files first, one commit at the end |
+//! | `compaction::{plan, merge, siblings, worker, execute}` | pure planner, version merging, execution |
+//! | `gc` | deleting files no reader needs |
+//! | `store` | the engine's face, driving all of the above |
+//! | `url`, `local_store`, `faults` | object stores: from a URL, the local one, fault injection |
 
-mod compact;
+mod adapt;
+mod chunk;
+mod commit;
+mod compaction;
+mod config;
+mod context;
+mod error;
 mod faults;
+pub mod format;
 pub mod fuzzing;
+mod gauge;
+mod gc;
+mod identity;
 mod local_store;
-mod manifest;
-mod persist;
-mod record;
+mod overlap;
+mod persister;
+mod registry;
+mod replay;
+mod stats;
 mod store;
 mod table;
 mod upload;
 mod url;
 
-pub use compact::{CompactionConfig, CompactionMode, CompactionStats, DEFAULT_COMPACTION_MAX_ROWS};
+pub use adapt::adapt_batch;
+pub use config::{
+    CompactionConfig, CompactionMode, DEFAULT_BUFFER_WAIT, DEFAULT_COMPACTION_MAX_ROWS,
+    DEFAULT_FLUSH_BYTES, DEFAULT_MAX_BUFFER_BYTES, StorageConfig,
+};
+pub use error::StorageError;
 pub use faults::{Faults, FaultyStore};
+pub use format::manifest::{FileLayout, FileMeta, Manifest, Tombstone};
+pub use format::paths::TablePaths;
+pub use format::record::{EventRange, WalRecord};
+pub use identity::{ROW_BITS, record_seq, ts_range as batch_ts_range};
 pub use local_store::LocalStore;
-pub use manifest::{FileMeta, Manifest, Tombstone};
-pub use record::{EventRange, WalRecord};
-pub use store::{
-    DEFAULT_BUFFER_WAIT, DEFAULT_FLUSH_BYTES, DEFAULT_MAX_BUFFER_BYTES, StorageConfig,
-    StorageStats, Store,
-};
-pub use table::{
-    ROW_BITS, Table, TableSnapshot, adapt_batch, record_seq, ts_range as batch_ts_range,
-};
+pub use overlap::{file_overlaps, overlaps_until, time_ranges_overlap};
+pub use stats::{CompactionStats, StorageStats};
+pub use store::Store;
+pub use table::{Table, TableSnapshot};
 pub use upload::Upload;
 pub use url::{ObjectStoreHandle, parse_object_store_url};
-
-use thiserror::Error;
-
-#[derive(Debug, Error)]
-pub enum StorageError {
-    #[error("object store error on {path}: {source}")]
-    ObjectStore {
-        path: String,
-        #[source]
-        source: object_store::Error,
-    },
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("manifest {path} is unreadable: {reason}")]
-    CorruptManifest { path: String, reason: String },
-    #[error("data file {path} is corrupted: {reason}")]
-    CorruptFile { path: String, reason: String },
-    #[error("Arrow error: {0}")]
-    Arrow(#[from] arrow::error::ArrowError),
-    #[error("Parquet error: {0}")]
-    Parquet(#[from] parquet::errors::ParquetError),
-    #[error(transparent)]
-    Wal(#[from] meterbase_wal::WalError),
-    #[error(transparent)]
-    Schema(#[from] meterbase_schema::SchemaError),
-    #[error("write-ahead log record is malformed: {0}")]
-    BadRecord(String),
-    #[error("buffer is full ({used} of {limit} bytes waiting for the object store)")]
-    BufferFull { used: usize, limit: usize },
-    #[error("invalid object store URL {0:?}: {1}")]
-    BadUrl(String, String),
-    #[error("event type not found")]
-    UnknownTable,
-    #[error(
-        "buffered rows up to log sequence {chunk_max_seq} are at or below the table's persisted sequence {persisted_seq}: the write-ahead log numbered records twice"
-    )]
-    SequenceReused {
-        chunk_max_seq: u64,
-        persisted_seq: u64,
-    },
-    #[error("manifest version {path} was committed by another writer (writer {:?}); is a second server using this object store?", landed.writer)]
-    ManifestTaken { path: String, landed: Box<Manifest> },
-}
-
-impl StorageError {
-    pub(crate) fn store(path: impl ToString, source: object_store::Error) -> StorageError {
-        StorageError::ObjectStore {
-            path: path.to_string(),
-            source,
-        }
-    }
-}

@@ -2,119 +2,22 @@
 //! rows, frozen chunks being persisted) and its manifest, behind one short lock so a query's
 //! snapshot always sees each row exactly once, in the buffer or in a file.
 
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, AsArray, TimestampMicrosecondArray, UInt64Array, new_null_array};
-use arrow::compute::kernels::aggregate::{max, min};
-use arrow::datatypes::{Int64Type, SchemaRef, TimestampMicrosecondType};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use arrow::row::{RowConverter, SortField};
 use meterbase_schema::EventTypeDef;
 use meterbase_wal::{Ack, Seq};
 
-use crate::{Manifest, StorageError, Tombstone};
-
-/// Rows of one write-ahead log record carry `_seq = record_seq << ROW_BITS | row`.
-pub const ROW_BITS: u32 = 20;
-pub const MAX_ROWS_PER_RECORD: usize = 1 << ROW_BITS;
-
-/// Writes of fewer rows than this (single events, small requests) are not kept as batches of
-/// their own: a 1-row `RecordBatch` costs ~1 KiB of buffers and arrays, which made a stream
-/// of single events flush a file per day every second and made every persist and query
-/// walk one batch per event. They wait in `Chunk::small` and are merged by `concat_batches`.
-const SMALL_BATCH_ROWS: usize = 64;
-/// How many rows of small writes are merged into one batch.
-const MERGED_ROWS: usize = 1024;
-
-#[derive(Debug, Default)]
-pub(crate) struct Chunk {
-    /// In log order; `small` holds writes later than all of these.
-    batches: Vec<RecordBatch>,
-    small: Vec<RecordBatch>,
-    small_rows: usize,
-    small_bytes: usize,
-    /// Hashes of the unique keys of the rows, to tell whether the buffer can hold two
-    /// versions of a key (equal keys have equal hashes; a collision only costs a dedup).
-    pub keys: KeySet,
-    /// Two rows of this chunk may share a unique key (a hash repeated). Keys shared with
-    /// the frozen chunk are `TableState::shares_with_frozen`'s.
-    pub has_duplicates: bool,
-    pub rows: usize,
-    pub bytes: usize,
-    pub min_seq: Seq,
-    pub max_seq: Seq,
-    pub min_ts: i64,
-    pub max_ts: i64,
-}
-
-impl Chunk {
-    fn push(&mut self, seq: Seq, batch: RecordBatch, bytes: usize, min_ts: i64, max_ts: i64) {
-        if self.is_empty() {
-            self.min_seq = seq;
-            self.min_ts = min_ts;
-            self.max_ts = max_ts;
-        } else {
-            self.min_ts = self.min_ts.min(min_ts);
-            self.max_ts = self.max_ts.max(max_ts);
-        }
-        self.max_seq = seq;
-        self.rows += batch.num_rows();
-        self.bytes += bytes;
-        let small = batch.num_rows() < SMALL_BATCH_ROWS;
-        // A schema change (a field added to the event type) starts a new merge: the batches
-        // `concat_batches` joins must share one schema.
-        if !small
-            || self
-                .small
-                .first()
-                .is_some_and(|b| b.schema() != batch.schema())
-        {
-            self.merge_small();
-        }
-        if small {
-            self.small_rows += batch.num_rows();
-            self.small_bytes += bytes;
-            self.small.push(batch);
-            if self.small_rows >= MERGED_ROWS {
-                self.merge_small();
-            }
-        } else {
-            self.batches.push(batch);
-        }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.batches.is_empty() && self.small.is_empty()
-    }
-
-    /// Every batch, in log order.
-    pub(crate) fn all_batches(&self) -> impl Iterator<Item = &RecordBatch> {
-        self.batches.iter().chain(&self.small)
-    }
-
-    /// Moves the small writes into `batches` as one batch (as they are, should the merge
-    /// fail: it only saves memory and time, it decides nothing).
-    fn merge_small(&mut self) {
-        match self.small.len() {
-            0 => return,
-            1 => self.batches.append(&mut self.small),
-            _ => match arrow::compute::concat_batches(&self.small[0].schema(), &self.small) {
-                Ok(merged) => {
-                    let merged_bytes = merged.get_array_memory_size();
-                    self.bytes = self.bytes - self.small_bytes + merged_bytes;
-                    self.batches.push(merged);
-                    self.small.clear();
-                }
-                Err(_) => self.batches.append(&mut self.small),
-            },
-        }
-        self.small_rows = 0;
-        self.small_bytes = 0;
-    }
-}
+use crate::adapt::adapt_batch;
+use crate::chunk::Chunk;
+use crate::error::StorageError;
+use crate::format::manifest::{Manifest, Tombstone};
+use crate::format::paths::TablePaths;
+use crate::gauge::BufferGauge;
+use crate::identity::{KeySet, key_hashes, stamp_batch, ts_range};
 
 /// What the persister needs to write one chunk, taken under the table lock.
 pub(crate) struct PersistJob {
@@ -188,6 +91,14 @@ impl TableState {
     }
 }
 
+/// Files a compaction replaced, waiting until no reader can need them (`gc`).
+pub(crate) struct Retired {
+    pub paths: Vec<String>,
+    /// Manifests published before the swap; while any is alive a snapshot may read the files.
+    pub readers: Vec<Weak<Manifest>>,
+    pub since: Instant,
+}
+
 pub struct Table {
     pub org_id: String,
     pub type_id: String,
@@ -195,85 +106,13 @@ pub struct Table {
     state: Mutex<TableState>,
     pub(crate) flush_lock: tokio::sync::Mutex<()>,
     pub(crate) compact_lock: tokio::sync::Mutex<()>,
-    pub(crate) retired: Mutex<Vec<crate::compact::Retired>>,
+    pub(crate) retired: Mutex<Vec<Retired>>,
     /// Every manifest that was current once and may still be held by a snapshot.
-    published: Mutex<Vec<std::sync::Weak<Manifest>>>,
+    published: Mutex<Vec<Weak<Manifest>>>,
     buffered_bytes: Arc<BufferGauge>,
-    /// Uploads begun and not yet committed or dropped (see `compact::may_share_one_seq`).
+    /// Uploads begun and not yet committed or dropped (see `compaction::plan::may_share_one_seq`).
     pub(crate) uploads: AtomicUsize,
     pub(crate) next_attempt: Mutex<Option<(Instant, u32)>>,
-}
-
-/// Bytes buffered in all tables, with a wake-up for writes waiting for room: a write that
-/// finds the buffer full waits (bounded) for a persist to free some instead of being refused
-/// at once, so a client under load is slowed, not bounced for a whole `Retry-After`.
-#[derive(Debug, Default)]
-pub(crate) struct BufferGauge {
-    bytes: AtomicUsize,
-    /// Bytes of writes waiting for room (held in memory outside the buffer).
-    waiting: AtomicUsize,
-    room: tokio::sync::Notify,
-}
-
-/// A write's place among those waiting for room; gives it back when dropped.
-pub(crate) struct Waiting<'a> {
-    gauge: &'a BufferGauge,
-    bytes: usize,
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.gauge.waiting.fetch_sub(self.bytes, Ordering::Relaxed);
-    }
-}
-
-impl BufferGauge {
-    pub(crate) fn get(&self) -> usize {
-        self.bytes.load(Ordering::Relaxed)
-    }
-
-    fn add(&self, n: usize) {
-        self.bytes.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Follows a chunk whose size went from `before` to `after` bytes (a merge of small
-    /// writes can shrink it).
-    fn resize(&self, before: usize, after: usize) {
-        if after >= before {
-            self.add(after - before);
-        } else {
-            self.release(before - after);
-        }
-    }
-
-    fn release(&self, n: usize) {
-        self.bytes.fetch_sub(n, Ordering::Relaxed);
-        self.room.notify_waiters();
-    }
-
-    /// Joins the writes waiting for room unless `limit` bytes already wait.
-    pub(crate) fn wait_in_line(&self, bytes: usize, limit: usize) -> Option<Waiting<'_>> {
-        self.waiting
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
-                (w == 0 || w + bytes <= limit).then_some(w + bytes)
-            })
-            .ok()
-            .map(|_| Waiting { gauge: self, bytes })
-    }
-
-    /// Resolves once the buffer holds fewer than `limit` bytes.
-    pub(crate) async fn room_below(&self, limit: usize) {
-        loop {
-            let mut notified = std::pin::pin!(self.room.notified());
-            // Registered before the check, so a release between the check and the wait
-            // still wakes it.
-            notified.as_mut().enable();
-            if self.get() < limit {
-                return;
-            }
-            notified.await;
-        }
-    }
 }
 
 /// What one query sees of one table: files and buffered rows, taken under one lock.
@@ -295,23 +134,6 @@ pub struct TableSnapshot {
     /// When set, the snapshot shows the table as it stood just before this log sequence:
     /// later rows and deletions are left out (how a deletion counts what it removed).
     pub before_seq: Option<u64>,
-}
-
-/// Gives `batch` exactly the columns of `schema`, by name: columns added to the event type
-/// after the batch was written become nulls.
-pub fn adapt_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, StorageError> {
-    if batch.schema_ref() == schema {
-        return Ok(batch.clone());
-    }
-    let cols: Vec<ArrayRef> = schema
-        .fields()
-        .iter()
-        .map(|f| match batch.column_by_name(f.name()) {
-            Some(c) => c.clone(),
-            None => new_null_array(f.data_type(), batch.num_rows()),
-        })
-        .collect();
-    Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }
 
 impl Table {
@@ -345,6 +167,11 @@ impl Table {
             uploads: AtomicUsize::new(0),
             next_attempt: Mutex::new(None),
         })
+    }
+
+    /// Where the table's objects live.
+    pub fn paths(&self) -> TablePaths {
+        TablePaths::new(&self.org_id, &self.slug, &self.type_id)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, TableState> {
@@ -384,8 +211,7 @@ impl Table {
             None => key_hashes(&input, &def.unique_key)?,
         };
         let batch = stamp_batch(&input, &schema, ack)?;
-        let ts = batch.column(1).as_primitive::<TimestampMicrosecondType>();
-        let (lo, hi) = (min(ts).unwrap_or(0), max(ts).unwrap_or(0));
+        let (lo, hi) = ts_range(&batch).unwrap_or((0, 0));
         let bytes = batch.get_array_memory_size();
         let mut guard = self.lock();
         let st = &mut *guard;
@@ -570,10 +396,7 @@ impl Table {
 
     /// `publish_manifest`, returning every earlier manifest a snapshot may still hold: files
     /// dropped by `manifest` are safe to delete once all of them are gone.
-    pub(crate) fn publish_manifest_tracking(
-        &self,
-        manifest: Manifest,
-    ) -> Vec<std::sync::Weak<Manifest>> {
+    pub(crate) fn publish_manifest_tracking(&self, manifest: Manifest) -> Vec<Weak<Manifest>> {
         let mut st = self.lock();
         self.replace_manifest(&mut st, manifest);
         drop(st);
@@ -581,7 +404,7 @@ impl Table {
     }
 
     /// Every earlier manifest a snapshot may still hold.
-    pub(crate) fn published_readers(&self) -> Vec<std::sync::Weak<Manifest>> {
+    pub(crate) fn published_readers(&self) -> Vec<Weak<Manifest>> {
         self.published
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -623,17 +446,13 @@ impl Table {
 
     /// Files compaction replaced before a restart and whose grace period has not passed:
     /// no reader of this process can hold them, so only the rest of the period is waited.
-    pub(crate) fn retire_after_restart(
-        &self,
-        files: Vec<(String, std::time::Duration)>,
-        grace: std::time::Duration,
-    ) {
+    pub(crate) fn retire_after_restart(&self, files: Vec<(String, Duration)>, grace: Duration) {
         let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
         for (path, left) in files {
             let since = Instant::now()
                 .checked_sub(grace.saturating_sub(left))
                 .unwrap_or_else(Instant::now);
-            retired.push(crate::compact::Retired {
+            retired.push(Retired {
                 paths: vec![path],
                 readers: Vec::new(),
                 since,
@@ -656,149 +475,11 @@ impl Table {
     }
 }
 
-/// The stored form of validated input rows: `schema`'s columns (absent fields null), the
-/// arrival instant and one `_seq` per row from the log record `ack`.
-pub(crate) fn stamp_batch(
-    input: &RecordBatch,
-    schema: &SchemaRef,
-    ack: Ack,
-) -> Result<RecordBatch, StorageError> {
-    let rows = input.num_rows();
-    let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    for f in schema.fields().iter().take(schema.fields().len() - 2) {
-        cols.push(match input.column_by_name(f.name()) {
-            Some(c) => c.clone(),
-            None => new_null_array(f.data_type(), rows),
-        });
-    }
-    cols.push(Arc::new(
-        TimestampMicrosecondArray::from(vec![ack.ingested_at; rows]).with_timezone("UTC"),
-    ));
-    let base = ack.seq << ROW_BITS;
-    cols.push(Arc::new(UInt64Array::from_iter_values(
-        (0..rows as u64).map(|i| base + i),
-    )));
-    Ok(RecordBatch::try_new(schema.clone(), cols)?)
-}
-
-/// The `unique_key` columns of `batch` as comparable rows (equal keys, equal rows).
-pub(crate) fn key_rows(
-    batch: &RecordBatch,
-    unique_key: &[String],
-) -> Result<arrow::row::Rows, StorageError> {
-    let cols: Vec<ArrayRef> = unique_key
-        .iter()
-        .filter_map(|k| batch.column_by_name(k).cloned())
-        .collect();
-    let converter = RowConverter::new(
-        cols.iter()
-            .map(|c| SortField::new(c.data_type().clone()))
-            .collect(),
-    )?;
-    Ok(converter.convert_columns(&cols)?)
-}
-
-/// Key hashes stay in this process's memory (never on disk) and only decide whether rows
-/// may share a key: a collision costs a deduplication at query time, never an answer. So a
-/// fast hash; SipHash here was ~2% of ingest CPU.
-pub type KeySet = std::collections::HashSet<u64, foldhash::fast::FixedState>;
-
-/// One hash per row of the `unique_key` columns present in `batch`.
-pub fn key_hashes(batch: &RecordBatch, unique_key: &[String]) -> Result<Vec<u64>, StorageError> {
-    let cols: Vec<&ArrayRef> = unique_key
-        .iter()
-        .filter_map(|k| batch.column_by_name(k))
-        .collect();
-    if let Some(hashes) = hash_values(&cols, batch.num_rows()) {
-        return Ok(hashes);
-    }
-    let rows = key_rows(batch, unique_key)?;
-    let state = foldhash::fast::FixedState::default();
-    Ok(rows.iter().map(|r| state.hash_one(r.as_ref())).collect())
-}
-
-/// Key hashes straight from the values, for the key column types billing tables use
-/// (strings, timestamps, 64-bit integers); `None` for any other, which go through the row
-/// format. Building a row converter per request was a tenth of a single-event POST's CPU.
-/// The choice depends only on the column types, so equal keys always hash alike.
-fn hash_values(cols: &[&ArrayRef], rows: usize) -> Option<Vec<u64>> {
-    fn mix<T: std::hash::Hash>(hashes: &mut [u64], values: impl Iterator<Item = T>) {
-        let state = foldhash::fast::FixedState::default();
-        for (h, v) in hashes.iter_mut().zip(values) {
-            *h = state.hash_one((*h, v));
-        }
-    }
-    let mut hashes = vec![0u64; rows];
-    for col in cols {
-        if let Some(values) = col.as_string_opt::<i32>() {
-            mix(&mut hashes, values.iter());
-        } else if let Some(values) = col.as_primitive_opt::<TimestampMicrosecondType>() {
-            mix(&mut hashes, values.iter());
-        } else if let Some(values) = col.as_primitive_opt::<Int64Type>() {
-            mix(&mut hashes, values.iter());
-        } else {
-            return None;
-        }
-    }
-    Some(hashes)
-}
-
-/// Sequence of the write-ahead log record a row came from.
-pub fn record_seq(row_seq: u64) -> Seq {
-    row_seq >> ROW_BITS
-}
-
-pub fn ts_range(batch: &RecordBatch) -> Option<(i64, i64)> {
-    let ts = batch
-        .column(1)
-        .as_primitive_opt::<TimestampMicrosecondType>()?;
-    if ts.is_empty() {
-        return None;
-    }
-    Some((min(ts)?, max(ts)?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[tokio::test]
-    async fn a_write_waiting_for_room_wakes_when_a_persist_frees_bytes() {
-        let gauge = Arc::new(BufferGauge::default());
-        gauge.add(100);
-        let waiter = tokio::spawn({
-            let gauge = gauge.clone();
-            async move { gauge.room_below(100).await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished());
-        gauge.release(1);
-        tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .expect("woken by the release")
-            .expect("no panic");
-    }
-
-    fn keyed(customers: &[Option<&str>], ts: &[i64], amounts: &[f64]) -> RecordBatch {
-        use arrow::array::{Float64Array, StringArray};
-        use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("customer_id", DataType::Utf8, true),
-            Field::new(
-                "timestamp",
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                false,
-            ),
-            Field::new("amount", DataType::Float64, false),
-        ]));
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(customers.to_vec())),
-            Arc::new(TimestampMicrosecondArray::from(ts.to_vec()).with_timezone("UTC")),
-            Arc::new(Float64Array::from(amounts.to_vec())),
-        ];
-        RecordBatch::try_new(schema, cols).expect("valid batch")
-    }
+    use crate::chunk::SMALL_BATCH_ROWS;
+    use crate::identity::tests::keyed;
 
     fn events(def: &EventTypeDef, times: &[i64]) -> RecordBatch {
         use meterbase_schema::{DecodeLimits, DecodeOutcome, EventDecoder, InputFormat};
@@ -960,46 +641,5 @@ mod tests {
         let got = arrow::compute::concat_batches(&schema, &flat(chunk.all_batches().collect()))
             .expect("concat");
         assert_eq!(got, want, "every row, in the order written");
-    }
-
-    #[test]
-    fn equal_keys_hash_alike_in_any_batch_and_different_keys_apart() {
-        let key = ["customer_id".to_string(), "timestamp".to_string()];
-        let a = keyed(
-            &[Some("c1"), Some("c2"), None, Some("c1")],
-            &[1, 1, 1, 2],
-            &[0.0; 4],
-        );
-        let b = keyed(&[Some("c2"), Some("c1")], &[1, 2], &[5.0, 6.0]);
-        let ha = key_hashes(&a, &key).expect("hashes");
-        let hb = key_hashes(&b, &key).expect("hashes");
-        assert_eq!((hb[0], hb[1]), (ha[1], ha[3]));
-        assert_eq!(key_hashes(&a.slice(1, 3), &key).expect("hashes"), ha[1..]);
-        let distinct: KeySet = ha.iter().copied().collect();
-        assert_eq!(
-            distinct.len(),
-            4,
-            "a null customer and each other key apart"
-        );
-        // A key type without a direct hash goes through the row format, consistently.
-        let key = ["amount".to_string()];
-        let hb = key_hashes(&b, &key).expect("hashes");
-        assert_ne!(hb[0], hb[1]);
-        assert_eq!(key_hashes(&b.slice(1, 1), &key).expect("hashes"), hb[1..]);
-    }
-
-    #[test]
-    fn writes_waiting_for_room_are_capped_but_one_always_may() {
-        let gauge = BufferGauge::default();
-        let big = gauge
-            .wait_in_line(1_000, 10)
-            .expect("the first waits whatever its size");
-        assert!(gauge.wait_in_line(1, 10).is_none());
-        drop(big);
-        let a = gauge.wait_in_line(6, 10).expect("room in line");
-        assert!(gauge.wait_in_line(5, 10).is_none());
-        let _b = gauge.wait_in_line(4, 10).expect("fits");
-        drop(a);
-        assert_eq!(gauge.waiting.load(Ordering::Relaxed), 4);
     }
 }

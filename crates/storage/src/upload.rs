@@ -9,12 +9,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use arrow::record_batch::RecordBatch;
-use object_store::ObjectStoreExt;
-use tracing::warn;
+use meterbase_wal::Ack;
 
-use crate::persist::{Layout, encode_batches};
-use crate::table::{MAX_ROWS_PER_RECORD, stamp_batch};
-use crate::{FileMeta, Manifest, StorageError, Store, Table};
+use crate::commit::commit_manifest;
+use crate::context::Ctx;
+use crate::error::StorageError;
+use crate::format::manifest::{FileMeta, Manifest};
+use crate::format::parquet::{Layout, encode_batches};
+use crate::identity::{MAX_ROWS_PER_RECORD, stamp_batch};
+use crate::overlap::mark_time_overlaps;
+use crate::table::Table;
 
 /// An upload in progress: files written, not yet listed by any manifest.
 pub struct Upload {
@@ -26,7 +30,7 @@ pub struct Upload {
 
 /// Counts an upload among its table's `uploads` while it lives: its chunks hold sequence
 /// numbers no manifest lists yet, which compaction must not collapse a range over.
-struct Staging(Arc<Table>);
+pub(crate) struct Staging(Arc<Table>);
 
 impl Staging {
     fn new(table: &Arc<Table>) -> Staging {
@@ -41,8 +45,8 @@ impl Drop for Staging {
     }
 }
 
-impl Store {
-    pub fn begin_upload(&self, table: &Arc<Table>) -> Upload {
+impl Upload {
+    pub(crate) fn new(table: &Arc<Table>) -> Upload {
         Upload {
             table: table.clone(),
             files: Vec::new(),
@@ -51,140 +55,103 @@ impl Store {
         }
     }
 
-    /// Writes one chunk of validated input rows as durable, unlisted files.
-    pub async fn stage(&self, upload: &mut Upload, batch: RecordBatch) -> Result<(), StorageError> {
-        if batch.num_rows() == 0 {
-            return Ok(());
+    pub(crate) fn table(&self) -> &Arc<Table> {
+        &self.table
+    }
+
+    pub(crate) fn files(&self) -> &[FileMeta] {
+        &self.files
+    }
+
+    /// The table, its staged files and rows, and the guard that keeps it counted as staging
+    /// until dropped.
+    pub(crate) fn into_parts(self) -> (Arc<Table>, Vec<FileMeta>, usize, Staging) {
+        (self.table, self.files, self.rows, self._staging)
+    }
+}
+
+/// Writes one chunk of validated input rows as durable, unlisted files, their rows stamped
+/// with `ack` (a sequence reserved in the log).
+pub(crate) async fn stage(
+    ctx: &Ctx,
+    upload: &mut Upload,
+    batch: RecordBatch,
+    ack: Ack,
+) -> Result<(), StorageError> {
+    let table = upload.table.clone();
+    let def = table.def();
+    let schema = table.schema();
+    let paths = table.paths();
+    let rows = batch.num_rows();
+    let encoded = tokio::task::spawn_blocking(move || {
+        let stamped = stamp_batch(&batch, &schema, ack)?;
+        encode_batches(
+            &paths,
+            &def,
+            &schema,
+            &[stamped],
+            (ack.seq, ack.seq),
+            &Layout::arrival(&def.column_order),
+        )
+    })
+    .await
+    .map_err(|e| StorageError::TaskFailed {
+        task: "staging",
+        reason: e.to_string(),
+    })??;
+    for f in encoded {
+        // Record the file before writing it so an abort removes a half-written one too.
+        upload.files.push(f.meta);
+        ctx.put_file(&f.path, f.bytes).await?;
+    }
+    upload.rows += rows;
+    Ok(())
+}
+
+/// A chunk staged in one piece may hold at most this many rows (a `_seq` per row).
+pub(crate) fn check_chunk(batch: &RecordBatch) -> Result<(), StorageError> {
+    if batch.num_rows() > MAX_ROWS_PER_RECORD {
+        return Err(StorageError::TooManyRows {
+            rows: batch.num_rows(),
+            max: MAX_ROWS_PER_RECORD,
+        });
+    }
+    Ok(())
+}
+
+/// Lists every staged file in one manifest commit, visible from `commit` (a sequence
+/// reserved in the log for the instant the upload became visible). The caller holds the
+/// table's `flush_lock`.
+pub(crate) async fn publish(
+    ctx: &Ctx,
+    table: &Arc<Table>,
+    mut files: Vec<FileMeta>,
+    commit: Ack,
+) -> Result<(), StorageError> {
+    for f in &mut files {
+        f.visible_from = Some(commit.ingested_at);
+    }
+    let first = files[0].path.clone();
+    let committed = commit_manifest(ctx, table, |current| {
+        if current.files.iter().any(|f| f.path == first) {
+            // An earlier attempt of this commit landed and was adopted.
+            return None;
         }
-        if batch.num_rows() > MAX_ROWS_PER_RECORD {
-            return Err(StorageError::BadRecord(format!(
-                "{} rows in one staged chunk; at most {MAX_ROWS_PER_RECORD}",
-                batch.num_rows()
-            )));
-        }
-        let table = upload.table.clone();
-        let ack = self.reserve_seq(&table).await?;
-        let def = table.def();
-        let schema = table.schema();
-        let org_id = table.org_id.clone();
-        let rows = batch.num_rows();
-        let encoded = tokio::task::spawn_blocking(move || {
-            let stamped = stamp_batch(&batch, &schema, ack)?;
-            encode_batches(
-                &org_id,
-                &def,
-                &schema,
-                &[stamped],
-                (ack.seq, ack.seq),
-                &Layout::arrival(&def.column_order),
-            )
+        let mut live = current.files.clone();
+        let mut staged = files.clone();
+        mark_time_overlaps(&mut live, &mut staged);
+        live.extend(staged);
+        Some(Manifest {
+            files: live,
+            tombstones: table.tombstones_to_commit(),
+            ..current.clone()
         })
-        .await
-        .map_err(|e| StorageError::BadRecord(format!("staging task failed: {e}")))??;
-        for f in encoded {
-            // Record the file before writing it so an abort removes a half-written one too.
-            upload.files.push(f.meta);
-            self.put_file(&f.path, f.bytes).await?;
-        }
-        upload.rows += rows;
-        Ok(())
+    })
+    .await;
+    // On failure the files stay: the commit may have landed after all (they are then
+    // live), and if not, the next start removes them as unlisted.
+    if let Some(next) = committed? {
+        table.publish_manifest(next);
     }
-
-    /// Publishes every staged file in one manifest commit; returns the rows made visible.
-    pub async fn commit_upload(&self, upload: Upload) -> Result<usize, StorageError> {
-        // `_staging` lives to the end: the upload counts as staging until it is listed.
-        let Upload {
-            table,
-            mut files,
-            rows,
-            _staging,
-        } = upload;
-        if files.is_empty() {
-            return Ok(0);
-        }
-        let _guard = table.flush_lock.lock().await;
-        let still_there = self
-            .table(&table.org_id, &table.type_id)
-            .is_some_and(|t| Arc::ptr_eq(&t, &table));
-        if !still_there {
-            drop(_guard);
-            self.delete_unlisted(&files).await;
-            return Err(StorageError::UnknownTable);
-        }
-        let commit = self.reserve_seq(&table).await?;
-        for f in &mut files {
-            f.visible_from = Some(commit.ingested_at);
-        }
-        let first = files[0].path.clone();
-        let committed = self
-            .commit_manifest(&table, |current| {
-                if current.files.iter().any(|f| f.path == first) {
-                    // An earlier attempt of this commit landed and was adopted.
-                    return None;
-                }
-                let mut live = current.files.clone();
-                let mut staged = files.clone();
-                mark_time_overlaps(&mut live, &mut staged);
-                live.extend(staged);
-                Some(Manifest {
-                    files: live,
-                    tombstones: table.tombstones_to_commit(),
-                    ..current.clone()
-                })
-            })
-            .await;
-        // On failure the files stay: the commit may have landed after all (they are then
-        // live), and if not, the next start removes them as unlisted.
-        if let Some(next) = committed? {
-            table.publish_manifest(next);
-        }
-        Ok(rows)
-    }
-
-    /// Deletes what an upload staged (best effort: the next start removes leftovers).
-    pub async fn abort_upload(&self, upload: Upload) {
-        self.delete_unlisted(&upload.files).await;
-    }
-
-    /// Deletes files no manifest lists (best effort: the next start removes leftovers).
-    pub(crate) async fn delete_unlisted(&self, files: &[FileMeta]) {
-        for f in files {
-            let path = object_store::path::Path::from(f.path.as_str());
-            match self.handle.store.delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => warn!(%path, "could not delete an unlisted file: {e}"),
-            }
-        }
-    }
-}
-
-/// An upload's files are not compared key by key (that would hold every key of a file of any
-/// size in memory): any file overlapping another in time, staged or live, is flagged for
-/// deduplication, which is always correct and only costs query time on those days.
-pub(crate) fn mark_time_overlaps(live: &mut [FileMeta], staged: &mut [FileMeta]) {
-    for i in 0..staged.len() {
-        for j in 0..staged.len() {
-            if i != j && time_overlap(&staged[i], &staged[j]) {
-                staged[i].shares_keys = true;
-            }
-        }
-    }
-    mark_overlaps_with_live(live, staged);
-}
-
-/// `mark_time_overlaps` between `new` and `live` only, for new files whose sharing among
-/// themselves is already decided.
-pub(crate) fn mark_overlaps_with_live(live: &mut [FileMeta], new: &mut [FileMeta]) {
-    for n in new.iter_mut() {
-        for old in live.iter_mut() {
-            if time_overlap(old, n) {
-                old.shares_keys = true;
-                n.shares_keys = true;
-            }
-        }
-    }
-}
-
-fn time_overlap(a: &FileMeta, b: &FileMeta) -> bool {
-    a.max_ts >= b.min_ts && a.min_ts <= b.max_ts
+    Ok(())
 }

@@ -53,6 +53,19 @@ impl ObjectStoreHandle {
             .await
             .map_err(|e| StorageError::store(path, e))
     }
+
+    /// Every object under `prefix`.
+    pub async fn list_all(
+        &self,
+        prefix: &object_store::path::Path,
+    ) -> Result<Vec<object_store::ObjectMeta>, StorageError> {
+        use futures::TryStreamExt;
+        self.store
+            .list(Some(prefix))
+            .try_collect()
+            .await
+            .map_err(|e| StorageError::store(prefix, e))
+    }
 }
 
 /// `s3://bucket[/prefix]`, configured by the standard `AWS_*` variables (`AWS_ENDPOINT_URL`,

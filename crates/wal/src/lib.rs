@@ -6,6 +6,9 @@
 //! It knows nothing about events, Arrow or object stores: payloads are opaque bytes and the
 //! caller's `Apply` hook receives each durable record, in sequence order, before its writer
 //! is answered.
+//!
+//! Module map: `segment` (segment names, record framing, replay), `writer` (the writer
+//! thread: group commit, segment roll-over and zero-filled preallocation, retirement).
 
 mod segment;
 mod writer;

@@ -2,12 +2,42 @@
 //! sequence the table is persisted. Each version is a new immutable object created with
 //! `PutMode::Create`, so two writers can never both commit the same version.
 
-use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use crate::{ObjectStoreHandle, StorageError};
+use crate::error::StorageError;
+
+/// The manifest format this build writes. 0: before manifests carried a format (files' layouts
+/// were told by their names); 1: `format` and `FileMeta::layout` present.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// How a data file's rows were written.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FileLayout {
+    /// A flush or an upload: one UTC day, sorted by the table's `column_order` then arrival
+    /// (`_seq`), LZ4 in 4k-row pages, a bloom filter on `customer_id`.
+    #[default]
+    Arrival,
+    /// Compaction's output: sorted by `customer_id` then `column_order`, zstd in 16k-row
+    /// pages, a day or settled days of one month.
+    Compacted,
+}
+
+/// Compaction outputs were named `…-c<version>[_<group>].parquet` before the layout was a
+/// manifest field: how a format-0 manifest's files are told apart.
+fn layout_from_name(path: &str) -> FileLayout {
+    let compacted = path.rsplit_once("-c").is_some_and(|(_, v)| {
+        v.trim_end_matches(".parquet")
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'_')
+    });
+    if compacted {
+        FileLayout::Compacted
+    } else {
+        FileLayout::Arrival
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileMeta {
@@ -38,6 +68,11 @@ pub struct FileMeta {
     /// flipped bit in a value must fail a query, not change a total.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crc32c: Option<u32>,
+    #[serde(default)]
+    pub layout: FileLayout,
+    /// The columns the rows are sorted by, in order (`_seq` last for arrival files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sorted_by: Vec<String>,
 }
 
 impl FileMeta {
@@ -94,6 +129,9 @@ pub(crate) const RETIRED_MEMORY_MICROS: i64 = 7 * 86_400_000_000;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
+    /// `MANIFEST_FORMAT` when written by this build; absent (0) in older manifests.
+    #[serde(default)]
+    pub format: u32,
     pub version: u64,
     /// Every write-ahead log record of this table with a sequence up to here is in `files`
     /// (rows) or `tombstones` (deletions).
@@ -115,37 +153,7 @@ pub struct Manifest {
     pub checksum: Option<u32>,
 }
 
-pub(crate) fn manifest_dir(org_id: &str, slug: &str, type_id: &str) -> Path {
-    Path::from(format!("{org_id}/{slug}/_manifest/{type_id}"))
-}
-
 impl Manifest {
-    /// The newest version under `dir`, or an empty manifest when there is none.
-    pub(crate) async fn load_latest(
-        store: &ObjectStoreHandle,
-        dir: &Path,
-    ) -> Result<Manifest, StorageError> {
-        let metas: Vec<_> = store
-            .store
-            .list(Some(dir))
-            .try_collect()
-            .await
-            .map_err(|e| StorageError::store(dir, e))?;
-        let latest = metas
-            .iter()
-            .filter_map(|m| {
-                let name = m.location.filename()?;
-                let v: u64 = name.strip_suffix(".json")?.parse().ok()?;
-                Some((v, m.location.clone()))
-            })
-            .max_by_key(|(v, _)| *v);
-        let Some((_, path)) = latest else {
-            return Ok(Manifest::default());
-        };
-        let bytes = store.get_bytes(&path).await?;
-        Manifest::decode(&path, &bytes)
-    }
-
     fn without_checksum(&self) -> Manifest {
         Manifest {
             checksum: None,
@@ -153,14 +161,23 @@ impl Manifest {
         }
     }
 
+    /// What `encode` stores and `decode` gives back: this build's format, no checksum.
+    pub(crate) fn as_stored(&self) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            ..self.without_checksum()
+        }
+    }
+
+    /// The manifest as stored: in this build's format, sealed with a checksum of the rest.
     pub(crate) fn encode(&self) -> Result<Vec<u8>, StorageError> {
-        let bare = self.without_checksum();
-        let body = serde_json::to_vec(&bare).map_err(|e| StorageError::BadRecord(e.to_string()))?;
+        let bare = self.as_stored();
+        let body = serde_json::to_vec(&bare).map_err(StorageError::ManifestEncoding)?;
         let sealed = Manifest {
             checksum: Some(crc32c::crc32c(&body)),
             ..bare
         };
-        serde_json::to_vec(&sealed).map_err(|e| StorageError::BadRecord(e.to_string()))
+        serde_json::to_vec(&sealed).map_err(StorageError::ManifestEncoding)
     }
 
     pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Manifest, StorageError> {
@@ -168,10 +185,22 @@ impl Manifest {
             path: path.to_string(),
             reason,
         };
-        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let mut m: Manifest = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if m.format > MANIFEST_FORMAT {
+            return Err(corrupt(format!(
+                "written in manifest format {}, this build reads up to {MANIFEST_FORMAT}: upgrade meterbase",
+                m.format
+            )));
+        }
         if let Some(expected) = m.checksum {
-            let body =
-                serde_json::to_vec(&m.without_checksum()).map_err(|e| corrupt(e.to_string()))?;
+            // Checked over the document as written, minus its checksum: re-serializing the
+            // struct would add the fields later formats introduced and never match.
+            let mut doc: serde_json::Value =
+                serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+            if let Some(o) = doc.as_object_mut() {
+                o.shift_remove("checksum");
+            }
+            let body = serde_json::to_vec(&doc).map_err(|e| corrupt(e.to_string()))?;
             if crc32c::crc32c(&body) != expected {
                 return Err(corrupt(format!(
                     "checksum mismatch (CRC-32C {:08x}, recorded {expected:08x})",
@@ -179,47 +208,30 @@ impl Manifest {
                 )));
             }
         }
+        if m.format == 0 {
+            for f in &mut m.files {
+                f.layout = layout_from_name(&f.path);
+            }
+        }
         Ok(m.without_checksum())
     }
+}
 
-    /// Publishes this manifest as version `self.version`. If that version exists already it
-    /// is read back: identical means an earlier attempt of this very commit landed (fine);
-    /// anything else is `ManifestTaken` with what is there.
-    pub(crate) async fn commit(
-        &self,
-        store: &ObjectStoreHandle,
-        dir: &Path,
-    ) -> Result<(), StorageError> {
-        let path = dir.clone().join(format!("{:020}.json", self.version));
-        let bytes = self.encode()?;
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match store
-            .store
-            .put_opts(&path, PutPayload::from(bytes), opts)
-            .await
-        {
-            Ok(_) => {}
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                let existing = store.get_bytes(&path).await?;
-                let landed = Manifest::decode(&path, &existing)?;
-                if landed != self.without_checksum() {
-                    return Err(StorageError::ManifestTaken {
-                        path: path.to_string(),
-                        landed: Box::new(landed),
-                    });
-                }
-            }
-            Err(e) => return Err(StorageError::store(&path, e)),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_0_layouts_are_read_from_compaction_output_names() {
+        // Outputs are numbered per group; names from before the numbering still count.
+        for name in ["x/t-1-3-c7_2.parquet", "x/t-1-3-c7.parquet"] {
+            assert_eq!(layout_from_name(name), FileLayout::Compacted);
         }
-        // Older versions are no longer needed once this one is durable; keep a few for
-        // inspection. Failing to delete them is harmless.
-        if self.version > 3 {
-            let old = dir.clone().join(format!("{:020}.json", self.version - 3));
-            let _ = store.store.delete(&old).await;
-        }
-        Ok(())
+        assert_eq!(
+            layout_from_name(
+                "o/s/date=2025-01-01/t-00000000000000000001-00000000000000000003.parquet"
+            ),
+            FileLayout::Arrival
+        );
     }
 }

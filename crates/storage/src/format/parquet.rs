@@ -1,5 +1,6 @@
-//! Frozen chunk → sorted, compressed Parquet files, one per UTC day, with page
-//! statistics, the page index and, in arrival-ordered files, a bloom filter on `customer_id`.
+//! Data files: rows sorted by a layout's order, compressed Parquet with page statistics, the
+//! page index and, in arrival-ordered files, a bloom filter on `customer_id`; one file per
+//! UTC day for flushes and uploads, one per group for compaction.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -10,16 +11,25 @@ use arrow::compute::{
 };
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType, UInt64Type};
 use arrow::record_batch::RecordBatch;
-use meterbase_schema::timestamp::{MICROS_PER_DAY, format_date};
-use meterbase_schema::{EventTypeDef, SEQ_COLUMN};
+use meterbase_schema::timestamp::MICROS_PER_DAY;
+use meterbase_schema::{CUSTOMER_ID_COLUMN, EventTypeDef, SEQ_COLUMN, TIMESTAMP_COLUMN};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use crate::table::{Chunk, KeySet, adapt_batch, key_hashes, record_seq, ts_range};
-use crate::{FileMeta, StorageError};
+use crate::adapt::adapt_batch;
+use crate::error::StorageError;
+use crate::format::manifest::{FileLayout, FileMeta};
+use crate::format::paths::TablePaths;
+use crate::identity::{KeySet, key_hashes, record_seq, ts_range};
+
+/// The data file layout this build writes, recorded in each file's key-value metadata
+/// (`meterbase.file_format`) beside its layout (`meterbase.layout`). Files without them were
+/// written before the key existed, in the same layout as format 1; the manifest's
+/// `FileMeta::layout` says which layout a listed file has either way.
+pub const DATA_FILE_FORMAT: u32 = 1;
 
 pub(crate) struct EncodedFile {
     pub path: String,
@@ -60,30 +70,6 @@ pub(crate) fn file_key_hashes(
         out.extend(key_hashes(&batch?, unique_key)?);
     }
     Ok(out)
-}
-
-/// Sorts the chunk by the table's `column_order` (then arrival), splits it by UTC day and
-/// encodes each day. CPU-bound: run it off the async workers.
-pub(crate) fn encode_chunk(
-    org_id: &str,
-    def: &EventTypeDef,
-    schema: &SchemaRef,
-    chunk: &Chunk,
-    key_sets: bool,
-) -> Result<Vec<EncodedFile>, StorageError> {
-    let batches: Vec<RecordBatch> = chunk.all_batches().cloned().collect();
-    encode_batches(
-        org_id,
-        def,
-        schema,
-        &batches,
-        (chunk.min_seq, chunk.max_seq),
-        &Layout {
-            rows_unique: !chunk.has_duplicates,
-            key_sets,
-            ..Layout::arrival(&def.column_order)
-        },
-    )
 }
 
 /// How `encode_batches` orders, names and stamps a file's rows.
@@ -127,7 +113,7 @@ fn with_one_seq(batch: &RecordBatch) -> Result<RecordBatch, StorageError> {
     let idx = batch
         .schema_ref()
         .index_of(SEQ_COLUMN)
-        .map_err(|e| StorageError::BadRecord(e.to_string()))?;
+        .map_err(|_| StorageError::MissingColumn(SEQ_COLUMN))?;
     let Some(latest) = batch
         .column(idx)
         .as_primitive_opt::<UInt64Type>()
@@ -143,7 +129,7 @@ fn with_one_seq(batch: &RecordBatch) -> Result<RecordBatch, StorageError> {
 /// `encode_chunk` for any batches, laid out by `layout`; `(min_seq, max_seq)` and the
 /// layout's `name_suffix` name the files, so together they must be unique to these rows.
 pub(crate) fn encode_batches(
-    org_id: &str,
+    paths: &TablePaths,
     def: &EventTypeDef,
     schema: &SchemaRef,
     batches: &[RecordBatch],
@@ -173,14 +159,7 @@ pub(crate) fn encode_batches(
     };
     let mut out = Vec::new();
     for (day, part) in parts {
-        let path = format!(
-            "{org_id}/{}/date={}/{}-{:020}-{:020}{name_suffix}.parquet",
-            def.api_slug,
-            format_date(day),
-            def.id,
-            min_seq,
-            max_seq
-        );
+        let path = paths.data_file(day, min_seq, max_seq, name_suffix);
         let (keys, has_duplicate_keys) = if rows_unique && !key_sets {
             (None, false)
         } else {
@@ -197,7 +176,7 @@ pub(crate) fn encode_batches(
         let seqs = part
             .column_by_name(SEQ_COLUMN)
             .and_then(|c| c.as_primitive_opt::<UInt64Type>())
-            .ok_or_else(|| StorageError::BadRecord("batch without _seq".into()))?;
+            .ok_or(StorageError::MissingColumn(SEQ_COLUMN))?;
         let min_seq = arrow::compute::min(seqs).map(record_seq).unwrap_or(0);
         let max_seq = arrow::compute::max(seqs).map(record_seq).unwrap_or(0);
         out.push(EncodedFile {
@@ -215,6 +194,16 @@ pub(crate) fn encode_batches(
                 visible_from: None,
                 deletions_applied: 0,
                 crc32c: Some(crc32c::crc32c(&bytes)),
+                layout: if compacted {
+                    FileLayout::Compacted
+                } else {
+                    FileLayout::Arrival
+                },
+                sorted_by: order
+                    .iter()
+                    .cloned()
+                    .chain((!one_seq || has_duplicate_keys).then(|| SEQ_COLUMN.to_string()))
+                    .collect(),
             },
             keys,
             path,
@@ -228,7 +217,9 @@ pub(crate) fn encode_batches(
 /// columns are concatenated; the rows are copied once, straight into sorted order.
 fn sort_batches(batches: &[RecordBatch], order: &[String]) -> Result<RecordBatch, StorageError> {
     let Some(first) = batches.first() else {
-        return Err(StorageError::BadRecord("nothing to persist".into()));
+        return Err(StorageError::Invariant(
+            "a file was to be written from no rows",
+        ));
     };
     if let Some(pairs) = time_order(batches, order) {
         let refs: Vec<&RecordBatch> = batches.iter().collect();
@@ -267,7 +258,7 @@ fn generic_order(
 /// where positions had to be searched for their batch (1.9% of batched-ingest CPU). `None`
 /// when it does not apply.
 fn time_order(batches: &[RecordBatch], order: &[String]) -> Option<Vec<(usize, usize)>> {
-    if order.len() != 1 || order[0] != "timestamp" {
+    if order.len() != 1 || order[0] != TIMESTAMP_COLUMN {
         return None;
     }
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
@@ -326,7 +317,7 @@ fn time_order(batches: &[RecordBatch], order: &[String]) -> Option<Vec<(usize, u
 /// holds a null (the integer sorts then leave the order to the generic one).
 fn time_and_seq(b: &RecordBatch) -> Option<(&[i64], &[u64])> {
     let ts = b
-        .column_by_name("timestamp")?
+        .column_by_name(TIMESTAMP_COLUMN)?
         .as_primitive_opt::<TimestampMicrosecondType>()?;
     let seq = b
         .column_by_name(SEQ_COLUMN)?
@@ -339,7 +330,7 @@ fn time_and_seq(b: &RecordBatch) -> Option<(&[i64], &[u64])> {
 /// touches a string or an `Array` (a third of a compaction pass went to the generic one).
 /// `None` when it does not apply (another order, nulls, more rows than `u32` positions).
 fn customer_time_order(batches: &[RecordBatch], order: &[String]) -> Option<UInt32Array> {
-    if order != ["customer_id", "timestamp"] {
+    if order != [CUSTOMER_ID_COLUMN, TIMESTAMP_COLUMN] {
         return None;
     }
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
@@ -349,7 +340,9 @@ fn customer_time_order(batches: &[RecordBatch], order: &[String]) -> Option<UInt
     let mut columns = Vec::with_capacity(batches.len());
     let mut ranks: HashMap<&str, u32, foldhash::fast::FixedState> = HashMap::default();
     for b in batches {
-        let customers = b.column_by_name("customer_id")?.as_string_opt::<i32>()?;
+        let customers = b
+            .column_by_name(CUSTOMER_ID_COLUMN)?
+            .as_string_opt::<i32>()?;
         let (ts, seq) = time_and_seq(b)?;
         if customers.null_count() > 0 {
             return None;
@@ -406,7 +399,10 @@ fn gather(
 /// Rows grouped by UTC day. Sorted by time (the default layout) each day is a contiguous
 /// range and costs no copy; otherwise each day's rows are gathered.
 fn split_by_day(batch: &RecordBatch) -> Result<Vec<(i32, RecordBatch)>, StorageError> {
-    let ts = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+    let ts = batch
+        .column_by_name(TIMESTAMP_COLUMN)
+        .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+        .ok_or(StorageError::MissingColumn(TIMESTAMP_COLUMN))?;
     let day = |i: usize| ts.value(i).div_euclid(MICROS_PER_DAY) as i32;
     let n = batch.num_rows();
     if n == 0 {
@@ -431,6 +427,14 @@ fn split_by_day(batch: &RecordBatch) -> Result<Vec<(i32, RecordBatch)>, StorageE
         .into_iter()
         .map(|(d, idx)| Ok((d, take_record_batch(batch, &UInt32Array::from(idx))?)))
         .collect()
+}
+
+/// Every row of a data file (as written: the caller adapts them to the table's schema).
+pub(crate) fn read_file(bytes: bytes::Bytes) -> Result<Vec<RecordBatch>, StorageError> {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
+        .with_batch_size(64 * 1024)
+        .build()?;
+    Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }
 
 fn write_parquet(
@@ -467,6 +471,11 @@ fn write_parquet(
         .set_data_page_row_count_limit(page_rows)
         .set_sorting_columns(Some(sorting))
         .set_key_value_metadata(Some(vec![
+            KeyValue::new("meterbase.file_format".into(), DATA_FILE_FORMAT.to_string()),
+            KeyValue::new(
+                "meterbase.layout".into(),
+                if compacted { "compacted" } else { "arrival" }.to_string(),
+            ),
             KeyValue::new("meterbase.event_type".into(), def.id.clone()),
             KeyValue::new(
                 "meterbase.schema_version".into(),
@@ -475,7 +484,7 @@ fn write_parquet(
         ]));
     // Arrival instants repeat (one per log group), so they keep the dictionary; times and
     // sequences are mostly increasing, which delta encoding packs best.
-    for c in ["timestamp", SEQ_COLUMN] {
+    for c in [TIMESTAMP_COLUMN, SEQ_COLUMN] {
         props = props
             .set_column_dictionary_enabled(ColumnPath::from(c), false)
             .set_column_encoding(ColumnPath::from(c), Encoding::DELTA_BINARY_PACKED);
@@ -484,16 +493,17 @@ fn write_parquet(
     // pages, so a bloom filter would only cost a read per file (Q2 over 29 day files: 18.5
     // -> 16.8 ms). In arrival order every page holds every customer and only the bloom filter
     // can say one is absent from the file.
-    if order.first().map(String::as_str) != Some("customer_id") {
+    if order.first().map(String::as_str) != Some(CUSTOMER_ID_COLUMN) {
         // Sized by the distinct count, with a fast hash: SipHash was ~2% of ingest CPU.
         let distinct = batch
-            .column(0)
-            .as_string::<i32>()
+            .column_by_name(CUSTOMER_ID_COLUMN)
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or(StorageError::MissingColumn(CUSTOMER_ID_COLUMN))?
             .iter()
             .flatten()
             .collect::<HashSet<&str, foldhash::fast::FixedState>>()
             .len() as u64;
-        let customer = ColumnPath::from("customer_id");
+        let customer = ColumnPath::from(CUSTOMER_ID_COLUMN);
         props = props
             .set_column_bloom_filter_enabled(customer.clone(), true)
             .set_column_bloom_filter_fpp(customer.clone(), 0.01)

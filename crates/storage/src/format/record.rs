@@ -1,6 +1,11 @@
 //! The payload of a write-ahead log record: which table, which schema version, and the
 //! validated rows, self-described (so replay never re-validates against a clock or a schema
 //! that has moved on): as an Arrow IPC stream, or for a few rows in `columns`' compact form.
+//!
+//! The first byte is the record's kind, which doubles as its format version: a new form is a
+//! new kind and every kind ever written stays readable (`testdata/formats/wal/` pins them).
+//! 1 = rows as IPC (every build), 2 = sequence marker, 3 = range deletion, 4 = rows in the
+//! compact column form (added for single events; builds before it wrote 1 for any size).
 
 use std::io::Cursor;
 
@@ -35,7 +40,7 @@ pub enum WalRecord {
     Delete {
         org_id: String,
         type_id: String,
-        filter: EventRange,
+        range: EventRange,
     },
 }
 
@@ -89,28 +94,49 @@ fn get_str(buf: &mut &[u8]) -> Result<String, StorageError> {
     String::from_utf8(bytes.to_vec()).map_err(|e| StorageError::BadRecord(e.to_string()))
 }
 
+fn events_header(
+    kind: u8,
+    org_id: &str,
+    type_id: &str,
+    schema_version: u32,
+    capacity: usize,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    out.push(kind);
+    put_str(&mut out, org_id);
+    put_str(&mut out, type_id);
+    out.extend_from_slice(&schema_version.to_le_bytes());
+    out
+}
+
 impl WalRecord {
+    /// The payload of a batch of validated rows: `columns`' compact form for a few rows of
+    /// types it covers, an Arrow IPC stream otherwise.
     pub fn encode_events(
         org_id: &str,
         type_id: &str,
         schema_version: u32,
         batch: &RecordBatch,
     ) -> Result<Vec<u8>, StorageError> {
-        let header = |kind: u8, capacity: usize| {
-            let mut out = Vec::with_capacity(capacity);
-            out.push(kind);
-            put_str(&mut out, org_id);
-            put_str(&mut out, type_id);
-            out.extend_from_slice(&schema_version.to_le_bytes());
-            out
-        };
         if batch.num_rows() < COMPACT_BELOW_ROWS {
-            let mut out = header(KIND_COLUMNS, 256);
+            let mut out = events_header(KIND_COLUMNS, org_id, type_id, schema_version, 256);
             if columns::encode(&mut out, batch) {
                 return Ok(out);
             }
         }
-        let mut out = header(KIND_EVENTS, batch.get_array_memory_size() + 256);
+        Self::encode_events_ipc(org_id, type_id, schema_version, batch)
+    }
+
+    /// `encode_events` as an Arrow IPC stream whatever the batch's size: the only form
+    /// builds before the compact one wrote, still read.
+    pub(crate) fn encode_events_ipc(
+        org_id: &str,
+        type_id: &str,
+        schema_version: u32,
+        batch: &RecordBatch,
+    ) -> Result<Vec<u8>, StorageError> {
+        let capacity = batch.get_array_memory_size() + 256;
+        let mut out = events_header(KIND_EVENTS, org_id, type_id, schema_version, capacity);
         let mut w = StreamWriter::try_new(&mut out, batch.schema_ref())?;
         w.write(batch)?;
         w.finish()?;
@@ -126,20 +152,20 @@ impl WalRecord {
         out
     }
 
-    pub fn encode_delete(org_id: &str, type_id: &str, filter: &EventRange) -> Vec<u8> {
+    pub fn encode_delete(org_id: &str, type_id: &str, range: &EventRange) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
         out.push(KIND_DELETE);
         put_str(&mut out, org_id);
         put_str(&mut out, type_id);
-        match &filter.customer_id {
+        match &range.customer_id {
             Some(c) => {
                 out.push(1);
                 put_str(&mut out, c);
             }
             None => out.push(0),
         }
-        put_opt_i64(&mut out, filter.from);
-        put_opt_i64(&mut out, filter.to);
+        put_opt_i64(&mut out, range.from);
+        put_opt_i64(&mut out, range.to);
         out
     }
 
@@ -183,7 +209,7 @@ impl WalRecord {
                 Ok(WalRecord::Delete {
                     org_id,
                     type_id,
-                    filter: EventRange {
+                    range: EventRange {
                         customer_id,
                         from,
                         to,
@@ -676,7 +702,7 @@ mod tests {
 
     #[test]
     fn delete_records_round_trip() {
-        for filter in [
+        for range in [
             EventRange::default(),
             EventRange {
                 customer_id: Some("c'1".into()),
@@ -684,15 +710,15 @@ mod tests {
                 to: Some(i64::MAX),
             },
         ] {
-            let bytes = WalRecord::encode_delete("org", "type", &filter);
+            let bytes = WalRecord::encode_delete("org", "type", &range);
             match WalRecord::decode(&bytes).unwrap() {
                 WalRecord::Delete {
                     org_id,
                     type_id,
-                    filter: back,
+                    range: back,
                 } => assert_eq!(
                     (org_id.as_str(), type_id.as_str(), back),
-                    ("org", "type", filter)
+                    ("org", "type", range)
                 ),
                 other => panic!("{other:?}"),
             }

@@ -1,0 +1,14 @@
+//! Every format meterbase persists, each versioned and pinned by golden fixtures under
+//! `testdata/formats/` (`tests/formats.rs`):
+//! - `record`: a write-ahead log record's payload (rows, deletions, sequence markers);
+//! - `manifest`: a table's manifest (its live files, deletions, replaced files), JSON;
+//! - `parquet`: data files (sort order, compression, statistics, naming);
+//! - `paths`: where a table's objects live.
+
+pub mod manifest;
+pub mod parquet;
+pub mod paths;
+pub mod record;
+
+#[cfg(test)]
+mod golden;
