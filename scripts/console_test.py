@@ -454,7 +454,7 @@ class ConsoleTest:
         b.wait(lambda d: b.one("#events-range").text.startswith("Rows 6–10"), "page 2")
         page2 = [r["timestamp"] for r in self.table("#events-table")]
         if set(page1) & set(page2) or len(page2) != 5:
-            urls = b.js("return performance.getEntriesByType('resource').map((e) => e.name).filter((n) => n.includes('/events?')).slice(-4)")
+            urls = b.js("const r = performance.getEntriesByType('resource'); return [r.length, document.getElementById('events-range').dataset.cursor, ...r.map((e) => e.name).filter((n) => n.includes('/events?')).slice(-4)]")
             raise Fail(f"pages overlap or are short: {page1} / {page2} (last requests: {urls})")
         b.click(b.one("#prev-page"))
         b.wait(lambda d: b.one("#events-range").text.startswith("Rows 1–5"), "back on page 1")

@@ -22,7 +22,8 @@ export function useAsync(fn, deps) {
   const seq = useRef(0);
   const run = useCallback(() => {
     const mine = ++seq.current;
-    setState((s) => ({ ...s, loading: true, error: null, for: token }));
+    // A reload keeps showing the last answer meanwhile; a new question starts blank.
+    setState((s) => (s.for === token ? { ...s, loading: true, error: null } : { data: undefined, error: null, loading: true, for: token }));
     return Promise.resolve()
       .then(fn)
       .then(

@@ -181,7 +181,7 @@ export function Events({ route }) {
       <${ErrorBox} error=${page.error} />
       ${page.loading ? html`<${Spinner} />` : null}
       ${page.data ? html`
-        <p class="muted" id="events-range" aria-live="polite">${items.length ? `Rows ${fmtInt(first)}–${fmtInt(first + items.length - 1)}${page.data.next_cursor ? ', more follow' : ''}` : 'No events match.'}</p>
+        <p class="muted" id="events-range" aria-live="polite" data-cursor=${cursor || ''}>${items.length ? `Rows ${fmtInt(first)}–${fmtInt(first + items.length - 1)}${page.data.next_cursor ? ', more follow' : ''}` : 'No events match.'}</p>
         <${DataTable} id="events-table" label="Events" rows=${items} columns=${columns} empty="No events match these filters." />
         <nav class="pager" aria-label="Pages of events">
           <button class="btn" type="button" id="prev-page" disabled=${cursors.length <= 1} onClick=${() => setCursors(cursors.slice(0, -1))}>← Previous</button>
