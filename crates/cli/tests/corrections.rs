@@ -71,6 +71,14 @@ fn deletions_are_logged_counted_and_undone_by_as_of() {
     ] {
         assert_eq!(delete(&s, q).0, 400, "{q}");
     }
+    // A dry run counts what a deletion would remove and removes nothing.
+    let totals_before = totals(&s, None);
+    let (status, body) = delete(
+        &s,
+        "?customer_id=b&from=2025-01-01T03:00:00Z&to=2025-01-01T07:00:00Z&dry_run=true",
+    );
+    assert_eq!((status, body), (200, json!({"would_delete": 4})));
+    assert_eq!(totals(&s, None), totals_before, "a dry run deletes nothing");
     // b's hours 3..7 span the files and the buffer.
     let (status, body) = delete(
         &s,

@@ -15,7 +15,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::api::{
-    admin, billable_metrics, console, csv, event_types, events, ingest, operations, sql,
+    admin, billable_metrics, console, csv, event_types, events, ingest, operations, organisation,
+    sql,
 };
 use crate::app::Shared;
 use crate::layers::{drain_unread, log_response, record_metrics, request_span};
@@ -42,9 +43,11 @@ async fn method_not_allowed(req: Request) -> Response {
 pub(crate) fn router(shared: Arc<Shared>) -> NormalizePath<Router> {
     let api = Router::new()
         .route("/", get(console::root))
-        .route("/ui/", get(console::index))
+        // Trailing slashes are cut before routing, so `/ui/` arrives as `/ui`.
+        .route("/ui", get(console::index))
         .route("/ui/{*path}", get(console::asset))
         .route("/healthz", get(operations::healthz))
+        .route("/organisation", get(organisation::show))
         .route("/metrics", get(operations::metrics))
         .route(
             "/admin/organisations",

@@ -67,7 +67,8 @@ pub(crate) async fn list(
     ))
 }
 
-/// The reply counts the rows the deletion removed, from the table as it stood just before it.
+/// The reply counts the rows the deletion removed, from the table as it stood just before it;
+/// with `dry_run=true` nothing is deleted and the reply counts what would be.
 pub(crate) async fn delete(
     Tenant { app, org }: Tenant,
     Path(slug): Path<String>,
@@ -86,6 +87,14 @@ pub(crate) async fn delete(
         && f >= t
     {
         return Err(Problem::bad_request("from must be before to"));
+    }
+    if params.flag("dry_run")? {
+        // Nothing is logged or changed: the rows the deletion would remove now.
+        let would = count(&app.engine, &org.id, table.snapshot()?, &range, None).await?;
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({ "would_delete": would }),
+        ));
     }
     let ack = app.store.delete(&table, range.clone()).await?;
     // The deletion is durable from here on: a count that fails must not read as a failed

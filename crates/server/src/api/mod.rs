@@ -8,4 +8,5 @@ pub(crate) mod event_types;
 pub(crate) mod events;
 pub(crate) mod ingest;
 pub(crate) mod operations;
+pub(crate) mod organisation;
 pub(crate) mod sql;
