@@ -13,14 +13,18 @@ use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::table_schema::TableSchema;
+use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
-use meterbase_storage::{FileMeta, overlaps_until};
+use meterbase_storage::format::deletion_vector::{self, DeletionVector};
+use meterbase_storage::{FileMeta, TablePaths, overlaps_until};
+use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 use crate::time_filter::time_bounds;
 
@@ -52,7 +56,7 @@ async fn verify_files(state: &dyn Session, files: &[&FileMeta]) -> Result<()> {
         let path = object_store::path::Path::from(f.path.as_str());
         let bytes = store.get(&path).await?.bytes().await?;
         f.verify(&bytes)
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         VERIFIED
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -61,11 +65,74 @@ async fn verify_files(state: &dyn Session, files: &[&FileMeta]) -> Result<()> {
     Ok(())
 }
 
+/// Row selections of deletion vectors read by this process, by vector file and offset
+/// (vector files never change once written). Bounded: cleared whole when full.
+static SELECTIONS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<(String, u32), RowSelection>>,
+> = std::sync::LazyLock::new(Default::default);
+const SELECTIONS_KEPT: usize = 4096;
+
+/// The rows of `f` its deletion vector leaves live, as a Parquet row selection.
+async fn live_rows(
+    state: &dyn Session,
+    paths: &TablePaths,
+    f: &FileMeta,
+    dv: &DeletionVector,
+) -> Result<RowSelection> {
+    use object_store::ObjectStoreExt;
+    let key = (dv.uuid.clone(), dv.offset);
+    if let Some(sel) = SELECTIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+    {
+        return Ok(sel.clone());
+    }
+    let store = state
+        .runtime_env()
+        .object_store(ObjectStoreUrl::parse(STORE_URL)?)?;
+    let path = paths.deletion_vector(&dv.uuid);
+    let bytes = store.get(&path).await?.bytes().await?;
+    let mask = deletion_vector::decode(&bytes, dv.offset, dv.size_in_bytes, path.as_ref())
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let sel = selection_without(&mask, f.rows);
+    let mut cache = SELECTIONS.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= SELECTIONS_KEPT {
+        cache.clear();
+    }
+    cache.insert(key, sel.clone());
+    Ok(sel)
+}
+
+/// Every row of `rows` but those in `mask`, as runs of selected and skipped rows.
+fn selection_without(mask: &roaring::RoaringTreemap, rows: u64) -> RowSelection {
+    let mut selectors = Vec::new();
+    let mut next = 0u64;
+    for masked in mask.iter().take_while(|&r| r < rows) {
+        if masked > next {
+            selectors.push(RowSelector::select((masked - next) as usize));
+        }
+        match selectors.last_mut() {
+            Some(last) if last.skip => last.row_count += 1,
+            _ => selectors.push(RowSelector::skip(1)),
+        }
+        next = masked + 1;
+    }
+    if next < rows {
+        selectors.push(RowSelector::select((rows - next) as usize));
+    }
+    RowSelection::from(selectors)
+}
+
 #[derive(Debug)]
 pub(crate) struct RawSource {
     pub schema: SchemaRef,
     pub files: Vec<FileMeta>,
     pub batches: Vec<RecordBatch>,
+    /// Skip the rows each file's deletion vector masks (reading the current data; `as_of`
+    /// reads every version).
+    pub apply_vectors: bool,
+    pub paths: TablePaths,
 }
 
 #[async_trait]
@@ -109,7 +176,12 @@ impl TableProvider for RawSource {
             let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); target.min(files.len())];
             for (i, f) in files.iter().enumerate() {
                 let n = groups.len();
-                groups[i % n].push(PartitionedFile::new(f.path.clone(), f.size));
+                let mut file = PartitionedFile::new(f.path.clone(), f.size);
+                if let Some(dv) = f.deletion_vector.as_ref().filter(|_| self.apply_vectors) {
+                    let live = live_rows(state, &self.paths, f, dv).await?;
+                    file = file.with_extension(ParquetRowSelection::new(live));
+                }
+                groups[i % n].push(file);
             }
             let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, source)
                 .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
@@ -142,5 +214,32 @@ impl TableProvider for RawSource {
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
         UnionExec::try_new(inputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_selection_skips_exactly_the_masked_rows() {
+        let mask: roaring::RoaringTreemap = [0u64, 3, 4, 9].into_iter().collect();
+        let sel = selection_without(&mask, 10);
+        let kept: Vec<usize> = sel
+            .iter()
+            .scan(0usize, |at, s| {
+                let start = *at;
+                *at += s.row_count;
+                Some((start, *s))
+            })
+            .filter(|(_, s)| !s.skip)
+            .flat_map(|(start, s)| start..start + s.row_count)
+            .collect();
+        assert_eq!(kept, vec![1, 2, 5, 6, 7, 8]);
+        assert_eq!(sel.row_count(), 6);
+        assert_eq!(
+            selection_without(&roaring::RoaringTreemap::new(), 3).row_count(),
+            3
+        );
     }
 }

@@ -44,11 +44,22 @@ fn split_sources(snap: &TableSnapshot, as_of: Option<i64>) -> Split {
         _ => &snap.manifest.files,
     };
     let has_buffer = !snap.buffer.is_empty();
+    // Reading the current data, deletion vectors hide replaced versions: a file whose
+    // replaced rows are all masked (`live_resolved`) is read straight. Any other view reads
+    // every version and deduplicates.
+    let now = as_of.is_none() && snap.before_seq.is_none();
+    let clean = |f: &FileMeta| {
+        if now {
+            f.clean_now()
+        } else {
+            f.clean_at_any_time()
+        }
+    };
     if !snap.def.key_has_time() {
         // Without the timestamp in the key, two versions can sit anywhere in time: only a
         // single source without repeats can be read straight.
         let single = match (files.len(), has_buffer) {
-            (1, false) => !files[0].has_duplicate_keys,
+            (1, false) => !files[0].has_duplicate_keys || (now && files[0].live_resolved),
             (0, true) => !snap.buffer_has_duplicates,
             _ => false,
         };
@@ -84,7 +95,7 @@ fn split_sources(snap: &TableSnapshot, as_of: Option<i64>) -> Split {
         if overlaps_buffer {
             split.buffer_clean = false;
         }
-        if overlaps_buffer || f.has_duplicate_keys || f.shares_keys {
+        if overlaps_buffer || !clean(f) {
             split.dirty.push(f.clone());
         } else {
             split.clean.push(f.clone());
@@ -100,6 +111,8 @@ pub fn table_view(snap: &TableSnapshot, as_of: Option<i64>) -> Result<LogicalPla
         dirty,
         buffer_clean,
     } = split_sources(snap, as_of);
+    // Masked rows are versions replaced by live rows: hidden from the current data only.
+    let apply_vectors = as_of.is_none() && snap.before_seq.is_none();
     let (clean_batches, dirty_batches) = if buffer_clean {
         (snap.buffer.clone(), Vec::new())
     } else {
@@ -128,6 +141,8 @@ pub fn table_view(snap: &TableSnapshot, as_of: Option<i64>) -> Result<LogicalPla
             schema: schema.clone(),
             files: clean,
             batches: clean_batches,
+            apply_vectors,
+            paths: snap.paths.clone(),
         });
         parts.push(
             as_of_filter(LogicalPlanBuilder::scan(
@@ -143,6 +158,8 @@ pub fn table_view(snap: &TableSnapshot, as_of: Option<i64>) -> Result<LogicalPla
             schema: schema.clone(),
             files: dirty,
             batches: dirty_batches,
+            apply_vectors,
+            paths: snap.paths.clone(),
         });
         let keys: Vec<Expr> = snap
             .def

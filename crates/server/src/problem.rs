@@ -202,6 +202,7 @@ impl From<StorageError> for Problem {
             | StorageError::Schema(_)
             | StorageError::BadRecord(_)
             | StorageError::MissingColumn(_)
+            | StorageError::MissingKeyColumn(_)
             | StorageError::TaskFailed { .. }
             | StorageError::CompactionAbandoned
             | StorageError::Invariant(_)

@@ -32,6 +32,8 @@ pub enum StorageError {
     BadRecord(String),
     #[error("stored rows have no {0} column")]
     MissingColumn(&'static str),
+    #[error("stored rows have no {0} column, part of the unique key")]
+    MissingKeyColumn(String),
     #[error("{rows} rows in one write; at most {max}")]
     TooManyRows { rows: usize, max: usize },
     #[error("the {task} task failed: {reason}")]

@@ -1,6 +1,7 @@
-//! Garbage collection: files compaction replaced are deleted once no snapshot can read them
-//! and the grace period (for readers outside this process) has passed; at start, files no
-//! manifest lists (an interrupted persist, upload or compaction) are deleted.
+//! Garbage collection: files compaction replaced, and deletion vector files no longer
+//! referenced, are deleted once no snapshot can read them and the grace period (for readers
+//! outside this process) has passed; at start, files no manifest lists (an interrupted
+//! persist, upload or compaction) are deleted.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use crate::context::Ctx;
 use crate::error::StorageError;
 use crate::table::{Retired, Table};
 use crate::url::ObjectStoreHandle;
+use crate::vectors::referenced;
 
 /// Deletes replaced files nobody can read any more. Returns how many were deleted.
 pub(crate) async fn collect_garbage(ctx: &Ctx, tables: &[Arc<Table>]) -> usize {
@@ -65,9 +67,14 @@ pub(crate) async fn remove_unreferenced_files(
     let now = meterbase_wal::now_micros();
     let mut replaced_removed = 0;
     let mut still_in_grace = Vec::new();
+    let vectors: HashSet<String> = referenced(&manifest)
+        .into_iter()
+        .map(|u| paths.deletion_vector(u).to_string())
+        .collect();
     for o in objects {
         let name = o.location.filename().unwrap_or_default();
-        if !paths.is_data_file(name) || live.contains(o.location.as_ref()) {
+        let ours = paths.is_data_file(name) || paths.is_deletion_vector(o.location.as_ref());
+        if !ours || live.contains(o.location.as_ref()) || vectors.contains(o.location.as_ref()) {
             continue;
         }
         match retired.get(o.location.as_ref()) {

@@ -8,27 +8,31 @@
 //! It must not parse HTTP or SQL, and must not know about organisations beyond their ids.
 //!
 //! # Module map
-//! An event's way through, top to bottom; each module imports only ones listed before it
-//! (or the `format` leaves), never the other way.
+//! An event's way through, top to bottom; each module imports only ones listed before it,
+//! never the other way (`make imports` checks there is no circle).
 //!
 //! | module | stage |
 //! |---|---|
 //! | `error`, `config`, `stats` | the crate's error type, settings, counters |
-//! | `format::{record, manifest, parquet, paths}` | every persisted format, versioned and pinned by `testdata/formats/` |
 //! | `identity` | row identity: `_seq`, `_ingested_at` stamping, unique-key hashing, time range |
 //! | `adapt` | batches of an older definition read under the current one |
+//! | `format::{record, manifest, parquet, paths, deletion_vector}` | every persisted format, versioned and pinned by `testdata/formats/` |
+//! | `local_store`, `url`, `faults` | object stores: the local one, from a URL, fault injection |
 //! | `overlap` | which files, buffers and deletions may meet in time (one definition) |
+//! | `versions` | which rows newer versions of their key replace |
+//! | `resolve` | deletion vectors computed: which rows of which files newer versions replace |
 //! | `gauge` | buffer memory accounting and the wait for room |
 //! | `chunk`, `table` | the buffer of one table, its manifest and its snapshot |
 //! | `registry` | the tables by id, and the log's apply hook |
 //! | `replay` | start-up: the log back into the buffers |
 //! | `context`, `commit` | what every stage works with; manifest commits |
+//! | `vectors` | deletion vector files in the object store: written, read, retired |
+//! | `mask` | files being added compared with the live files they overlap (or flagged) |
 //! | `persister` | a frozen chunk → Parquet files → next manifest |
 //! | `upload` | staged uploads: files first, one commit at the end |
-//! | `compaction::{plan, merge, siblings, worker, execute}` | pure planner, version merging, execution |
+//! | `compaction::{plan, merge, worker, execute}` | pure planner, version merging, execution |
 //! | `gc` | deleting files no reader needs |
 //! | `store` | the engine's face, driving all of the above |
-//! | `url`, `local_store`, `faults` | object stores: from a URL, the local one, fault injection |
 
 mod adapt;
 mod chunk;
@@ -44,15 +48,19 @@ mod gauge;
 mod gc;
 mod identity;
 mod local_store;
+mod mask;
 mod overlap;
 mod persister;
 mod registry;
 mod replay;
+mod resolve;
 mod stats;
 mod store;
 mod table;
 mod upload;
 mod url;
+mod vectors;
+mod versions;
 
 pub use adapt::adapt_batch;
 pub use config::{

@@ -42,7 +42,7 @@ pub(crate) fn mark_time_overlaps(live: &mut [FileMeta], staged: &mut [FileMeta])
     for i in 0..staged.len() {
         for j in 0..staged.len() {
             if i != j && file_overlaps(&staged[i], staged[j].min_ts, staged[j].max_ts) {
-                staged[i].shares_keys = true;
+                staged[i].share_unresolved();
             }
         }
     }
@@ -55,8 +55,8 @@ pub(crate) fn mark_overlaps_with_live(live: &mut [FileMeta], new: &mut [FileMeta
     for n in new.iter_mut() {
         for old in live.iter_mut() {
             if file_overlaps(old, n.min_ts, n.max_ts) {
-                old.shares_keys = true;
-                n.shares_keys = true;
+                old.share_unresolved();
+                n.share_unresolved();
             }
         }
     }

@@ -119,6 +119,8 @@ pub struct Table {
 #[derive(Clone, Debug)]
 pub struct TableSnapshot {
     pub slug: String,
+    /// Where the table's objects live (its deletion vector files among them).
+    pub paths: TablePaths,
     pub def: Arc<EventTypeDef>,
     /// The table schema: input columns, `_ingested_at`, `_seq`.
     pub schema: SchemaRef,
@@ -258,6 +260,7 @@ impl Table {
         }
         let snap = TableSnapshot {
             slug: st.def.api_slug.clone(),
+            paths: self.paths(),
             def: st.def.clone(),
             schema: st.schema.clone(),
             manifest: st.manifest.clone(),
@@ -442,6 +445,22 @@ impl Table {
     /// The table's current schema.
     pub fn schema(&self) -> SchemaRef {
         self.lock().schema.clone()
+    }
+
+    /// Files a commit stopped listing, deleted by `gc` once no snapshot taken before it is
+    /// alive and the grace period has passed.
+    pub(crate) fn retire(&self, paths: Vec<String>, readers: Vec<Weak<Manifest>>) {
+        if paths.is_empty() {
+            return;
+        }
+        self.retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Retired {
+                paths,
+                readers,
+                since: Instant::now(),
+            });
     }
 
     /// Files compaction replaced before a restart and whose grace period has not passed:

@@ -5,10 +5,9 @@
 //! commit leaves unlisted outputs, a crash after it unlisted inputs: the next start
 //! deletes both.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use meterbase_schema::{CUSTOMER_ID_COLUMN, EventTypeDef};
 use object_store::path::Path;
@@ -18,16 +17,21 @@ use crate::adapt::adapt_batch;
 use crate::commit::commit_manifest;
 use crate::compaction::merge::{settle_arrival, surviving_rows};
 use crate::compaction::plan::{CompactionPlan, PlanInput, SeqSpan, deletions_to_keep, plan};
-use crate::compaction::siblings::SiblingKeys;
 use crate::compaction::worker::at_low_priority;
 use crate::config::CompactionMode;
 use crate::context::Ctx;
 use crate::error::StorageError;
 use crate::format::manifest::{FileMeta, Manifest, RETIRED_MEMORY_MICROS, RetiredFile};
 use crate::format::parquet::{EncodedFile, Layout, encode_batches, read_file};
+use crate::mask::Masker;
 use crate::overlap::mark_overlaps_with_live;
 use crate::stats::CompactionStats;
-use crate::table::{Retired, Table};
+use crate::table::Table;
+use crate::vectors::{delete_unused, retire_released};
+
+/// Most rows of live files outside a pass's groups read to compare with its outputs; past it
+/// they are flagged to be deduplicated (and compared when a later pass merges them).
+const OUTSIDE_KEY_ROWS: u64 = 4_000_000;
 
 /// Compacted files are sorted by customer first: billing asks "customer X in period P",
 /// and with the customer leading, page statistics (and the page index) narrow such a query
@@ -80,11 +84,22 @@ pub(crate) async fn compact_table(
     let order = compacted_order(&def);
     let mut stats = CompactionStats::default();
     let mut replaced: Vec<FileMeta> = Vec::new();
-    let mut outputs: Vec<FileMeta> = Vec::new();
-    let mut siblings = SiblingKeys::default();
     // Groups whose rows took one sequence, to check again when the swap commits.
     let mut one_seq_spans: Vec<SeqSpan> = Vec::new();
     let paths = table.paths();
+    // Outputs are compared key by key with each other and with the live files outside every
+    // group that they overlap (deletion vectors), within a budget of rows read.
+    let in_groups: HashSet<&str> = groups
+        .iter()
+        .flat_map(|g| g.files.iter().map(|f| f.path.as_str()))
+        .collect();
+    let outside: Vec<FileMeta> = manifest
+        .files
+        .iter()
+        .filter(|f| !in_groups.contains(f.path.as_str()))
+        .cloned()
+        .collect();
+    let mut masker = Masker::new(ctx, paths.clone(), &def, outside.clone(), OUTSIDE_KEY_ROWS);
     for group in groups {
         if ctx.stopping.load(Ordering::Relaxed) {
             // Shutting down: publish the groups already merged, leave the rest.
@@ -132,7 +147,7 @@ pub(crate) async fn compact_table(
                     one_seq,
                     compacted: true,
                     rows_unique: false,
-                    key_sets: true,
+                    key_rows: true,
                 },
             )
         })
@@ -141,7 +156,7 @@ pub(crate) async fn compact_table(
             path,
             bytes,
             mut meta,
-            keys,
+            key_rows,
         } in encoded
         {
             ctx.put_file(&path, bytes).await?;
@@ -157,23 +172,36 @@ pub(crate) async fn compact_table(
             if one_seq && !meta.has_duplicate_keys {
                 one_seq_spans.push(span);
             }
-            outputs.push(meta);
-            let keys = keys.ok_or(StorageError::Invariant(
-                "a compaction output came without its key set",
-            ))?;
-            siblings.add(&mut outputs, keys);
+            masker.add(meta, key_rows).await?;
         }
         stats.files_in += group.files.len();
         replaced.extend(group.files);
     }
-    stats.files_out = outputs.len();
     stats.files_one_seq = one_seq_spans.len();
     if replaced.is_empty() {
         return Ok(stats);
     }
+    let (outputs, outside_after, vectors) = masker.finish().store(ctx, &paths).await?;
+    stats.files_out = outputs.len();
     let bytes_in: u64 = replaced.iter().map(|f| f.size).sum();
     let bytes_out: u64 = outputs.iter().map(|f| f.size).sum();
-    commit_swap(ctx, table, replaced, outputs, &one_seq_spans, horizon).await?;
+    let swap = Swap {
+        replaced,
+        outputs,
+        outside_before: outside,
+        outside_after,
+    };
+    match commit_swap(ctx, table, swap, &one_seq_spans, horizon).await {
+        // Vectors of files the commit did not take as compared (they changed meanwhile).
+        Ok(()) => delete_unused(ctx, &paths, &vectors, &table.manifest()).await,
+        // Abandoned before any commit: nothing lists them.
+        Err(StorageError::CompactionAbandoned) => {
+            delete_unused(ctx, &paths, &vectors, &table.manifest()).await;
+            return Err(StorageError::CompactionAbandoned);
+        }
+        // The commit may have landed: a start removes whatever no manifest lists.
+        Err(e) => return Err(e),
+    }
     let counters = &ctx.stats;
     counters.compactions.fetch_add(1, Ordering::Relaxed);
     counters
@@ -186,43 +214,76 @@ pub(crate) async fn compact_table(
     Ok(stats)
 }
 
-/// Swaps `replaced` for `outputs` in one manifest commit, unless something now falls inside
+/// What a pass swaps: its inputs for its outputs, and the outside files as the comparison
+/// with the outputs left them.
+struct Swap {
+    replaced: Vec<FileMeta>,
+    outputs: Vec<FileMeta>,
+    /// The live files outside every group when the pass began...
+    outside_before: Vec<FileMeta>,
+    /// ...and as comparing them with the outputs left them (flags, deletion vectors).
+    outside_after: Vec<FileMeta>,
+}
+
+/// Swaps the inputs for the outputs in one manifest commit, unless something now falls inside
 /// a range whose rows took one sequence (then nothing is swapped and the outputs go).
 async fn commit_swap(
     ctx: &Ctx,
     table: &Arc<Table>,
-    replaced: Vec<FileMeta>,
-    outputs: Vec<FileMeta>,
+    swap: Swap,
     one_seq_spans: &[SeqSpan],
     horizon: i64,
 ) -> Result<(), StorageError> {
+    let Swap {
+        replaced,
+        outputs,
+        outside_before,
+        outside_after,
+    } = swap;
     let _guard = table.flush_lock.lock().await;
     let gone: HashSet<&str> = replaced.iter().map(|f| f.path.as_str()).collect();
+    let before: HashMap<&str, (&FileMeta, &FileMeta)> = outside_before
+        .iter()
+        .zip(&outside_after)
+        .map(|(b, a)| (b.path.as_str(), (b, a)))
+        .collect();
     let crossed = AtomicBool::new(false);
+    let paths = table.paths();
+    let mut released = Vec::new();
     let committed = commit_manifest(ctx, table, |current| {
         if !current.files.iter().any(|f| gone.contains(f.path.as_str())) {
             // An earlier attempt of this swap landed and was adopted.
             return None;
         }
-        let mut files: Vec<FileMeta> = current
-            .files
-            .iter()
-            .filter(|f| !gone.contains(f.path.as_str()))
-            .cloned()
-            .collect();
         // What `may_share_one_seq` ruled out when the pass began must still be out: if
         // anything now falls inside a collapsed range, the swap does not happen.
         let (logged, buffered) = (table.tombstones_to_commit(), table.min_buffered_seq());
+        let staying = current
+            .files
+            .iter()
+            .filter(|f| !gone.contains(f.path.as_str()));
         if !one_seq_spans
             .iter()
-            .all(|s| s.clear_of(files.iter(), &logged, buffered))
+            .all(|s| s.clear_of(staying.clone(), &logged, buffered))
         {
             crossed.store(true, Ordering::Relaxed);
             return None;
         }
         let mut added = outputs.clone();
-        // Outputs among themselves were compared by key (`SiblingKeys`).
-        mark_overlaps_with_live(&mut files, &mut added);
+        let mut files: Vec<FileMeta> = Vec::new();
+        for f in staying {
+            match before.get(f.path.as_str()) {
+                // Unchanged since the pass compared it with the outputs: as that left it.
+                Some((was, now)) if *was == f => files.push((*now).clone()),
+                // Added or changed since (a persist compared it with files that are now
+                // outputs' inputs): flagged against the outputs it overlaps.
+                _ => {
+                    let mut f = f.clone();
+                    mark_overlaps_with_live(std::slice::from_mut(&mut f), &mut added);
+                    files.push(f);
+                }
+            }
+        }
         files.extend(added);
         let tombstones = deletions_to_keep(logged, &files, horizon, buffered);
         let now = meterbase_wal::now_micros();
@@ -236,12 +297,15 @@ async fn commit_swap(
                 at: now,
             }))
             .collect();
-        Some(Manifest {
+        let next = Manifest {
             files,
             tombstones,
             retired,
             ..current.clone()
-        })
+        };
+        let (next, gone_vectors) = retire_released(current, next, &paths, now);
+        released = gone_vectors;
+        Some(next)
     })
     .await?;
     if crossed.load(Ordering::Relaxed) {
@@ -254,14 +318,13 @@ async fn commit_swap(
         Some(next) => table.publish_manifest_tracking(next),
         None => table.published_readers(),
     };
-    table
-        .retired
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(Retired {
-            paths: replaced.into_iter().map(|f| f.path).collect(),
-            readers,
-            since: Instant::now(),
-        });
+    table.retire(
+        replaced
+            .into_iter()
+            .map(|f| f.path)
+            .chain(released)
+            .collect(),
+        readers,
+    );
     Ok(())
 }

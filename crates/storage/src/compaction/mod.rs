@@ -5,12 +5,10 @@
 //!
 //! - `plan`: the pure planner (manifest + settings → groups to merge), unit-tested without I/O;
 //! - `merge`: which rows of a group survive (history retention, replaced versions);
-//! - `siblings`: outputs overlapping in time compared by key;
 //! - `worker`: the low-priority thread merges run on;
 //! - `execute`: reads, merges, writes and commits a plan.
 
 pub(crate) mod execute;
 mod merge;
 pub(crate) mod plan;
-mod siblings;
 mod worker;

@@ -354,6 +354,8 @@ pub(crate) mod tests {
             crc32c: None,
             layout: FileLayout::Arrival,
             sorted_by: Vec::new(),
+            deletion_vector: None,
+            live_resolved: false,
         }
     }
 

@@ -17,6 +17,7 @@ use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderB
 use parquet::file::metadata::PageIndexPolicy;
 use serde_json::{Value, json};
 
+use crate::format::deletion_vector::DeletionVector;
 use crate::format::manifest::{
     FileLayout, FileMeta, MANIFEST_FORMAT, Manifest, RetiredFile, Tombstone,
 };
@@ -338,6 +339,17 @@ fn every_manifest_version_decodes_to_the_pinned_manifest() {
     }
     assert_eq!(decoded.len(), 3);
     assert_pinned_json("manifest/v0.decoded.json", &Value::Array(decoded));
+    // Every later format's fixture still decodes, to what is pinned.
+    for v in 1..MANIFEST_FORMAT {
+        let rel = format!("manifest/v{v}.json");
+        let bytes = std::fs::read(root().join(&rel)).unwrap();
+        let m = Manifest::decode(&path, &bytes).unwrap();
+        assert_eq!(m.format, v);
+        assert_pinned_json(
+            &format!("manifest/v{v}.decoded.json"),
+            &serde_json::to_value(&m).unwrap(),
+        );
+    }
 }
 
 /// A manifest using every field of the current format.
@@ -358,6 +370,8 @@ fn canonical_manifest() -> Manifest {
         crc32c: Some(0xdead_beef),
         layout,
         sorted_by: sorted_by.iter().map(|s| s.to_string()).collect(),
+        deletion_vector: None,
+        live_resolved: false,
     };
     Manifest {
         format: MANIFEST_FORMAT,
@@ -369,11 +383,20 @@ fn canonical_manifest() -> Manifest {
                 FileLayout::Arrival,
                 &["timestamp", "_seq"],
             ),
-            file(
-                "o/golden/date=2025-01-01/t-00000000000000000003-00000000000000000009-c8_0.parquet",
-                FileLayout::Compacted,
-                &["customer_id", "timestamp"],
-            ),
+            FileMeta {
+                deletion_vector: Some(DeletionVector {
+                    uuid: "61d16c75-6994-46b7-a15b-8b538852e50e".into(),
+                    offset: 1,
+                    size_in_bytes: 36,
+                    cardinality: 2,
+                }),
+                live_resolved: true,
+                ..file(
+                    "o/golden/date=2025-01-01/t-00000000000000000003-00000000000000000009-c8_0.parquet",
+                    FileLayout::Compacted,
+                    &["customer_id", "timestamp"],
+                )
+            },
         ],
         tombstones: vec![Tombstone {
             seq: 4,
@@ -521,7 +544,7 @@ fn the_current_data_file_layouts_are_pinned() {
                 one_seq: false,
                 compacted: true,
                 rows_unique: false,
-                key_sets: true,
+                key_rows: true,
             },
         ),
     ] {
@@ -551,4 +574,17 @@ fn the_current_data_file_layouts_are_pinned() {
         }
         assert_eq!(files.len(), if name == "arrival" { 2 } else { 1 });
     }
+}
+
+#[test]
+fn the_deletion_vector_file_format_is_pinned_byte_for_byte() {
+    use crate::format::deletion_vector::{DV_FILE_FORMAT, decode, encode_file};
+    let a: roaring::RoaringTreemap = [0u64, 9].into_iter().collect();
+    let b: roaring::RoaringTreemap = (100u64..5000).chain([1 << 33]).collect();
+    let (bytes, places) = encode_file(&[&a, &b]).unwrap();
+    let rel = format!("deletion_vector/v{DV_FILE_FORMAT}.bin");
+    let fixture = pinned(&rel, || bytes.clone());
+    assert_eq!(fixture, bytes, "deletion vectors are written differently");
+    assert_eq!(decode(&fixture, places[0].0, places[0].1, &rel).unwrap(), a);
+    assert_eq!(decode(&fixture, places[1].0, places[1].1, &rel).unwrap(), b);
 }

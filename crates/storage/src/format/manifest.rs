@@ -6,10 +6,13 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StorageError;
+use crate::format::deletion_vector::DeletionVector;
 
 /// The manifest format this build writes. 0: before manifests carried a format (files' layouts
-/// were told by their names); 1: `format` and `FileMeta::layout` present.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// were told by their names); 1: `format` and `FileMeta::layout` present; 2: files may carry
+/// a deletion vector (`FileMeta::deletion_vector`, `live_resolved`). A build that reads an
+/// older format refuses a newer one: ignoring a deletion vector would count replaced rows.
+pub const MANIFEST_FORMAT: u32 = 2;
 
 /// How a data file's rows were written.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -73,9 +76,41 @@ pub struct FileMeta {
     /// The columns the rows are sorted by, in order (`_seq` last for arrival files).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sorted_by: Vec<String>,
+    /// Rows of this file that a newer version in a live file replaced: masked when reading the
+    /// current data (an `as_of` query reads every version and deduplicates instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_vector: Option<DeletionVector>,
+    /// Every row of this file that a newer version in a live file (itself included) replaces
+    /// is in `deletion_vector`, so with it applied the file is read without deduplication
+    /// whatever `has_duplicate_keys` and `shares_keys` say. Cleared as soon as a file that
+    /// may share keys with it is added without being compared key by key.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub live_resolved: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl FileMeta {
+    /// This file may share a unique key with another live file, and nobody compared them key
+    /// by key: it must be deduplicated until someone does.
+    pub(crate) fn share_unresolved(&mut self) {
+        self.shares_keys = true;
+        self.live_resolved = false;
+    }
+
+    /// Read without deduplication when reading the current data (its deletion vector
+    /// applied).
+    pub fn clean_now(&self) -> bool {
+        self.live_resolved || (!self.has_duplicate_keys && !self.shares_keys)
+    }
+
+    /// Read without deduplication at any `as_of` (no version of any of its keys elsewhere).
+    pub fn clean_at_any_time(&self) -> bool {
+        !self.has_duplicate_keys && !self.shares_keys
+    }
+
     /// Fails, naming the file, when `bytes` are not what was written.
     pub fn verify(&self, bytes: &[u8]) -> Result<(), StorageError> {
         match self.crc32c {

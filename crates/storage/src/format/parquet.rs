@@ -35,41 +35,59 @@ pub(crate) struct EncodedFile {
     pub path: String,
     pub bytes: Vec<u8>,
     pub meta: FileMeta,
-    /// Hashes of the file's unique keys, to find files that share a key with it; `None`
-    /// when the layout did not ask for them (`Layout::key_sets`).
-    pub keys: Option<KeySet>,
+    /// The file's unique-key columns and `_seq` in file order, to compute deletion vectors;
+    /// `None` when the layout did not ask for them (`Layout::key_rows`).
+    pub key_rows: Option<RecordBatch>,
 }
 
-/// The set of `hashes` and whether one repeats. Every key goes in, repeats or not: the set
-/// is compared with other files' keys, and one cut short at the first repeat would miss
-/// keys they share (a file read without deduplication next to one of its versions).
-fn key_set(hashes: Vec<u64>) -> (KeySet, bool) {
-    let mut keys = KeySet::with_capacity_and_hasher(hashes.len(), Default::default());
-    let mut repeats = false;
-    for h in hashes {
-        repeats |= !keys.insert(h);
-    }
-    (keys, repeats)
+/// Whether one of `hashes` repeats (two rows may hold one key).
+fn repeats(hashes: &[u64]) -> bool {
+    let mut seen = KeySet::with_capacity_and_hasher(hashes.len(), Default::default());
+    hashes.iter().any(|h| !seen.insert(*h))
 }
 
-/// Hashes of the unique keys in a Parquet file (only the key columns are decoded).
-pub(crate) fn file_key_hashes(
+/// The unique-key columns and `_seq` of `batch`, in its row order: what deletion vectors are
+/// computed from (`resolve`).
+pub(crate) fn key_columns(
+    batch: &RecordBatch,
+    unique_key: &[String],
+) -> Result<RecordBatch, StorageError> {
+    let indices = unique_key
+        .iter()
+        .map(String::as_str)
+        .chain([SEQ_COLUMN])
+        .map(|name| {
+            batch
+                .schema_ref()
+                .index_of(name)
+                .map_err(|_| StorageError::MissingKeyColumn(name.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(batch.project(&indices)?)
+}
+
+/// The unique-key columns and `_seq` of a Parquet file (only they are decoded).
+pub(crate) fn file_key_columns(
     bytes: bytes::Bytes,
     unique_key: &[String],
-) -> Result<KeySet, StorageError> {
+) -> Result<RecordBatch, StorageError> {
     use parquet::arrow::ProjectionMask;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
     let mask = ProjectionMask::columns(
         builder.parquet_schema(),
-        unique_key.iter().map(String::as_str),
+        unique_key.iter().map(String::as_str).chain([SEQ_COLUMN]),
     );
-    let reader = builder.with_projection(mask).build()?;
-    let mut out = KeySet::default();
-    for batch in reader {
-        out.extend(key_hashes(&batch?, unique_key)?);
-    }
-    Ok(out)
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(1 << 20)
+        .build()?;
+    let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    key_columns(
+        &arrow::compute::concat_batches(&schema, &batches)?,
+        unique_key,
+    )
 }
 
 /// How `encode_batches` orders, names and stamps a file's rows.
@@ -88,10 +106,11 @@ pub(crate) struct Layout<'a> {
     /// The caller knows no two rows share a unique key (a buffer chunk whose key hashes never
     /// repeated), so the files need no check for repeats.
     pub rows_unique: bool,
-    /// Hand back each file's key set (`EncodedFile::keys`). With `rows_unique`, leaving it
-    /// out spares hashing every key and filling a set: 2.4% of batched-ingest CPU, for sets
-    /// a busy table's flushes never read (`Store::mark_shared_keys` flags by time then).
-    pub key_sets: bool,
+    /// Hand back each file's key columns (`EncodedFile::key_rows`), for deletion vectors.
+    /// With `rows_unique`, leaving them out spares hashing every key: 2.4% of batched-ingest
+    /// CPU, for keys a busy table's flushes never compare (`persister::resolve_new_files`
+    /// flags by time then).
+    pub key_rows: bool,
 }
 
 impl<'a> Layout<'a> {
@@ -103,7 +122,7 @@ impl<'a> Layout<'a> {
             one_seq: false,
             compacted: false,
             rows_unique: false,
-            key_sets: true,
+            key_rows: true,
         }
     }
 }
@@ -142,7 +161,7 @@ pub(crate) fn encode_batches(
         one_seq,
         compacted,
         rows_unique,
-        key_sets,
+        key_rows,
     } = *layout;
     let adapted = batches
         .iter()
@@ -160,12 +179,7 @@ pub(crate) fn encode_batches(
     let mut out = Vec::new();
     for (day, part) in parts {
         let path = paths.data_file(day, min_seq, max_seq, name_suffix);
-        let (keys, has_duplicate_keys) = if rows_unique && !key_sets {
-            (None, false)
-        } else {
-            let (keys, repeats) = key_set(key_hashes(&part, &def.unique_key)?);
-            (key_sets.then_some(keys), repeats)
-        };
+        let has_duplicate_keys = !rows_unique && repeats(&key_hashes(&part, &def.unique_key)?);
         let part = if one_seq && !has_duplicate_keys {
             with_one_seq(&part)?
         } else {
@@ -204,8 +218,14 @@ pub(crate) fn encode_batches(
                     .cloned()
                     .chain((!one_seq || has_duplicate_keys).then(|| SEQ_COLUMN.to_string()))
                     .collect(),
+                deletion_vector: None,
+                live_resolved: false,
             },
-            keys,
+            key_rows: if key_rows {
+                Some(key_columns(&part, &def.unique_key)?)
+            } else {
+                None
+            },
             path,
             bytes,
         });
@@ -539,14 +559,10 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_key_does_not_cut_the_key_set_short() {
-        let (keys, repeats) = key_set(vec![1, 2, 1, 3, 4]);
-        assert!(repeats);
-        assert_eq!(keys.len(), 4);
-        assert!(keys.contains(&4));
-        let (keys, repeats) = key_set(vec![5, 6]);
-        assert!(!repeats);
-        assert_eq!(keys.len(), 2);
+    fn repeats_are_found_wherever_they_are() {
+        assert!(repeats(&[1, 2, 1, 3, 4]));
+        assert!(repeats(&[1, 2, 3, 4, 4]));
+        assert!(!repeats(&[5, 6]));
     }
 
     /// `time_order`'s (batch, row) pairs as positions in the batches laid end to end.

@@ -5,6 +5,8 @@
 //! <org id>/<slug>/                                   the table's root (also its Delta root)
 //! <org id>/<slug>/date=YYYY-MM-DD/<type id>-<min seq>-<max seq>[-c<v>_<g>].parquet
 //! <org id>/<slug>/_manifest/<type id>/<version, 20 digits>.json
+//! <org id>/<slug>/<type id>/deletion_vector_<uuid>.bin    (Delta's name for its 'u' storage
+//!                                                           with the type id as prefix)
 //! ```
 
 use meterbase_schema::timestamp::format_date;
@@ -55,6 +57,23 @@ impl TablePaths {
         )
     }
 
+    /// The deletion vector file `uuid` (hyphenated).
+    pub fn deletion_vector(&self, uuid: &str) -> Path {
+        Path::from(format!(
+            "{}/{}/{}/deletion_vector_{uuid}.bin",
+            self.org_id, self.slug, self.type_id
+        ))
+    }
+
+    /// Whether `path` is one of this table's deletion vector files.
+    pub fn is_deletion_vector(&self, path: &str) -> bool {
+        path.strip_prefix(&format!(
+            "{}/{}/{}/deletion_vector_",
+            self.org_id, self.slug, self.type_id
+        ))
+        .is_some_and(|rest| rest.ends_with(".bin") && !rest.contains('/'))
+    }
+
     /// Whether an object named `file_name` (its last path part) is one of this table's data
     /// files.
     pub fn is_data_file(&self, file_name: &str) -> bool {
@@ -85,6 +104,13 @@ mod tests {
         );
         assert!(p.is_data_file("t9-00000000000000000003-00000000000000000017.parquet"));
         assert!(!p.is_data_file("t99-1-2.parquet"));
+        let dv = p.deletion_vector("61d16c75-6994-46b7-a15b-8b538852e50e");
+        assert_eq!(
+            dv.as_ref(),
+            "org1/compute_events/t9/deletion_vector_61d16c75-6994-46b7-a15b-8b538852e50e.bin"
+        );
+        assert!(p.is_deletion_vector(dv.as_ref()));
+        assert!(!p.is_deletion_vector("org1/compute_events/t99/deletion_vector_x.bin"));
         assert_eq!(manifest_version_of("00000000000000000042.json"), Some(42));
         assert_eq!(manifest_version_of("x.json"), None);
     }
