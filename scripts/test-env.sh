@@ -7,6 +7,7 @@
 #
 #   scripts/test-env.sh cargo test --workspace
 #
+# Debian packages the tests drive (Chromium, psql) are installed by scripts/system-deps.sh.
 # The command sees AWS_* for the server, METERBASE_TEST_S3_URL=s3://<bucket>/<prefix>,
 # METERBASE_TEST_PYTHON (the venv's python) and METERBASE_TEST_DUCKDB2 (a path with DuckDB 2
 # to put first on PYTHONPATH).
@@ -16,6 +17,7 @@ root=$(pwd)
 venv="$root/.venv"
 weed="$venv/bin/weed"
 scripts/venv.sh
+scripts/system-deps.sh
 port=8333
 if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
   echo "test-env: port $port is already in use; stop whatever listens there first" >&2
