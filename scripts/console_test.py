@@ -267,6 +267,8 @@ class ConsoleTest:
         b.type_into(key_input, "not-a-key")
         b.click(b.one("form button[type=submit]"))
         b.wait(lambda d: "not accepted" in (b.css(".error-box") or [None])[0].text, "the refusal of a wrong key")
+        if b.css("#org-name"):
+            raise Fail("an organisation is shown before signing in")
         b.type_into(key_input, self.args.key)
         b.click(b.one("form button[type=submit]"))
         b.one("#nav-overview", "the console after signing in")
@@ -276,14 +278,30 @@ class ConsoleTest:
             raise Fail("the key is not kept in sessionStorage")
         if b.js("return document.cookie") or b.js("return Object.keys(localStorage).length"):
             raise Fail("the console left a cookie or localStorage behind")
-        status, _, org = self.api.call("GET", "/organisation")
-        if status == 200 and isinstance(org, dict) and org.get("name"):
-            name = b.one("#org-name").text
-            if name != org["name"]:
-                raise Fail(f"organisation name shown {name!r}, expected {org['name']!r}")
-        else:
-            log(f"GET /organisation answered {status}: no organisation name to show (planned endpoint)")
-        log("signed in")
+        # The organisation signed in to is named in the top bar, and in the tab's title.
+        org = self.api.ok("GET", "/organisation")
+        if not isinstance(org, dict) or not org.get("name"):
+            raise Fail(f"GET /organisation answered {org!r}, expected {{id, name, created_at}}")
+        self.check_org(org["name"], "after signing in")
+        # A reload (the key still in sessionStorage) fetches it again.
+        b.d.refresh()
+        b.wait(lambda d: b.js("return document.body.dataset.ready") == "overview", "the overview after a reload")
+        self.check_org(org["name"], "after a reload")
+        log(f"signed in, organisation {org['name']!r} shown")
+
+    def check_org(self, name: str, when: str):
+        b = self.b
+        shown = b.one("#org-name", f"the organisation's name in the top bar {when}")
+        if shown.text != name:
+            raise Fail(f"{when}: organisation shown {shown.text!r}, expected {name!r}")
+        if not b.js("return arguments[0].closest('header.topbar') !== null", shown):
+            raise Fail(f"{when}: the organisation's name is not in the top bar")
+        if not shown.is_displayed():
+            raise Fail(f"{when}: the organisation's name is hidden")
+        try:
+            b.wait(lambda d: f"· {name} ·" in d.title, "the title", timeout=5)
+        except Fail:
+            raise Fail(f"{when}: the tab's title {b.d.title!r} does not name the organisation {name!r}") from None
 
     def event_types(self):
         b = self.b

@@ -1,4 +1,5 @@
-// The console's shell: sign-in, navigation (hash routes, so any path serves it), sign-out.
+// The console's shell: sign-in, the organisation signed in to, navigation (hash routes, so
+// any path serves it), sign-out.
 
 import { render } from './vendor/preact.mjs';
 import { useEffect, useState } from './vendor/preact-hooks.mjs';
@@ -47,10 +48,10 @@ function SignIn({ onSignedIn, notice }) {
     setBusy(true);
     setError(null);
     try {
-      // Any authenticated read tells whether the key is good.
-      await api('GET', '/rawmetrics', { key: k });
+      // The key's organisation: tells whether the key is good, and whose data this is.
+      const org = await api('GET', '/organisation', { key: k });
       setKey(k);
-      onSignedIn();
+      onSignedIn(org);
     } catch (err) {
       setError(err.status === 401
         ? new ApiError(401, { title: 'That key was not accepted', detail: 'Check that it is an API key of this server (data/default-api-key on a fresh install).' })
@@ -81,17 +82,33 @@ function navClick(e) {
   if (location.hash !== e.currentTarget.getAttribute('href')) startNavigation();
 }
 
-function Shell({ onSignOut }) {
+/**
+ * Whose data this is: the key's organisation (`GET /organisation`), or why it is not known
+ * (the server's problem detail; a 401 signs out as on any page).
+ */
+function Organisation({ org }) {
+  if (org.error) {
+    const detail = org.error.problem?.detail || org.error.message;
+    return html`<span class="org org-error" id="org-error" role="alert" title=${detail}>Organisation unknown: ${detail}</span>`;
+  }
+  if (!org.data) return null;
+  return html`<span class="org"><span class="org-label">Organisation</span>
+    <strong id="org-name" title=${org.data.name}>${org.data.name}</strong></span>`;
+}
+
+function Shell({ onSignOut, signedInOrg }) {
   const route = useRoute();
-  const [org, setOrg] = useState(null);
+  // Signing in just fetched it; after a reload (key in sessionStorage) fetch it here.
+  const [org, setOrg] = useState(signedInOrg ? { data: signedInOrg } : {});
   useEffect(() => {
-    // Planned endpoint: shows the organisation's name once the server has it.
-    api('GET', '/organisation').then((o) => setOrg(o && o.name ? o : null), () => setOrg(null));
-  }, []);
+    if (signedInOrg) return;
+    api('GET', '/organisation').then((data) => setOrg({ data }), (error) => setOrg({ error }));
+  }, []); // eslint-disable-line react-hooks/exhaustive-deps
   const page = PAGES.find((p) => p.path === route.page) || PAGES[0];
+  const orgName = org.data?.name;
   useEffect(() => {
-    document.title = `${page.title} · meterbase`;
-  }, [page]);
+    document.title = orgName ? `${page.title} · ${orgName} · meterbase` : `${page.title} · meterbase`;
+  }, [page, orgName]);
   const Page = page.component;
   return html`<div class="layout">
     <a class="skip" href="#main" onClick=${(e) => { e.preventDefault(); document.getElementById('main')?.focus(); }}>Skip to content</a>
@@ -102,7 +119,7 @@ function Shell({ onSignOut }) {
             aria-current=${p === page ? 'page' : undefined} onClick=${navClick}>${p.title}</a></li>`)}</ul>
       </nav>
       <div class="who">
-        ${org ? html`<span class="org" id="org-name" title="Organisation">${org.name}</span>` : null}
+        <${Organisation} org=${org} />
         <button class="btn btn-small" type="button" id="sign-out" onClick=${onSignOut}>Sign out</button>
       </div>
     </header>
@@ -115,17 +132,19 @@ function Shell({ onSignOut }) {
 function App() {
   const [signedIn, setSignedIn] = useState(!!getKey());
   const [notice, setNotice] = useState(null);
+  const [org, setOrg] = useState(null);
   useEffect(() => {
     onUnauthorized(() => {
       clearKey();
+      setOrg(null);
       setNotice('The server no longer accepts this key (revoked?). Sign in again.');
       setSignedIn(false);
     });
   }, []);
   if (!signedIn) {
-    return html`<${SignIn} notice=${notice} onSignedIn=${() => { setNotice(null); startNavigation(); setSignedIn(true); }} />`;
+    return html`<${SignIn} notice=${notice} onSignedIn=${(o) => { setNotice(null); setOrg(o); startNavigation(); setSignedIn(true); }} />`;
   }
-  return html`<${Shell} onSignOut=${() => { clearKey(); setNotice('Signed out.'); setSignedIn(false); }} />`;
+  return html`<${Shell} signedInOrg=${org} onSignOut=${() => { clearKey(); setOrg(null); setNotice('Signed out.'); setSignedIn(false); }} />`;
 }
 
 startNavigation();
