@@ -2,25 +2,29 @@
 // each row's arrival time; deleting a range after seeing how many events it matches.
 
 import { useEffect, useMemo, useState } from '../vendor/preact-hooks.mjs';
-import { api, get, ident, sql } from '../api.js';
+import { ApiError, api, get } from '../api.js';
 import { useEventTypes } from '../data.js';
 import { link, navigate } from '../nav.js';
 import { DataTable, Dialog, ErrorBox, Field, PageHeader, Spinner, cellText, fmtInt, html, isoSeconds, parseInstant, useAsync, useId, useReady } from '../ui.js';
 
+const deletion = (slug) => `/usage/${encodeURIComponent(slug)}/events`;
+const deletionParams = (f) => ({ customer_id: f.customer, from: f.from, to: f.to });
+
 /**
- * How many live events a deletion with these filters would remove. This is a read-only
- * count through POST /sql (customer equal, `from` inclusive, `to` exclusive: the deletion's
- * own rule), never `DELETE …&dry_run=true`: the server at hand accepts `dry_run` but still
- * deletes, so a "preview" through it would delete before the user confirmed.
+ * How many events a deletion with these filters would remove now: the deletion itself with
+ * `dry_run=true`, which changes nothing and answers `{"would_delete": N}` (the same rule and
+ * the same count as the real deletion's `{"deleted": N}`).
  */
 export async function countMatching(slug, f) {
-  const where = [];
-  const params = {};
-  if (f.customer) { where.push('customer_id = $customer'); params.customer = f.customer; }
-  if (f.from) { where.push('timestamp >= $from'); params.from = f.from; }
-  if (f.to) { where.push('timestamp < $to'); params.to = f.to; }
-  const r = await sql(`SELECT count(*) AS n FROM ${ident(slug)}${where.length ? ` WHERE ${where.join(' AND ')}` : ''}`, params);
-  return r.rows[0]?.n ?? 0;
+  const r = await api('DELETE', deletion(slug), { params: { ...deletionParams(f), dry_run: 'true' } });
+  if (typeof r?.would_delete !== 'number') {
+    // A server that ignored dry_run would have deleted: say so rather than show a count.
+    throw new ApiError(0, {
+      title: 'Unexpected answer to the dry run',
+      detail: `expected {"would_delete": N}, got ${JSON.stringify(r)}`,
+    });
+  }
+  return r.would_delete;
 }
 
 function DeleteRange({ slug, filters, open, onClose, onDeleted }) {
@@ -37,10 +41,8 @@ function DeleteRange({ slug, filters, open, onClose, onDeleted }) {
     setBusy(true);
     setError(null);
     try {
-      const r = await api('DELETE', `/usage/${encodeURIComponent(slug)}/events`, {
-        params: { customer_id: filters.customer, from: filters.from, to: filters.to },
-      });
-      onDeleted(r);
+      const r = await api('DELETE', deletion(slug), { params: deletionParams(filters) });
+      onDeleted(r, count.n);
     } catch (err) {
       setError(err);
     } finally {
@@ -59,7 +61,9 @@ function DeleteRange({ slug, filters, open, onClose, onDeleted }) {
     ${count.n !== undefined ? html`<p class="would-delete" role="status">
         <strong id="would-delete-count">${fmtInt(count.n)}</strong> ${count.n === 1 ? 'event matches' : 'events match'} and would be deleted.
         ${count.n === 0 ? ' Nothing to delete.' : ''}</p>
-      <p class="hint">A deletion is logged like a write: queries with an earlier <code>as_of</code> still see these events.</p>` : null}
+      <p class="hint">Counted by the deletion itself as a dry run (nothing is deleted yet). Events that arrive
+        in the range before you confirm are deleted too. A deletion is logged like a write: queries with an
+        earlier <code>as_of</code> still see these events.</p>` : null}
     <${ErrorBox} error=${error} />
     <div class="form-actions">
       <button class="btn" type="button" onClick=${onClose} disabled=${busy}>Cancel</button>
@@ -190,9 +194,11 @@ export function Events({ route }) {
         </nav>` : null}
     </section>
     ${delOpen ? html`<${DeleteRange} slug=${slug} filters=${applied} open=${delOpen} onClose=${() => setDelOpen(false)}
-      onDeleted=${(r) => {
+      onDeleted=${(r, counted) => {
         setDelOpen(false);
-        setNotice(r.deleted === null ? `Deleted (the count failed: ${r.count_error}).` : `Deleted ${fmtInt(r.deleted)} events.`);
+        setNotice(r.deleted === null || r.deleted === undefined ? `Deleted (the count failed: ${r.count_error}).`
+          : `Deleted ${fmtInt(r.deleted)} ${r.deleted === 1 ? 'event' : 'events'}.${r.deleted !== counted
+            ? ` (${fmtInt(counted)} matched when counted: events arrived or were removed meanwhile.)` : ''}`);
         setCursors([null]);
         page.reload();
       }} />` : null}`;
