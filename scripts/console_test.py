@@ -53,12 +53,18 @@ def log(msg: str) -> None:
 
 # ------------------------------------------------------------------ the API, directly
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # the 3xx itself is the answer (raised as HTTPError)
+
+
 class Api:
     def __init__(self, base: str, key: str):
         self.base = base.rstrip("/")
         self.key = key
+        self.no_redirect = urllib.request.build_opener(NoRedirect)
 
-    def call(self, method: str, path: str, body=None, params=None, headers=None, auth=True):
+    def call(self, method: str, path: str, body=None, params=None, headers=None, auth=True, follow=True):
         url = self.base + path + ("?" + urllib.parse.urlencode(params) if params else "")
         data = None
         h = dict(headers or {})
@@ -69,7 +75,7 @@ class Api:
             h["content-type"] = "application/json"
         req = urllib.request.Request(url, data=data, method=method, headers=h)
         try:
-            with urllib.request.urlopen(req, timeout=60) as r:
+            with (urllib.request.urlopen if follow else self.no_redirect.open)(req, timeout=60) as r:
                 raw = r.read()
                 return r.status, dict(r.headers), (json.loads(raw) if raw and "json" in r.headers.get("content-type", "") else raw)
         except urllib.error.HTTPError as e:
@@ -252,17 +258,26 @@ class ConsoleTest:
 
     def sign_in(self):
         b, url = self.b, self.args.url.rstrip("/")
-        status, headers, _ = self.api.call("GET", "/ui/", auth=False)
-        entry = url + "/ui/"
-        if status != 200:
-            log(f"WARN: GET /ui/ answered {status} (server bug: NormalizePath trims the slash and /ui has no route); using /ui/index.html")
-            entry = url + "/ui/index.html"
-            status, headers, _ = self.api.call("GET", "/ui/index.html", auth=False)
-        csp = {k.lower(): v for k, v in headers.items()}.get("content-security-policy", "")
-        if "script-src 'self'" not in csp or "unsafe-inline" in csp:
-            raise Fail(f"the console is served without the strict CSP: {csp!r}")
-        b.d.get(entry)
-        key_input = b.by_label("API key")
+        # / redirects to /ui/; /ui/ and /ui both serve the console, with the strict CSP.
+        status, headers, _ = self.api.call("GET", "/", auth=False, follow=False)
+        location = {k.lower(): v for k, v in headers.items()}.get("location")
+        if status not in (301, 302, 303, 307, 308) or location != "/ui/":
+            raise Fail(f"GET / answered {status} with location {location!r}, expected a redirect to /ui/")
+        for path in ("/ui/", "/ui"):
+            status, headers, body = self.api.call("GET", path, auth=False)
+            h = {k.lower(): v for k, v in headers.items()}
+            if status != 200 or not h.get("content-type", "").startswith("text/html") or b"/ui/app.js" not in body:
+                raise Fail(f"GET {path} answered {status} ({h.get('content-type')}), not the console's index.html")
+            csp = h.get("content-security-policy", "")
+            if "script-src 'self'" not in csp or "unsafe-inline" in csp:
+                raise Fail(f"GET {path}: the console is served without the strict CSP: {csp!r}")
+        # The browser opens the server's root and follows the redirect to the console.
+        b.d.get(url + "/")
+        try:
+            b.wait(lambda d: d.current_url == url + "/ui/", "the redirect")
+            key_input = b.by_label("API key")
+        except Fail as e:
+            raise Fail(f"opening {url}/ did not render the console at /ui/ (the browser is at {b.d.current_url}: {e})") from None
         # A wrong key is refused where it was typed.
         b.type_into(key_input, "not-a-key")
         b.click(b.one("form button[type=submit]"))
@@ -287,7 +302,7 @@ class ConsoleTest:
         b.d.refresh()
         b.wait(lambda d: b.js("return document.body.dataset.ready") == "overview", "the overview after a reload")
         self.check_org(org["name"], "after a reload")
-        log(f"signed in, organisation {org['name']!r} shown")
+        log(f"signed in at / (redirected to /ui/), organisation {org['name']!r} shown")
 
     def check_org(self, name: str, when: str):
         b = self.b
