@@ -38,12 +38,12 @@ def module_files(src):
 
 
 def expand_use_tree(tree):
-    """'a::{b, c::{d, e}}' -> ['a::b', 'a::c::d', 'a::c::e'] (aliases and globs kept as paths)."""
+    """'a::{b, c::{d, e as f}}' -> ['a::b', 'a::c::d', 'a::c::e'] (aliases dropped, globs kept)."""
+    tree = re.sub(r"\s+as\s+" + IDENT, "", tree)
     tree = re.sub(r"\s+", "", tree)
     results = []
 
     def walk(prefix, s):
-        # split s at top-level commas
         depth, start, parts = 0, 0, []
         for i, ch in enumerate(s):
             if ch == "{":
@@ -61,10 +61,10 @@ def expand_use_tree(tree):
                 head, rest = p.split("{", 1)
                 walk(prefix + head, rest[: rest.rfind("}")])
             else:
-                results.append(prefix + p.split("as", 1)[0] if "::as" not in p else prefix + p)
+                results.append(prefix + p)
 
     walk("", tree)
-    return [r.split(" as ")[0] for r in results]
+    return results
 
 
 def strip_comments(text):
@@ -76,16 +76,12 @@ def reexports(lib_text):
     """Names the crate root re-exports -> module path they come from."""
     out = {}
     for m in re.finditer(r"pub\s+use\s+([^;]+);", lib_text):
+        aliases = dict(re.findall(r"(" + IDENT + r")\s+as\s+(" + IDENT + ")", m.group(1)))
         for path in expand_use_tree(m.group(1)):
             segs = path.split("::")
             if segs[0] in ("crate", "self"):
                 segs = segs[1:]
-            name = segs[-1]
-            alias = re.search(r"as(" + IDENT + ")$", path)
-            if alias:
-                name = alias.group(1)
-                segs[-1] = segs[-1][: -len("as" + name)]
-            out[name] = tuple(segs[:-1])
+            out[aliases.get(segs[-1], segs[-1])] = tuple(segs[:-1])
     return out
 
 
@@ -116,8 +112,15 @@ def crate_edges(src):
         code = re.sub(r"(?m)^\s*(?:pub(?:\([^)]*\))?\s+)?use\s+[^;]+;", "", text)
         uses += [(False, m.group(0)) for m in re.finditer(r"\b(?:crate|super)(?:::" + IDENT + r")+", code)]
         is_dir_module = path.endswith("mod.rs") or mod == ()
+        # Modules this file declares: a bare `use child::…` (or `self::child::…`) names them.
+        children = set(re.findall(r"(?m)^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(" + IDENT + r")\s*;", text))
+        own = list(mod) if is_dir_module else list(mod)
         for indented, p in uses:
             segs = p.split("::")
+            if segs[0] == "self" and len(segs) > 1:
+                segs = segs[1:]
+            if segs[0] in children:
+                segs = ["crate"] + own + segs
             if segs[0] == "crate":
                 absolute = segs[1:]
             elif segs[0] == "super":

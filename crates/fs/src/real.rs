@@ -5,7 +5,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::{Create, Entry, File, Fs, Metadata};
+use crate::fs::{Create, Entry, File, Fs, Metadata};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RealFs;

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::{Create, Entry, File, Fs, Metadata};
+use crate::fs::{Create, Entry, File, Fs, Metadata};
 
 type Id = u64;
 

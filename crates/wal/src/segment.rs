@@ -6,7 +6,7 @@ use meterbase_fs::Fs;
 
 use tracing::{error, warn};
 
-use crate::{Seq, WalError};
+use crate::error::{Seq, WalError};
 
 pub(crate) const MAGIC: &[u8; 8] = b"MBWAL01\n";
 /// len (4) + crc32c (4) + seq (8) + ingested_at (8).

@@ -11,8 +11,8 @@ use meterbase_fs::{Create, File, Fs};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
+use crate::error::{Seq, WalError};
 use crate::segment::{MAGIC, MAX_RECORD, encode_frame, list_segments, segment_name};
-use crate::{Seq, WalError};
 
 #[derive(Debug, Clone)]
 pub struct WalConfig {
