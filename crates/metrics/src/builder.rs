@@ -4,7 +4,8 @@ use meterbase_schema::EventTypeDef;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::MetricError;
+use crate::error::MetricError;
+use crate::window_functions::{WINDOW_SPANS, WINDOW_START};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -163,6 +164,18 @@ fn condition(def: &EventTypeDef, f: &Filter) -> Result<String, MetricError> {
 
 /// The SQL a builder metric runs, with `{{start_date}}`/`{{end_date}}` placeholders.
 pub fn compile(b: &Builder, def: &EventTypeDef) -> Result<String, MetricError> {
+    compile_as(b, def, false)
+}
+
+/// `compile` for every window of a request in one query: each row also says its window
+/// (`window_start`), computed by the functions `window_functions` binds to the windows, so the
+/// answer costs one scan whatever the number of windows. Every window's value is what
+/// `compile`'s SQL gives for that window alone.
+pub fn compile_windowed(b: &Builder, def: &EventTypeDef) -> Result<String, MetricError> {
+    compile_as(b, def, true)
+}
+
+fn compile_as(b: &Builder, def: &EventTypeDef, windowed: bool) -> Result<String, MetricError> {
     let table = format!("\"{}\"", def.api_slug);
     let field = match (&b.field, b.aggregation) {
         (None, Aggregation::Count) => None,
@@ -207,14 +220,41 @@ pub fn compile(b: &Builder, def: &EventTypeDef) -> Result<String, MetricError> {
         Aggregation::UniqueCount => format!("count(DISTINCT {f})"),
         Aggregation::Latest => format!("last_value({f} ORDER BY timestamp, _ingested_at)"),
         Aggregation::Earliest => format!("first_value({f} ORDER BY timestamp, _ingested_at)"),
+        Aggregation::TimeWeightedSum if windowed => {
+            filters.clear();
+            return Ok(time_weighted_windowed(&table, &f, &keys, &extra));
+        }
         Aggregation::TimeWeightedSum => {
             filters.clear();
             return Ok(time_weighted(&table, &f, &keys, &extra));
         }
     };
+    if windowed {
+        return Ok(format!(
+            "SELECT {keys}, {WINDOW_START}(timestamp) AS window_start, {agg} AS value FROM {table} WHERE timestamp >= {{{{start_date}}}} AND timestamp < {{{{end_date}}}}{extra} GROUP BY {keys}, {WINDOW_START}(timestamp)"
+        ));
+    }
     Ok(format!(
         "SELECT {keys}, {agg} AS value FROM {table} WHERE timestamp >= {{{{start_date}}}} AND timestamp < {{{{end_date}}}}{extra} GROUP BY {keys}"
     ))
+}
+
+/// `time_weighted` for every window at once: each value is held from its event until the
+/// next event of the same customer and dimensions (or the period end), and that interval
+/// earns in each window it overlaps for the overlap. Per window this is `time_weighted`'s
+/// answer: the value before a window's start carries into it until its first event.
+fn time_weighted_windowed(table: &str, field: &str, keys: &str, extra: &str) -> String {
+    format!(
+        "WITH held AS (\
+ SELECT {keys}, {field} AS v, timestamp AS t, \
+ coalesce(lead(timestamp) OVER (PARTITION BY {keys} ORDER BY timestamp, _ingested_at), {{{{end_date}}}}) AS t_next \
+ FROM {table} WHERE timestamp < {{{{end_date}}}}{extra}), \
+ spans AS (\
+ SELECT {keys}, v, unnest({WINDOW_SPANS}(t, t_next)) AS span FROM held WHERE v IS NOT NULL) \
+ SELECT {keys}, span['window_start'] AS window_start, \
+ sum(CAST(v AS DOUBLE) * CAST(span['micros'] AS DOUBLE) / 3600000000.0) AS value \
+ FROM spans GROUP BY {keys}, span['window_start']"
+    )
 }
 
 /// Each value counts for the hours until the next event of the same customer and dimensions,

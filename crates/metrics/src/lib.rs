@@ -5,11 +5,15 @@
 //!
 //! It must not store anything (the catalog keeps definitions) nor speak HTTP.
 //!
-//! Module map: `builder` (builder form → SQL), `windows` (calendar windows of an IANA zone),
-//! this file (definitions, placeholders, `create` and `evaluate`), `fuzzing`.
+//! Module map: `error`, `windows` (calendar windows of an IANA zone), `window_functions`
+//! (SQL functions bound to a request's windows), `builder` (builder form → SQL, also every
+//! window in one query), this file (definitions, placeholders, `create` and `evaluate`),
+//! `fuzzing`.
 
 mod builder;
+mod error;
 pub mod fuzzing;
+mod window_functions;
 mod windows;
 
 use std::collections::HashMap;
@@ -20,18 +24,11 @@ use meterbase_query::{Caller, QueryEngine, QueryError, QueryKind, QueryOutput};
 use meterbase_schema::EventTypeDef;
 use meterbase_storage::TableSnapshot;
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
-pub use builder::{Aggregation, Builder, Filter, FilterOp, compile};
-pub use windows::{Window, parse_instant, windows};
-
-#[derive(Debug, Error)]
-pub enum MetricError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error(transparent)]
-    Query(#[from] QueryError),
-}
+pub use builder::{Aggregation, Builder, Filter, FilterOp, compile, compile_windowed};
+pub use error::MetricError;
+pub use window_functions::window_functions;
+pub use windows::{MAX_WINDOWS, Window, parse_instant, windows};
 
 /// Which events a metric's value covers.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -259,7 +256,8 @@ pub async fn create(
     })
 }
 
-/// One evaluation per window; `None` window start when no window was asked for.
+/// One evaluation per window; `None` window start when no window was asked for, or when one
+/// query answered every window (its rows then carry a `window_start` column).
 pub struct Evaluation {
     pub window_start: Option<i64>,
     pub output: QueryOutput,
@@ -273,9 +271,6 @@ pub struct UsageRequest<'a> {
     pub tz: chrono_tz::Tz,
     pub as_of: Option<i64>,
 }
-
-/// The most windows one request may ask for (a year of hours is 8,784).
-pub const MAX_WINDOWS: usize = 10_000;
 
 pub async fn evaluate(
     engine: &QueryEngine,
@@ -320,6 +315,44 @@ pub async fn evaluate(
             "{} windows requested; at most {MAX_WINDOWS} per request",
             periods.len()
         )));
+    }
+    // A builder metric answers every window in one query: its windowed SQL says each row's
+    // window. SQL metrics run once per window (their SQL binds one period).
+    if let (Some(builder), Some(_)) = (&metric.builder, req.window) {
+        let def = tables
+            .iter()
+            .find(|t| t.def.api_slug == builder.usage_event)
+            .map(|t| t.def.clone())
+            .ok_or_else(|| {
+                MetricError::Invalid(format!(
+                    "usage_event {:?} does not exist any more",
+                    builder.usage_event
+                ))
+            })?;
+        let windowed = bind_placeholders(&compile_windowed(builder, &def)?)?.sql;
+        let sql = match req.customer_id {
+            Some(_) => format!(
+                "SELECT * FROM ({windowed}) AS metric WHERE metric.customer_id = ${CUSTOMER}"
+            ),
+            None => windowed,
+        };
+        let output = engine
+            .execute_with(
+                Caller {
+                    org,
+                    kind: QueryKind::MetricUsage,
+                },
+                tables,
+                sql,
+                params(req.start, req.end, req.customer_id),
+                req.as_of,
+                window_functions(&periods),
+            )
+            .await?;
+        return Ok(vec![Evaluation {
+            window_start: None,
+            output,
+        }]);
     }
     let mut out = Vec::with_capacity(periods.len());
     for (ws, we) in periods {

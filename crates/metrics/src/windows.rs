@@ -7,7 +7,10 @@ use chrono::{
 use chrono_tz::Tz;
 use meterbase_schema::timestamp::parse_timestamp;
 
-use crate::MetricError;
+use crate::error::MetricError;
+
+/// The most windows one request may ask for (a year of hours is 8,784).
+pub const MAX_WINDOWS: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {
@@ -105,7 +108,7 @@ pub fn windows(start: i64, end: i64, w: Window, tz: Tz) -> Result<Vec<(i64, i64)
         if ws < we {
             out.push((ws, we));
         }
-        if out.len() > crate::MAX_WINDOWS {
+        if out.len() > MAX_WINDOWS {
             break;
         }
         b = next;

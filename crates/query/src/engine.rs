@@ -14,7 +14,7 @@ use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetada
 use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
 use datafusion::physical_plan::collect;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use meterbase_storage::TableSnapshot;
@@ -331,6 +331,7 @@ impl QueryEngine {
         &self,
         tables: &[TableSnapshot],
         as_of: Option<i64>,
+        functions: &[Arc<ScalarUDF>],
     ) -> Result<SessionContext, QueryError> {
         let df = |e| QueryError::from_df(e, self.config.memory_limit);
         let runtime = RuntimeEnvBuilder::new()
@@ -359,9 +360,12 @@ impl QueryEngine {
         // still happens through the ordinary projection rules.
         ctx.remove_optimizer_rule("extract_leaf_expressions");
         ctx.remove_optimizer_rule("push_down_leaf_projections");
-        ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
+        ctx.register_udf(ScalarUDF::new_from_impl(
             crate::utc_trunc::UtcDateTrunc::default(),
         ));
+        for f in functions {
+            ctx.register_udf(f.as_ref().clone());
+        }
         for snap in tables {
             let plan: LogicalPlan = table_view(snap, as_of).map_err(df)?;
             let view = ViewTable::new(plan, None);
@@ -408,7 +412,7 @@ impl QueryEngine {
         use datafusion::common::tree_node::TreeNodeRecursion;
         let limit = self.config.memory_limit;
         let df = |e| QueryError::from_df(e, limit);
-        let ctx = self.context(&tables, None)?;
+        let ctx = self.context(&tables, None, &[])?;
         let plan = ctx.state().create_logical_plan(sql).await.map_err(df)?;
         SQLOptions::new()
             .with_allow_ddl(false)
@@ -449,11 +453,33 @@ impl QueryEngine {
         params: HashMap<String, ScalarValue>,
         as_of: Option<i64>,
     ) -> Result<QueryOutput, QueryError> {
+        self.execute_with(caller, tables, sql, params, as_of, Vec::new())
+            .await
+    }
+
+    /// `execute` with SQL functions of the caller's own that the statement may call (bound
+    /// to one request, such as its usage windows).
+    pub async fn execute_with(
+        &self,
+        caller: Caller<'_>,
+        tables: Vec<TableSnapshot>,
+        sql: String,
+        params: HashMap<String, ScalarValue>,
+        as_of: Option<i64>,
+        functions: Vec<Arc<ScalarUDF>>,
+    ) -> Result<QueryOutput, QueryError> {
         let mut observed = self.observe(caller.kind);
         let result = match self.admit(caller).await {
             Ok(_permit) => {
-                self.run(tables, sql, params, as_of, self.cap(caller.kind))
-                    .await
+                self.run(
+                    tables,
+                    sql,
+                    params,
+                    as_of,
+                    &functions,
+                    self.cap(caller.kind),
+                )
+                .await
             }
             Err(e) => Err(e),
         };
@@ -467,9 +493,10 @@ impl QueryEngine {
         sql: String,
         params: HashMap<String, ScalarValue>,
         as_of: Option<i64>,
+        functions: &[Arc<ScalarUDF>],
         timeout: Duration,
     ) -> Result<QueryOutput, QueryError> {
-        let ctx = self.context(&tables, as_of)?;
+        let ctx = self.context(&tables, as_of, functions)?;
         let limit = self.config.memory_limit;
         let runtime = self
             .runtime

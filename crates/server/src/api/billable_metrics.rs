@@ -1,5 +1,7 @@
 //! `/billable_metrics`: create, list, show, delete, and usage evaluation.
 
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::TimestampMicrosecondType;
 use axum::body::Body;
 use axum::extract::Path;
 use axum::response::Response;
@@ -125,6 +127,7 @@ pub(crate) async fn usage(
     for e in &evaluations {
         let schema = &e.output.schema;
         let cid = schema.index_of("customer_id").ok();
+        let wcol = schema.index_of("window_start").ok();
         for batch in &e.output.batches {
             for r in 0..batch.num_rows() {
                 let mut obj = String::from("{");
@@ -151,7 +154,18 @@ pub(crate) async fn usage(
                 if let Ok(i) = schema.index_of("value") {
                     push(&mut obj, "value", &cell(i));
                 }
-                if let Some(ws) = e.window_start {
+                // The window: the evaluation's, or the row's own when one query answered
+                // every window.
+                let window = e.window_start.or_else(|| {
+                    wcol.and_then(|i| {
+                        batch
+                            .column(i)
+                            .as_primitive_opt::<TimestampMicrosecondType>()
+                            .filter(|a| a.is_valid(r))
+                            .map(|a| a.value(r))
+                    })
+                });
+                if let Some(ws) = window {
                     push(
                         &mut obj,
                         "window_start",
@@ -159,7 +173,7 @@ pub(crate) async fn usage(
                     );
                 }
                 for (i, f) in schema.fields().iter().enumerate() {
-                    if f.name() != "customer_id" && f.name() != "value" {
+                    if !matches!(f.name().as_str(), "customer_id" | "value" | "window_start") {
                         let v = cell(i);
                         sort_key.push('\0');
                         sort_key.push_str(&v);
@@ -167,7 +181,7 @@ pub(crate) async fn usage(
                     }
                 }
                 obj.push('}');
-                rows.push((e.window_start.unwrap_or(0), sort_key, obj));
+                rows.push((window.unwrap_or(0), sort_key, obj));
             }
         }
     }
