@@ -1,13 +1,15 @@
 //! meterbase-bench owns the benchmark tooling: a seeded data generator for the seed's
 //! `compute_events` schema, an HTTP load generator with its own minimal HTTP/1.1 client, a
-//! no-op server to measure the ceiling, and the decoder-only ceiling. It talks to meterbase
-//! only over HTTP (and calls the schema crate for the parse ceiling); it must not be used by
-//! any other crate.
+//! no-op server to measure the ceiling, the decoder-only ceiling, and what exact summation
+//! costs against DataFusion's float sum (`sum_cost`, in process). It talks to meterbase
+//! only over HTTP (and calls the schema crate for the parse ceiling and the query crate's
+//! aggregates for the sum cost); it must not be used by any other crate.
 
 pub mod generate;
 pub mod load;
 pub mod noop;
 pub mod proc_stats;
+pub mod sum_cost;
 
 use thiserror::Error;
 

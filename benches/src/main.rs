@@ -70,6 +70,17 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         first_round: u64,
     },
+    /// The exact float sum against DataFusion's, the same GROUP BY on in-memory batches.
+    SumCost {
+        #[arg(long, default_value_t = 20_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 10_000)]
+        groups: i64,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 7)]
+        runs: usize,
+    },
     /// The decoder alone on one core: NDJSON bytes to Arrow batches.
     Parse {
         #[arg(long, default_value_t = 2_000_000)]
@@ -180,6 +191,19 @@ fn run(cli: Cli) -> Result<serde_json::Value, BenchError> {
                 "server_cpu_seconds": cpu,
                 "server_peak_rss_bytes": server_pid.map(proc_stats::peak_rss_bytes),
             }))
+        }
+        Command::SumCost {
+            rows,
+            groups,
+            threads,
+            runs,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads.max(1))
+                .build()?;
+            rt.block_on(meterbase_bench::sum_cost::measure(
+                rows, groups, threads, runs,
+            ))
         }
         Command::Parse { events, batch } => {
             let dec = decoder()?;

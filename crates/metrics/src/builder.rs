@@ -252,7 +252,7 @@ fn time_weighted_windowed(table: &str, field: &str, keys: &str, extra: &str) -> 
  spans AS (\
  SELECT {keys}, v, unnest({WINDOW_SPANS}(t, t_next)) AS span FROM held WHERE v IS NOT NULL) \
  SELECT {keys}, span['window_start'] AS window_start, \
- sum(CAST(v AS DOUBLE) * CAST(span['micros'] AS DOUBLE) / 3600000000.0) AS value \
+ meterbase_time_weighted_hours(CAST(v AS DOUBLE), CAST(span['micros'] AS BIGINT)) AS value \
  FROM spans GROUP BY {keys}, span['window_start']"
     )
 }
@@ -269,7 +269,7 @@ fn time_weighted(table: &str, field: &str, keys: &str, extra: &str) -> String {
  FROM {table} WHERE timestamp < {{{{start_date}}}}{extra}) AS before_start WHERE rn = 1), \
  spans AS (\
  SELECT {keys}, v, t, coalesce(lead(t) OVER (PARTITION BY {keys} ORDER BY t, src), {{{{end_date}}}}) AS t_next FROM points) \
- SELECT {keys}, sum(CAST(v AS DOUBLE) * CAST(CAST(t_next AS BIGINT) - CAST(t AS BIGINT) AS DOUBLE) / 3600000000.0) AS value \
+ SELECT {keys}, meterbase_time_weighted_hours(CAST(v AS DOUBLE), CAST(t_next AS BIGINT) - CAST(t AS BIGINT)) AS value \
  FROM spans WHERE v IS NOT NULL GROUP BY {keys}"
     )
 }

@@ -24,6 +24,7 @@ use url::Url;
 
 use crate::admission::{Admission, Load, Permit};
 use crate::cancel::{CancelToken, Stop, cancellable, stop_of};
+use crate::exact_aggregates::exact_aggregates;
 use crate::provider::STORE_URL;
 use crate::view::table_view;
 
@@ -365,6 +366,10 @@ impl QueryEngine {
         ));
         for f in functions {
             ctx.register_udf(f.as_ref().clone());
+        }
+        // Billing totals must not depend on row order, partitioning or thread count.
+        for aggregate in exact_aggregates() {
+            ctx.register_udaf(aggregate);
         }
         for snap in tables {
             let plan: LogicalPlan = table_view(snap, as_of).map_err(df)?;

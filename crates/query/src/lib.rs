@@ -8,15 +8,19 @@
 //! Module map: `time_filter` (the time range a query's filters allow), `provider`
 //! (`RawSource`: one snapshot's files and buffer as a table, every version), `view` (the
 //! deduplicated, `as_of`-aware view of one event type over its raw sources), `utc_trunc`
-//! (`date_trunc` for UTC timestamps), `cancel` (deadlines and caller cancellation in every
-//! operator), `admission` (how many queries run, organisations taking turns), `engine`
-//! (`QueryEngine`: sessions, sandbox, execution), `events` (the SQL of the events listing and
-//! deletion counts), `format` (results as JSON, NDJSON, CSV, Arrow IPC, Parquet).
+//! (`date_trunc` for UTC timestamps), `exact_sum` (an exact, order-independent float sum),
+//! `exact_aggregates` (`sum`, `avg` and the time-weighted sum on it), `cancel` (deadlines
+//! and caller cancellation in every operator), `admission` (how many queries run,
+//! organisations taking turns), `engine` (`QueryEngine`: sessions, sandbox, execution),
+//! `events` (the SQL of the events listing and deletion counts), `format` (results as JSON,
+//! NDJSON, CSV, Arrow IPC, Parquet).
 
 mod admission;
 mod cancel;
 mod engine;
 pub mod events;
+mod exact_aggregates;
+mod exact_sum;
 pub mod format;
 mod provider;
 mod time_filter;
@@ -27,5 +31,7 @@ pub use admission::Load;
 pub use engine::{
     Caller, QueryConfig, QueryEngine, QueryError, QueryKind, QueryObserver, QueryOutput,
 };
+pub use exact_aggregates::exact_aggregates;
+pub use exact_sum::ExactSum;
 pub use provider::STORE_URL;
 pub use view::table_view;
