@@ -1,6 +1,7 @@
 //! `meterbase import`: sends a CSV or NDJSON file (plain or gzip) to a server in batches,
 //! with progress. Each batch is one all-or-nothing request; the first failed batch stops the
-//! import with the server's errors, translated to lines of the file.
+//! import with the server's errors, translated to lines of the file. `reconcile` reads files
+//! through the same readers (`open`, `detect_format`, `csv_batches`, `ndjson_batches`).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Read};
@@ -56,14 +57,14 @@ impl<R: Read> Read for Counting<R> {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Format {
+pub(crate) enum Format {
     Csv,
     Ndjson,
 }
 
 /// One request's worth of the file.
-struct Batch {
-    body: Vec<u8>,
+pub(crate) struct Batch {
+    pub(crate) body: Vec<u8>,
     rows: u64,
     /// File line of the batch's first row.
     first_line: u64,
@@ -74,7 +75,7 @@ struct Batch {
 
 impl Batch {
     /// The file line of the record a server error names by its line in this batch's body.
-    fn file_line(&self, format: Format, body_line: u64) -> u64 {
+    pub(crate) fn file_line(&self, format: Format, body_line: u64) -> u64 {
         match format {
             Format::Ndjson => self.first_line + body_line.saturating_sub(1),
             Format::Csv => {
@@ -89,11 +90,14 @@ impl Batch {
     }
 }
 
-fn is_stdin(path: &std::path::Path) -> bool {
+pub(crate) fn is_stdin(path: &std::path::Path) -> bool {
     path.as_os_str() == "-"
 }
 
-fn open(path: &PathBuf, read: Arc<AtomicU64>) -> Result<Box<dyn BufRead + Send>, String> {
+pub(crate) fn open(
+    path: &PathBuf,
+    read: Arc<AtomicU64>,
+) -> Result<Box<dyn BufRead + Send>, String> {
     let file: Box<dyn Read + Send> = if is_stdin(path) {
         Box::new(std::io::stdin())
     } else {
@@ -114,16 +118,20 @@ fn open(path: &PathBuf, read: Arc<AtomicU64>) -> Result<Box<dyn BufRead + Send>,
     })
 }
 
-fn detect_format(a: &ImportArgs) -> Result<Format, String> {
-    match a.format.as_deref() {
+/// `--format` when given, else from the file name.
+pub(crate) fn detect_format(
+    format: Option<&str>,
+    file: &std::path::Path,
+) -> Result<Format, String> {
+    match format {
         Some("csv") => return Ok(Format::Csv),
         Some("ndjson") => return Ok(Format::Ndjson),
         _ => {}
     }
-    if is_stdin(&a.file) {
+    if is_stdin(file) {
         return Err("reading standard input: pass --format csv or --format ndjson".into());
     }
-    let name = a.file.to_string_lossy().to_ascii_lowercase();
+    let name = file.to_string_lossy().to_ascii_lowercase();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
     if name.ends_with(".csv") {
         Ok(Format::Csv)
@@ -132,14 +140,14 @@ fn detect_format(a: &ImportArgs) -> Result<Format, String> {
     } else {
         Err(format!(
             "cannot tell the format of {}: pass --format csv or --format ndjson",
-            a.file.display()
+            file.display()
         ))
     }
 }
 
 /// Reads CSV records and writes each batch back out as CSV with the header, so quoting,
 /// embedded newlines and the server's validation all stay exactly as in the file.
-fn csv_batches(
+pub(crate) fn csv_batches(
     input: Box<dyn BufRead + Send>,
     batch_rows: usize,
 ) -> impl Iterator<Item = Result<Batch, String>> {
@@ -214,7 +222,7 @@ fn unterminated(quote_line: u64) -> String {
 }
 
 /// Batches of non-blank lines, also cut at 16 MiB so a batch stays under the body limit.
-fn ndjson_batches(
+pub(crate) fn ndjson_batches(
     mut input: Box<dyn BufRead + Send>,
     batch_rows: usize,
 ) -> impl Iterator<Item = Result<Batch, String>> {
@@ -364,7 +372,7 @@ impl Progress {
 
 /// Runs the import; the summary line on success.
 pub fn run(a: ImportArgs) -> Result<String, String> {
-    let format = detect_format(&a)?;
+    let format = detect_format(a.format.as_deref(), &a.file)?;
     if format == Format::Ndjson && (!a.map.is_empty() || a.ignore_unknown_columns) {
         return Err("--map and --ignore-unknown-columns apply to CSV files only".into());
     }

@@ -1,9 +1,11 @@
-//! The `meterbase` command: `serve` runs the server; `sql` and `import` are its clients. It
-//! owns argument parsing, logging set-up and the clients; everything else lives in the
-//! library crates.
+//! The `meterbase` command: `serve` runs the server; `sql`, `import` and `reconcile` are its
+//! clients. It owns argument parsing, logging set-up and the clients; everything else lives
+//! in the library crates.
 //!
-//! Module map: `client` (server URLs and the HTTP client both commands use), `import` (the `import`
-//! command: a reader thread cuts the file into batches, the main thread posts them).
+//! Module map: `client` (server URLs and the HTTP client the commands use), `import` (the `import`
+//! command: a reader thread cuts the file into batches, the main thread posts them; its
+//! readers are shared), `reconcile` (the `reconcile` command: a file's counts, sums and digests
+//! per customer and bucket against the server's, differing events named).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 mod client;
 mod import;
+mod reconcile;
 
 use clap::{Parser, Subcommand};
 use meterbase_server::{ServerConfig, run};
@@ -35,6 +38,9 @@ enum Command {
     Sql(SqlArgs),
     /// Send a CSV or NDJSON file (plain or .gz) to a server in batches.
     Import(import::ImportArgs),
+    /// Compare a CSV or NDJSON file with the events the server holds, per customer and UTC
+    /// day or hour: exit 0 when they match, 1 when they differ, 2 on an error.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 #[derive(clap::Args)]
@@ -261,6 +267,20 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("meterbase import: {e}");
                 ExitCode::FAILURE
+            }
+        },
+        Command::Reconcile(a) => match reconcile::run(a) {
+            Ok(reconcile::Outcome::Same(report)) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Ok(reconcile::Outcome::Differs(report)) => {
+                println!("{report}");
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("meterbase reconcile: {e}");
+                ExitCode::from(2)
             }
         },
         Command::Serve(a) => {

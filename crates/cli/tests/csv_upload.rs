@@ -106,7 +106,12 @@ fn errors_name_lines_and_columns_and_a_dry_run_stores_nothing() {
         c2,1735693200,2.25,\"us\r\neast\"\r\n";
     let r = post_csv(&s, "", good.as_bytes(), &[]);
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.body, json!({"rows": 2, "accepted": 2}));
+    let mut body = r.body.clone();
+    let receipt = body.as_object_mut().unwrap().remove("receipt").unwrap();
+    assert_eq!(body, json!({"rows": 2, "accepted": 2}));
+    // One chunk goes through the log as one record.
+    assert_eq!(receipt["count"], 2);
+    assert_eq!(receipt["first_seq"], receipt["last_seq"]);
     let rows = s.sql(
         "SELECT customer_id, data.region AS region, data.cpu_hours_consumed AS v FROM compute_events ORDER BY customer_id",
     );
@@ -210,7 +215,15 @@ fn a_multi_chunk_upload_is_staged_and_all_or_nothing() {
         &[("content-encoding", "gzip")],
     );
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.body, json!({"rows": 10_000, "accepted": 10_000}));
+    let mut body = r.body.clone();
+    let receipt = body.as_object_mut().unwrap().remove("receipt").unwrap();
+    assert_eq!(body, json!({"rows": 10_000, "accepted": 10_000}));
+    // Staged: one sequence per chunk, then the commit's.
+    assert_eq!(receipt["count"], 10_000);
+    assert_eq!(
+        receipt["last_seq"].as_u64().unwrap() - receipt["first_seq"].as_u64().unwrap(),
+        10
+    );
     let check = |s: &Server| {
         let rows = s.sql(
             "SELECT count(*) AS n, sum(data.cpu_hours_consumed) AS total, count(DISTINCT timestamp) AS keys FROM compute_events",

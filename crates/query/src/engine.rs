@@ -181,15 +181,18 @@ pub enum QueryKind {
     EventsList,
     /// Counting what a range deletion removed.
     DeletionCount,
+    /// `GET /usage/{slug}/reconcile`: counts, sums and digests per customer and bucket.
+    Reconcile,
 }
 
 impl QueryKind {
-    pub const ALL: [QueryKind; 5] = [
+    pub const ALL: [QueryKind; 6] = [
         QueryKind::Sql,
         QueryKind::MetricUsage,
         QueryKind::MetricCheck,
         QueryKind::EventsList,
         QueryKind::DeletionCount,
+        QueryKind::Reconcile,
     ];
 
     pub fn label(self) -> &'static str {
@@ -199,6 +202,7 @@ impl QueryKind {
             QueryKind::MetricCheck => "metric_check",
             QueryKind::EventsList => "events_list",
             QueryKind::DeletionCount => "deletion_count",
+            QueryKind::Reconcile => "reconcile",
         }
     }
 }

@@ -12,8 +12,9 @@
 //! `exact_aggregates` (`sum`, `avg` and the time-weighted sum on it), `cancel` (deadlines
 //! and caller cancellation in every operator), `admission` (how many queries run,
 //! organisations taking turns), `engine` (`QueryEngine`: sessions, sandbox, execution),
-//! `events` (the SQL of the events listing and deletion counts), `format` (results as JSON,
-//! NDJSON, CSV, Arrow IPC, Parquet).
+//! `events` (the SQL of the events listing and deletion counts), `reconcile` (counts, sums
+//! and digests per customer and bucket, with the per-event hash as a SQL function), `format`
+//! (results as JSON, NDJSON, CSV, Arrow IPC, Parquet).
 
 mod admission;
 mod cancel;
@@ -23,6 +24,7 @@ mod exact_aggregates;
 mod exact_sum;
 pub mod format;
 mod provider;
+pub mod reconcile;
 mod time_filter;
 mod utc_trunc;
 mod view;

@@ -13,4 +13,7 @@ pub enum SchemaError {
     InvalidSlug(String, String),
     #[error("{0}")]
     Invalid(String),
+    /// Columns handed to the reconciliation digest that do not fit the event type.
+    #[error("cannot compute the event digest: {0}")]
+    Digest(String),
 }

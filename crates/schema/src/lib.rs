@@ -10,13 +10,15 @@
 //! stored table's schema, reserved names), `scalar` (one JSON value → one typed value),
 //! `timestamp` (every accepted time format, civil dates), `decode` (JSON/NDJSON → Arrow,
 //! every bad event listed), `csv_lines` + `csv_input` (CSV split into records with their line
-//! numbers, then decoded in chunks), `zuora` (the bulk shape → NDJSON), `error`, `fuzzing`
-//! (the properties fuzz targets and corpus tests check).
+//! numbers, then decoded in chunks), `zuora` (the bulk shape → NDJSON), `digest` (the
+//! reconciliation digest of events: canonical bytes, per-event hash, order-independent sum),
+//! `error`, `fuzzing` (the properties fuzz targets and corpus tests check).
 
 mod csv_input;
 mod csv_lines;
 mod decode;
 mod definition;
+pub mod digest;
 mod error;
 mod field_type;
 pub mod fuzzing;

@@ -14,8 +14,9 @@
 //! - `encoding`: gzip/zstd request bodies, limits counted while inflating.
 //! - `app`: `App` (catalog, store, engine) and `Shared` (readiness), decoders.
 //! - `auth`: `Tenant` (API key → organisation) and `Admin` (admin token) extractors.
+//! - `receipt`: ingest receipts (count, log sequences, digest of what was accepted).
 //! - `api::*`: one module per API area (admin, event types, ingest incl. Zuora bulk, CSV,
-//!   events, SQL, billable metrics, health and metrics).
+//!   events, reconcile, SQL, billable metrics, health and metrics).
 //! - `layers`: request log, request metrics, draining refused bodies.
 //! - `routes`: the route table and its layers.
 //! - `serve`: the process lifecycle (`run`).
@@ -34,6 +35,7 @@ mod http;
 mod layers;
 mod problem;
 mod prometheus;
+mod receipt;
 mod routes;
 mod serve;
 

@@ -134,7 +134,11 @@ impl From<CatalogError> for Problem {
 
 impl From<SchemaError> for Problem {
     fn from(e: SchemaError) -> Problem {
-        Problem::bad_request(e.to_string())
+        match e {
+            // Columns that do not fit their own event type: never the request's fault.
+            SchemaError::Digest(_) => Problem::internal(e.to_string()),
+            other => Problem::bad_request(other.to_string()),
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api::{
     admin, billable_metrics, console, csv, event_types, events, ingest, operations, organisation,
-    sql,
+    reconcile, sql,
 };
 use crate::app::Shared;
 use crate::layers::{drain_unread, log_response, record_metrics, request_span};
@@ -81,6 +81,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> NormalizePath<Router> {
             "/usage/{slug}/events",
             get(events::list).delete(events::delete),
         )
+        .route("/usage/{slug}/reconcile", get(reconcile::get))
         .route("/sql", post(sql::query))
         .route(
             "/billable_metrics",

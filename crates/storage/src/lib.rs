@@ -78,5 +78,5 @@ pub use overlap::{file_overlaps, overlaps_until, time_ranges_overlap};
 pub use stats::{CompactionStats, StorageStats};
 pub use store::Store;
 pub use table::{Table, TableSnapshot};
-pub use upload::Upload;
+pub use upload::{Upload, UploadCommit};
 pub use url::{ObjectStoreHandle, parse_object_store_url};

@@ -30,7 +30,7 @@ use crate::registry::{Pending, Tables};
 use crate::replay::replay_wal;
 use crate::stats::{CompactionStats, StorageStats};
 use crate::table::Table;
-use crate::upload::{self, Upload};
+use crate::upload::{self, Upload, UploadCommit};
 use crate::url::ObjectStoreHandle;
 
 pub struct Store {
@@ -290,12 +290,17 @@ impl Store {
         upload::stage(&self.ctx, upload, batch, ack).await
     }
 
-    /// Publishes every staged file in one manifest commit; returns the rows made visible.
-    pub async fn commit_upload(&self, upload: Upload) -> Result<usize, StorageError> {
+    /// Publishes every staged file in one manifest commit; returns the rows made visible and
+    /// the log sequences they span.
+    pub async fn commit_upload(&self, upload: Upload) -> Result<UploadCommit, StorageError> {
+        let first_seq = upload.first_seq();
         // `_staging` lives to the end: the upload counts as staging until it is listed.
         let (table, files, rows, _staging) = upload.into_parts();
         if files.is_empty() {
-            return Ok(0);
+            return Ok(UploadCommit {
+                rows: 0,
+                seqs: None,
+            });
         }
         let _guard = table.flush_lock.lock().await;
         let still_there = self
@@ -308,7 +313,10 @@ impl Store {
         }
         let commit = self.reserve_seq(&table).await?;
         upload::publish(&self.ctx, &table, files, commit).await?;
-        Ok(rows)
+        Ok(UploadCommit {
+            rows,
+            seqs: Some((first_seq.unwrap_or(commit.seq), commit.seq)),
+        })
     }
 
     /// Deletes what an upload staged (best effort: the next start removes leftovers).

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use arrow::record_batch::RecordBatch;
-use meterbase_wal::Ack;
+use meterbase_wal::{Ack, Seq};
 
 use crate::commit::commit_manifest;
 use crate::context::Ctx;
@@ -25,7 +25,17 @@ pub struct Upload {
     table: Arc<Table>,
     files: Vec<FileMeta>,
     pub rows: usize,
+    /// The sequence of the first chunk staged: where the upload's range in the log begins.
+    first_seq: Option<Seq>,
     _staging: Staging,
+}
+
+/// What a committed upload made visible: its rows and, when it had any, the log sequences
+/// from its first staged chunk to its commit (an ingest receipt's range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadCommit {
+    pub rows: usize,
+    pub seqs: Option<(Seq, Seq)>,
 }
 
 /// Counts an upload among its table's `uploads` while it lives: its chunks hold sequence
@@ -51,6 +61,7 @@ impl Upload {
             table: table.clone(),
             files: Vec::new(),
             rows: 0,
+            first_seq: None,
             _staging: Staging::new(table),
         }
     }
@@ -61,6 +72,10 @@ impl Upload {
 
     pub(crate) fn files(&self) -> &[FileMeta] {
         &self.files
+    }
+
+    pub(crate) fn first_seq(&self) -> Option<Seq> {
+        self.first_seq
     }
 
     /// The table, its staged files and rows, and the guard that keeps it counted as staging
@@ -78,6 +93,7 @@ pub(crate) async fn stage(
     batch: RecordBatch,
     ack: Ack,
 ) -> Result<(), StorageError> {
+    upload.first_seq.get_or_insert(ack.seq);
     let table = upload.table.clone();
     let def = table.def();
     let schema = table.schema();

@@ -117,7 +117,7 @@ async fn persist_upload_delete_compact_and_reopen_on_every_store() {
             .stage(&mut up, batch(&d, 1050, 50, 3.0))
             .await
             .unwrap();
-        assert_eq!(store.commit_upload(up).await.unwrap(), 100, "{name}");
+        assert_eq!(store.commit_upload(up).await.unwrap().rows, 100, "{name}");
         // An aborted one leaves nothing behind.
         let mut up = store.begin_upload(&table);
         store

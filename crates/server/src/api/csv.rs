@@ -4,7 +4,8 @@
 //! staged to unlisted Parquet files chunk by chunk and published by one manifest commit once
 //! every row has validated, so memory stays bounded by the chunk size whatever the file size,
 //! and the upload stays all or nothing. The work runs in its own task, so a client that goes
-//! away mid-upload still gets its staged files removed.
+//! away mid-upload still gets its staged files removed. The parser thread also takes each
+//! valid chunk's digest for the receipt, so the hashing stays off the async threads.
 
 use std::io::{self, Read};
 
@@ -27,6 +28,7 @@ use crate::auth::Tenant;
 use crate::encoding::{Encoding, inflating, is_too_large, request_encoding};
 use crate::http::{Params, Result, json_response, mime};
 use crate::problem::{Problem, event_errors_json};
+use crate::receipt::{Receipt, batch_digest};
 
 /// The contract lists at most this many errors for one CSV body.
 const MAX_CSV_ERRORS: usize = 1000;
@@ -113,14 +115,16 @@ enum ParseEnd {
     Io(io::Error),
 }
 
-/// Runs on a blocking thread: reads chunks and hands them over one at a time.
+/// Runs on a blocking thread: reads chunks and hands them over one at a time, each valid one
+/// with its digest when `digests` (a dry run has no receipt).
 fn parse(
     decoder: &EventDecoder,
     input: io::Result<Box<dyn Read>>,
     options: &CsvOptions,
     chunk_rows: usize,
     mut limits: DecodeLimits,
-    out: &mpsc::Sender<CsvChunk>,
+    digests: bool,
+    out: &mpsc::Sender<(CsvChunk, u64)>,
 ) -> ParseEnd {
     let input = match input {
         Ok(i) => i,
@@ -136,10 +140,18 @@ fn parse(
         limits.max_errors = MAX_CSV_ERRORS - errors;
         match stream.next_chunk(decoder, chunk_rows, limits) {
             Ok(Some(chunk)) => {
-                if let DecodeOutcome::Invalid { errors: e, .. } = &chunk.outcome {
-                    errors += e.len();
+                let mut digest = 0;
+                match &chunk.outcome {
+                    DecodeOutcome::Invalid { errors: e, .. } => errors += e.len(),
+                    DecodeOutcome::Valid(batch) if digests => {
+                        digest = match batch_digest(decoder, batch) {
+                            Ok(d) => d,
+                            Err(p) => return ParseEnd::Io(io::Error::other(p.detail)),
+                        }
+                    }
+                    _ => {}
                 }
-                if out.blocking_send(chunk).is_err() {
+                if out.blocking_send((chunk, digest)).is_err() {
                     // The receiver gave up (a storage error); nothing more to do.
                     return ParseEnd::Done;
                 }
@@ -183,7 +195,7 @@ async fn run(
             }
         }
     });
-    let (chunk_tx, mut chunk_rx) = mpsc::channel::<CsvChunk>(1);
+    let (chunk_tx, mut chunk_rx) = mpsc::channel::<(CsvChunk, u64)>(1);
     let limits = DecodeLimits {
         max_events: usize::MAX,
         max_errors: MAX_CSV_ERRORS,
@@ -194,6 +206,7 @@ async fn run(
     let limit = app.config.max_csv_bytes;
     let options = request.options.clone();
     let parse_decoder = decoder.clone();
+    let digests = !request.dry_run;
     let parser = tokio::task::spawn_blocking(move || {
         let reader = BodyReader {
             rx: body_rx,
@@ -206,6 +219,7 @@ async fn run(
             &options,
             chunk_rows,
             limits,
+            digests,
             &chunk_tx,
         )
     });
@@ -215,11 +229,14 @@ async fn run(
     let mut first: Option<arrow::record_batch::RecordBatch> = None;
     let mut upload: Option<Upload> = None;
     let mut storage_error: Option<Problem> = None;
-    while let Some(chunk) = chunk_rx.recv().await {
+    // Sum of the valid chunks' digests: the receipt's, when every chunk is stored.
+    let mut digest = 0u64;
+    while let Some((chunk, chunk_digest)) = chunk_rx.recv().await {
         tally.rows += chunk.rows;
         match chunk.outcome {
             DecodeOutcome::Valid(batch) => {
                 tally.valid += batch.num_rows();
+                digest = digest.wrapping_add(chunk_digest);
                 let storing = !request.dry_run && tally.invalid == 0 && storage_error.is_none();
                 if !storing {
                     continue;
@@ -307,19 +324,27 @@ async fn run(
         .with("invalid_events", json!(tally.invalid))
         .with("rows", json!(tally.rows)));
     }
-    let accepted = match (upload, first) {
-        (Some(up), _) => app.store.commit_upload(up).await?,
+    let (accepted, seqs) = match (upload, first) {
+        (Some(up), _) => {
+            let c = app.store.commit_upload(up).await?;
+            (c.rows, c.seqs)
+        }
         (None, Some(batch)) => {
             let n = batch.num_rows();
-            app.store.append(&table, batch).await?;
-            n
+            let ack = app.store.append(&table, batch).await?;
+            (n, Some((ack.seq, ack.seq)))
         }
-        (None, None) => 0,
+        (None, None) => (0, None),
     };
     app.metrics.events_ingested.inc_by(accepted as u64);
+    let receipt = Receipt {
+        count: accepted,
+        seqs,
+        digest,
+    };
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "rows": tally.rows, "accepted": accepted }),
+        &json!({ "rows": tally.rows, "accepted": accepted, "receipt": receipt.value() }),
     ))
 }
 

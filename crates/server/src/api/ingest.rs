@@ -1,5 +1,6 @@
 //! `POST /usage/{slug}` (JSON, NDJSON) and `POST /usage/bulk/{slug}` (Zuora-compatible):
-//! decode and validate the whole body (all or nothing), log it durably, acknowledge.
+//! decode and validate the whole body (all or nothing), log it durably, acknowledge with a
+//! receipt (count, log sequences, digest).
 
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use crate::auth::Tenant;
 use crate::encoding::{Encoding, inflate, request_encoding};
 use crate::http::{Result, bytes_response, json_response, mime, read_body};
 use crate::problem::Problem;
+use crate::receipt::{Receipt, batch_digest};
 
 const TRACK_ID: &str = "zuora-track-id";
 
@@ -47,13 +49,17 @@ pub(crate) async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let n = ingest_events(&app, &org, &slug, &headers, body, false).await?;
+    let receipt = ingest_events(&app, &org, &slug, &headers, body, false).await?;
     // Written directly: every single-event POST answers this, and a `json!` map costs several
     // allocations.
     Ok(bytes_response(
         StatusCode::OK,
         "application/json",
-        Bytes::from(format!("{{\"accepted\":{n}}}")),
+        Bytes::from(format!(
+            "{{\"accepted\":{},\"receipt\":{}}}",
+            receipt.count,
+            receipt.json()
+        )),
     ))
 }
 
@@ -72,9 +78,13 @@ pub(crate) async fn bulk(
         }
     };
     let mut resp = match result {
-        Ok(n) => json_response(
+        Ok(r) => json_response(
             StatusCode::OK,
-            &json!({"success": true, "message": format!("{n} events ingested")}),
+            &json!({
+                "success": true,
+                "message": format!("{} events ingested", r.count),
+                "receipt": r.value(),
+            }),
         ),
         Err(p) => p.with("success", json!(false)).into_response(),
     };
@@ -100,8 +110,8 @@ fn check_track_id(v: &header::HeaderValue) -> Result<()> {
     }
 }
 
-/// Validates, logs and buffers the events of one request (all or nothing); the number of
-/// events accepted. `bulk` reads the Zuora-compatible shapes of `/usage/bulk/{slug}`.
+/// Validates, logs and buffers the events of one request (all or nothing); the receipt of
+/// what was accepted. `bulk` reads the Zuora-compatible shapes of `/usage/bulk/{slug}`.
 async fn ingest_events(
     app: &App,
     org: &Organisation,
@@ -109,7 +119,7 @@ async fn ingest_events(
     headers: &HeaderMap,
     body: Body,
     bulk: bool,
-) -> Result<usize> {
+) -> Result<Receipt> {
     let table = app.table(org, slug)?;
     // `None`: the bulk shapes, rewritten to NDJSON first.
     let format = if bulk {
@@ -131,34 +141,17 @@ async fn ingest_events(
         max_future: app.config.max_future.as_micros() as i64,
     };
     let big = body.len() > 256 << 10;
-    let work = move || -> Result<(usize, DecodeOutcome)> {
-        let body = inflate(body, encoding, limit)?;
-        let len = body.len();
-        let Some(format) = format else {
-            let ndjson = meterbase_schema::zuora::to_ndjson(&body)?;
-            let outcome = match decoder.decode(&ndjson, InputFormat::Ndjson, limits) {
-                DecodeOutcome::Invalid {
-                    mut errors,
-                    invalid_events,
-                    events,
-                } => {
-                    // Bulk bodies are JSON: report positions as array indexes.
-                    for e in &mut errors {
-                        e.index = e.line.take().map(|l| l - 1);
-                    }
-                    DecodeOutcome::Invalid {
-                        errors,
-                        invalid_events,
-                        events,
-                    }
-                }
-                other => other,
-            };
-            return Ok((len, outcome));
+    // The digest is taken where the decoding runs, so a large body hashes off the async
+    // threads too.
+    let work = move || -> Result<(usize, DecodeOutcome, u64)> {
+        let (len, outcome) = decode_body(&decoder, body, encoding, limit, format, limits)?;
+        let digest = match &outcome {
+            DecodeOutcome::Valid(batch) => batch_digest(&decoder, batch)?,
+            _ => 0,
         };
-        Ok((len, decoder.decode(&body, format, limits)))
+        Ok((len, outcome, digest))
     };
-    let (body_len, outcome) = if encoding != Encoding::Identity || bulk || big {
+    let (body_len, outcome, digest) = if encoding != Encoding::Identity || bulk || big {
         tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| Problem::internal(format!("decoder task failed: {e}")))??
@@ -169,16 +162,22 @@ async fn ingest_events(
     match outcome {
         DecodeOutcome::Valid(batch) => {
             let n = batch.num_rows();
+            let mut seqs = None;
             if n > 0 {
                 let started = Instant::now();
-                app.store.append(&table, batch).await?;
+                let ack = app.store.append(&table, batch).await?;
+                seqs = Some((ack.seq, ack.seq));
                 metrics
                     .ingest_ack_seconds
                     .observe(started.elapsed().as_secs_f64());
             }
             metrics.events_ingested.inc_by(n as u64);
             metrics.bytes_ingested.inc_by(body_len as u64);
-            Ok(n)
+            Ok(Receipt {
+                count: n,
+                seqs,
+                digest,
+            })
         }
         DecodeOutcome::Invalid {
             errors,
@@ -205,4 +204,41 @@ async fn ingest_events(
             format!("more than {limit} events in one request; split it into smaller requests"),
         )),
     }
+}
+
+/// Inflates and decodes one body; `format` `None` reads the bulk shapes. Its inflated length
+/// and the outcome.
+fn decode_body(
+    decoder: &meterbase_schema::EventDecoder,
+    body: Bytes,
+    encoding: Encoding,
+    limit: usize,
+    format: Option<InputFormat>,
+    limits: DecodeLimits,
+) -> Result<(usize, DecodeOutcome)> {
+    let body = inflate(body, encoding, limit)?;
+    let len = body.len();
+    let Some(format) = format else {
+        let ndjson = meterbase_schema::zuora::to_ndjson(&body)?;
+        let outcome = match decoder.decode(&ndjson, InputFormat::Ndjson, limits) {
+            DecodeOutcome::Invalid {
+                mut errors,
+                invalid_events,
+                events,
+            } => {
+                // Bulk bodies are JSON: report positions as array indexes.
+                for e in &mut errors {
+                    e.index = e.line.take().map(|l| l - 1);
+                }
+                DecodeOutcome::Invalid {
+                    errors,
+                    invalid_events,
+                    events,
+                }
+            }
+            other => other,
+        };
+        return Ok((len, outcome));
+    };
+    Ok((len, decoder.decode(&body, format, limits)))
 }

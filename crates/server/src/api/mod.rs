@@ -9,4 +9,5 @@ pub(crate) mod events;
 pub(crate) mod ingest;
 pub(crate) mod operations;
 pub(crate) mod organisation;
+pub(crate) mod reconcile;
 pub(crate) mod sql;
