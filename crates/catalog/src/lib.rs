@@ -1,11 +1,15 @@
 //! meterbase-catalog owns the durable, rarely-changing metadata: organisations, API keys
-//! (stored only as SHA-256 hashes, looked up by hash) and event type definitions.
+//! (stored only as SHA-256 hashes, looked up by hash), event type definitions and billable
+//! metric definitions with every version of each.
 //! It persists one JSON document in the data directory with write-temp, fsync, rename.
 //!
-//! It must not touch events, the write-ahead log or the object store.
+//! It must not touch events, the write-ahead log or the object store, nor interpret a
+//! metric's definition (the metrics layer owns it; here it is opaque JSON).
 //!
-//! One file: the document (`State`, versioned by `CATALOG_FORMAT`, pinned by
-//! `testdata/formats/catalog/`), its operations on `Catalog`, and `persist`.
+//! Module map: this file (the document, `State`, versioned by `CATALOG_FORMAT` and pinned by
+//! `testdata/formats/catalog/`; its operations on `Catalog`; `persist`), `metric` (a metric's
+//! versions and which one is in force at an instant), `upgrade` (older documents rewritten
+//! into today's shape before decoding).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +22,11 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
+
+mod metric;
+mod upgrade;
+
+pub use metric::{MetricVersion, StoredMetric};
 
 #[derive(Debug, Error)]
 pub enum CatalogError {
@@ -73,19 +82,11 @@ pub struct StoredEventType {
     pub def: EventTypeDef,
 }
 
-/// A billable metric as stored: its definition is owned by the metrics layer, kept opaque here.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StoredMetric {
-    pub org_id: String,
-    pub slug: String,
-    /// Event type slugs the metric reads, so deleting one of them can be refused.
-    pub reads: Vec<String>,
-    pub body: serde_json::Value,
-}
-
 /// The catalog document format this build writes. 0: before the document carried one
-/// (same fields); 1: `format` present. A newer format is refused, never half-read.
-pub const CATALOG_FORMAT: u32 = 1;
+/// (same fields); 1: `format` present; 2: a metric holds `versions` instead of one
+/// `reads`/`body` (older documents are upgraded on open, `upgrade`). A newer format is
+/// refused, never half-read.
+pub const CATALOG_FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct State {
@@ -161,22 +162,13 @@ impl Catalog {
     pub fn open_on(fs: Arc<dyn Fs>, path: impl Into<PathBuf>) -> Result<Catalog, CatalogError> {
         let path = path.into();
         let mut state: State = match fs.read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| CatalogError::Corrupt {
+            Ok(bytes) => decode(&bytes).map_err(|reason| CatalogError::Corrupt {
                 path: path.clone(),
-                reason: e.to_string(),
+                reason,
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(CatalogError::Io { path, source: e }),
         };
-        if state.format > CATALOG_FORMAT {
-            return Err(CatalogError::Corrupt {
-                path,
-                reason: format!(
-                    "written in catalog format {}, this build reads up to {CATALOG_FORMAT}: upgrade meterbase",
-                    state.format
-                ),
-            });
-        }
         state.index_keys();
         Ok(Catalog {
             fs,
@@ -371,13 +363,14 @@ impl Catalog {
         slug: &str,
     ) -> Result<EventTypeDef, CatalogError> {
         self.update(|s| {
-            if let Some(m) = s
+            if let Some((m, version)) = s
                 .metrics
                 .iter()
-                .find(|m| m.org_id == org_id && m.reads.iter().any(|r| r == slug))
+                .filter(|m| m.org_id == org_id)
+                .find_map(|m| Some((m, m.reads(slug)?)))
             {
                 return Err(CatalogError::Conflict(format!(
-                    "billable metric {:?} reads event type {slug:?}; delete the metric first",
+                    "billable metric {:?} (version {version}) reads event type {slug:?}; delete the metric first",
                     m.slug
                 )));
             }
@@ -407,19 +400,55 @@ impl Catalog {
             .cloned()
     }
 
-    pub fn create_metric(&self, metric: StoredMetric) -> Result<(), CatalogError> {
+    /// A new metric: its version 1, stamped now.
+    pub fn create_metric(
+        &self,
+        org_id: &str,
+        slug: &str,
+        reads: Vec<String>,
+        body: serde_json::Value,
+    ) -> Result<MetricVersion, CatalogError> {
         self.update(|s| {
             if s.metrics
                 .iter()
-                .any(|m| m.org_id == metric.org_id && m.slug == metric.slug)
+                .any(|m| m.org_id == org_id && m.slug == slug)
             {
                 return Err(CatalogError::Conflict(format!(
-                    "billable metric {:?} exists",
-                    metric.slug
+                    "billable metric {slug:?} exists"
                 )));
             }
+            let mut metric = StoredMetric {
+                org_id: org_id.to_string(),
+                slug: slug.to_string(),
+                versions: Vec::new(),
+            };
+            let first = metric.next_version(metric::now_micros(), reads, body);
+            metric.versions.push(first.clone());
             s.metrics.push(metric);
-            Ok(())
+            Ok(first)
+        })
+    }
+
+    /// The next version of an existing metric, stamped now (never before the current one):
+    /// from then on it is the one in force.
+    pub fn add_metric_version(
+        &self,
+        org_id: &str,
+        slug: &str,
+        reads: Vec<String>,
+        body: serde_json::Value,
+    ) -> Result<MetricVersion, CatalogError> {
+        self.update(|s| {
+            let metric = s
+                .metrics
+                .iter_mut()
+                .find(|m| m.org_id == org_id && m.slug == slug)
+                .ok_or_else(|| {
+                    CatalogError::NotFound(format!("billable metric {slug:?} not found"))
+                })?;
+            let next = metric.next_version(metric::now_micros(), reads, body);
+            metric.versions.push(next.clone());
+            Ok(next)
         })
     }
 
@@ -436,6 +465,24 @@ impl Catalog {
             Ok(())
         })
     }
+}
+
+/// A stored document of any format this build reads, in today's shape.
+fn decode(bytes: &[u8]) -> Result<State, String> {
+    let mut doc: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let format = doc
+        .get("format")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    if format > u64::from(CATALOG_FORMAT) {
+        return Err(format!(
+            "written in catalog format {format}, this build reads up to {CATALOG_FORMAT}: upgrade meterbase"
+        ));
+    }
+    if format < 2 {
+        upgrade::metrics_to_versions(&mut doc)?;
+    }
+    serde_json::from_value(doc).map_err(|e| e.to_string())
 }
 
 /// Write-temp, fsync, rename, fsync the directory: the file is either the old or the new
@@ -480,12 +527,12 @@ mod tests {
         assert_eq!(org.name, "default");
         assert_eq!(c.event_types(&org.id)[0].api_slug, "golden");
         assert_eq!(c.read().format, 0);
-        c.create_metric(StoredMetric {
-            org_id: org.id.clone(),
-            slug: "golden_calls".into(),
-            reads: vec!["golden".into()],
-            body: serde_json::json!({"sql": "SELECT customer_id, sum(calls) AS value FROM golden GROUP BY customer_id"}),
-        })
+        c.create_metric(
+            &org.id,
+            "golden_calls",
+            vec!["golden".into()],
+            serde_json::json!({"sql": "SELECT customer_id, sum(calls) AS value FROM golden GROUP BY customer_id"}),
+        )
         .unwrap();
         let written: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
@@ -511,6 +558,54 @@ mod tests {
             String::from_utf8_lossy(&again),
             String::from_utf8_lossy(&pinned),
             "the catalog is written differently: bump CATALOG_FORMAT and add its fixture"
+        );
+    }
+
+    /// A format 1 catalog (one definition per metric) opens with each metric as its version
+    /// 1, in force for any `as_of` since its body has no creation time; the next change
+    /// writes today's format with both versions.
+    #[test]
+    fn a_format_1_catalog_opens_with_its_metrics_as_version_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.json");
+        std::fs::copy(formats_dir().join("catalog/v1.json"), &path).unwrap();
+        let key = std::fs::read_to_string(formats_dir().join("v0-data/default-api-key")).unwrap();
+        let c = Catalog::open(&path).unwrap();
+        let org = c.authenticate(key.trim()).expect("the old key still works");
+        assert_eq!(c.read().format, 1);
+        let m = c
+            .metric(&org.id, "golden_calls")
+            .expect("the metric is kept");
+        assert_eq!(m.versions.len(), 1);
+        let v1 = m.current().unwrap().clone();
+        assert_eq!(v1.version, 1);
+        assert_eq!(v1.reads, vec!["golden".to_string()]);
+        assert_eq!(
+            v1.body,
+            serde_json::json!({"sql": "SELECT customer_id, sum(calls) AS value FROM golden GROUP BY customer_id"})
+        );
+        assert_eq!(m.in_force_at(0).map(|v| v.version), Some(1));
+        let v2 = c
+            .add_metric_version(
+                &org.id,
+                "golden_calls",
+                vec!["golden".into()],
+                serde_json::json!({"sql": "SELECT customer_id, count(*) AS value FROM golden GROUP BY customer_id"}),
+            )
+            .unwrap();
+        assert_eq!(v2.version, 2);
+        assert!(v2.created_at > v1.created_at);
+        let reopened = Catalog::open(&path).unwrap();
+        assert_eq!(reopened.read().format, CATALOG_FORMAT);
+        let m = reopened.metric(&org.id, "golden_calls").unwrap();
+        assert_eq!(m.versions, vec![v1, v2]);
+        // Any version reading an event type keeps it from being deleted.
+        let err = reopened.delete_event_type(&org.id, "golden").unwrap_err();
+        assert!(err.to_string().contains("golden_calls"), "{err}");
+        assert!(
+            reopened
+                .add_metric_version(&org.id, "nope", vec![], serde_json::Value::Null)
+                .is_err()
         );
     }
 

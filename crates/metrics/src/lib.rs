@@ -7,11 +7,19 @@
 //!
 //! Module map: `error`, `windows` (calendar windows of an IANA zone), `window_functions`
 //! (SQL functions bound to a request's windows), `builder` (builder form → SQL, also every
-//! window in one query), this file (definitions, placeholders, `create` and `evaluate`),
-//! `fuzzing`.
+//! window in one query), `fields` (which member of a builder definition is wrong, as a JSON
+//! pointer), `decimal` (exact subtraction of decimal texts), `compare` (a preview's two
+//! answers matched row by row, with their difference), this file (definitions, placeholders,
+//! `create`, `evaluate` and `preview`), `fuzzing`.
+//!
+//! Versions of a definition are the catalog's (it stores them and says which one was in force
+//! when); here a definition is just the one being created, evaluated or previewed.
 
 mod builder;
+pub mod compare;
+mod decimal;
 mod error;
+mod fields;
 pub mod fuzzing;
 mod window_functions;
 mod windows;
@@ -26,6 +34,8 @@ use meterbase_storage::TableSnapshot;
 use serde::{Deserialize, Serialize};
 
 pub use builder::{Aggregation, Builder, Filter, FilterOp, compile, compile_windowed};
+pub use compare::Compared;
+pub use decimal::subtract as subtract_decimals;
 pub use error::MetricError;
 pub use window_functions::window_functions;
 pub use windows::{MAX_WINDOWS, Window, parse_instant, windows};
@@ -154,62 +164,69 @@ pub async fn create(
 ) -> Result<Metric, MetricError> {
     let name = spec.name.trim().to_string();
     if name.is_empty() {
-        return Err(MetricError::Invalid("name must not be empty".into()));
+        return Err(MetricError::Invalid("name must not be empty".into()).at("/name"));
     }
-    let slug =
-        match &spec.slug {
-            Some(s) => meterbase_schema::validate_slug(s)
-                .map_err(|e| MetricError::Invalid(e.to_string()))?,
-            None => meterbase_schema::validate_slug(&meterbase_schema::derive_slug(&name))
-                .map_err(|_| {
-                    MetricError::Invalid(format!(
-                        "cannot derive a slug from name {name:?}; give slug"
-                    ))
-                })?,
-        };
+    let slug = match &spec.slug {
+        Some(s) => meterbase_schema::validate_slug(s)
+            .map_err(|e| MetricError::Invalid(e.to_string()).at("/slug"))?,
+        None => meterbase_schema::validate_slug(&meterbase_schema::derive_slug(&name)).map_err(
+            |_| {
+                MetricError::Invalid(format!(
+                    "cannot derive a slug from name {name:?}; give slug"
+                ))
+                .at("/name")
+            },
+        )?,
+    };
     let builder_fields = spec.builder.filter(|m| !m.is_empty());
     let period = spec.period.unwrap_or_default();
     if period == Period::AllTime && builder_fields.is_some() {
         return Err(MetricError::Invalid(
             "\"period\": \"all_time\" is for SQL metrics; builder metrics always count the period asked for".into(),
-        ));
+        ).at("/period"));
     }
+    let sql_given = spec.sql.is_some();
+    // Where a refusal of the SQL points: the user's SQL, or the whole builder definition
+    // whose compiled SQL it is.
+    let sql_pointer = if sql_given { "/sql" } else { "" };
     let (sql, builder) = match (spec.sql, builder_fields) {
         (Some(sql), None) => (sql, None),
         (None, Some(fields)) => {
-            let b: Builder = serde_json::from_value(serde_json::Value::Object(fields))
-                .map_err(|e| MetricError::Invalid(format!("invalid builder metric: {e}")))?;
+            let b: Builder = fields::parse_builder(fields)?;
             let def = event_types
                 .iter()
                 .find(|d| d.api_slug == b.usage_event)
                 .ok_or_else(|| {
                     MetricError::Invalid(format!("usage_event {:?} does not exist", b.usage_event))
+                        .at("/usage_event")
                 })?;
-            (compile(&b, def)?, Some(b))
+            (fields::compile_located(&b, def)?, Some(b))
         }
         (Some(_), Some(_)) => {
             return Err(MetricError::Invalid(
                 "give either sql or the builder fields (usage_event, aggregation, …), not both"
                     .into(),
-            ));
+            )
+            .at("/sql"));
         }
         (None, None) => {
             return Err(MetricError::Invalid(
                 "a metric needs sql, or usage_event and aggregation".into(),
-            ));
+            )
+            .at("/sql"));
         }
     };
-    let bound = bind_placeholders(&sql)?;
+    let bound = bind_placeholders(&sql).map_err(|e| e.at(sql_pointer))?;
     match (bound.uses_period, period) {
         (false, Period::Bounded) => {
             return Err(MetricError::Invalid(
                 "the metric's SQL uses neither {{start_date}} nor {{end_date}}, so every usage answer would be the all-time total whatever period is asked for (and with a window, all of it in the first window). Filter on the period, e.g. WHERE timestamp >= {{start_date}} AND timestamp < {{end_date}}; or, if an all-time total is really what you bill, create it with \"period\": \"all_time\"".into(),
-            ));
+            ).at(sql_pointer));
         }
         (true, Period::AllTime) => {
             return Err(MetricError::Invalid(
                 "\"period\": \"all_time\" is for SQL that ignores the period, but this SQL uses {{start_date}} or {{end_date}}; leave period out".into(),
-            ));
+            ).at("/period"));
         }
         _ => {}
     }
@@ -229,7 +246,7 @@ pub async fn create(
         .await
         .map_err(|e| match e {
             QueryError::Invalid(d) | QueryError::Data(d) | QueryError::Execution(d) => {
-                MetricError::Invalid(format!("the metric's SQL does not plan: {d}"))
+                MetricError::Invalid(format!("the metric's SQL does not plan: {d}")).at(sql_pointer)
             }
             other => MetricError::Query(other),
         })?;
@@ -242,7 +259,8 @@ pub async fn create(
                     .iter()
                     .map(|f| f.name().as_str())
                     .collect::<Vec<_>>()
-            )));
+            ))
+            .at(sql_pointer));
         }
     }
     Ok(Metric {
@@ -371,6 +389,68 @@ pub async fn evaluate(
         out.push(Evaluation {
             window_start: req.window.map(|_| ws),
             output,
+        });
+    }
+    Ok(out)
+}
+
+/// At most this many periods per preview: each costs two evaluations under the query caps.
+pub const MAX_PREVIEW_PERIODS: usize = 100;
+
+/// One period of a preview, with its rows.
+pub struct PreviewPeriod {
+    pub start: i64,
+    pub end: i64,
+    pub rows: Vec<Compared>,
+}
+
+/// Evaluates `current` and `candidate` over each period (whole, no windows) against the
+/// same snapshot, so a difference is the definitions' and never data arriving in between,
+/// and matches their rows. Stores nothing; each evaluation runs under the usage caps.
+pub async fn preview(
+    engine: &QueryEngine,
+    org: &str,
+    tables: Vec<TableSnapshot>,
+    current: &Metric,
+    candidate: &Metric,
+    periods: &[(i64, i64)],
+    customer_id: Option<&str>,
+) -> Result<Vec<PreviewPeriod>, MetricError> {
+    if periods.is_empty() {
+        return Err(MetricError::Invalid("give at least one period".into()).at("/periods"));
+    }
+    if periods.len() > MAX_PREVIEW_PERIODS {
+        return Err(MetricError::Invalid(format!(
+            "{} periods; at most {MAX_PREVIEW_PERIODS} per preview",
+            periods.len()
+        ))
+        .at("/periods"));
+    }
+    let mut out = Vec::with_capacity(periods.len());
+    for (i, &(start, end)) in periods.iter().enumerate() {
+        if start >= end {
+            return Err(MetricError::Invalid(format!(
+                "periods[{i}]: start_date must be before end_date"
+            ))
+            .at(&format!("/periods/{i}")));
+        }
+        let request = UsageRequest {
+            start,
+            end,
+            customer_id,
+            window: None,
+            tz: chrono_tz::UTC,
+            as_of: None,
+        };
+        let mut answers = Vec::with_capacity(2);
+        for m in [current, candidate] {
+            let e = evaluate(engine, org, tables.clone(), m, &request).await?;
+            answers.push(e.into_iter().map(|e| e.output).collect::<Vec<_>>());
+        }
+        out.push(PreviewPeriod {
+            start,
+            end,
+            rows: compare::compare(&answers[0], &answers[1]),
         });
     }
     Ok(out)

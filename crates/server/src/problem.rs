@@ -248,6 +248,12 @@ impl From<MetricError> for Problem {
     fn from(e: MetricError) -> Problem {
         match e {
             MetricError::Invalid(d) => Problem::new(StatusCode::BAD_REQUEST, "Invalid metric", d),
+            // The member at fault as the contract's `errors` entry, so a form can point at it.
+            MetricError::Field { pointer, message } => {
+                let mut p = Problem::new(StatusCode::BAD_REQUEST, "Invalid metric", &message);
+                p.errors = vec![json!({"pointer": pointer, "message": message})];
+                p
+            }
             MetricError::Query(q) => q.into(),
         }
     }

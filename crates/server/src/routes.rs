@@ -89,7 +89,17 @@ pub(crate) fn router(shared: Arc<Shared>) -> NormalizePath<Router> {
         )
         .route(
             "/billable_metrics/{slug}",
-            get(billable_metrics::show).delete(billable_metrics::delete),
+            get(billable_metrics::show)
+                .put(billable_metrics::replace)
+                .delete(billable_metrics::delete),
+        )
+        .route(
+            "/billable_metrics/{slug}/versions",
+            get(billable_metrics::versions),
+        )
+        .route(
+            "/billable_metrics/{slug}/preview",
+            post(billable_metrics::preview),
         )
         .route(
             "/billable_metrics/{slug}/usage",
