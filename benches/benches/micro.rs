@@ -1,5 +1,5 @@
-//! Micro-benchmarks of the hot paths: the event decoder, a write-ahead log group commit, and
-//! a buffer chunk persisted to Parquet. `make test` runs each once (test mode) so they never
+//! Micro-benchmarks of the hot paths: the event decoder (alone, and with the ingest receipt's
+//! digest), a write-ahead log group commit, and a buffer chunk persisted to Parquet. `make test` runs each once (test mode) so they never
 //! rot; `make bench` measures them.
 
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use meterbase_bench::generate::{self, EVENT_TYPE};
 use meterbase_catalog::StoredEventType;
+use meterbase_schema::digest::EventDigester;
 use meterbase_schema::{DecodeLimits, DecodeOutcome, EventDecoder, EventTypeDef, InputFormat};
 use meterbase_storage::{StorageConfig, Store, parse_object_store_url};
 
@@ -40,6 +41,29 @@ fn decode(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("json_1_event", |b| {
         b.iter(|| rows(one.trim_end(), InputFormat::Json))
+    });
+    g.finish();
+}
+
+/// What an ingest receipt adds to a request: the digest of the decoded batch.
+fn receipt_digest(c: &mut Criterion) {
+    let dec = EventDecoder::new(&def()).expect("decoder");
+    let digest = |body: &str, format| match dec.decode(body.as_bytes(), format, limits()) {
+        DecodeOutcome::Valid(batch) => EventDigester::new(dec.fields())
+            .sum(batch.columns())
+            .expect("digest"),
+        _ => 0,
+    };
+    let body = generate::ndjson_body(1, 0, 1000, 1000);
+    let one = generate::ndjson_body(1, 0, 1, 1);
+    let mut g = c.benchmark_group("receipt");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("ndjson_1000_events_decode_and_digest", |b| {
+        b.iter(|| digest(&body, InputFormat::Ndjson))
+    });
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("json_1_event_decode_and_digest", |b| {
+        b.iter(|| digest(one.trim_end(), InputFormat::Json))
     });
     g.finish();
 }
@@ -112,5 +136,5 @@ fn store_ops(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, store_ops);
+criterion_group!(benches, decode, receipt_digest, store_ops);
 criterion_main!(benches);
