@@ -162,6 +162,22 @@ fn condition(def: &EventTypeDef, f: &Filter) -> Result<String, MetricError> {
     Ok(format!("{col} {op} {}", literal(&f.value)?))
 }
 
+/// The builder's filters as one SQL condition over the event type's columns (`None` when it
+/// has none): what explaining a value reports as "filtered".
+pub fn filter_condition(b: &Builder, def: &EventTypeDef) -> Result<Option<String>, MetricError> {
+    let conditions = b
+        .filters
+        .iter()
+        .map(|f| condition(def, f))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((!conditions.is_empty()).then(|| conditions.join(" AND ")))
+}
+
+/// A field of the event type as a quoted identifier, checked against the definition.
+pub fn field_column(def: &EventTypeDef, name: &str) -> Result<String, MetricError> {
+    column(def, name)
+}
+
 /// The SQL a builder metric runs, with `{{start_date}}`/`{{end_date}}` placeholders.
 pub fn compile(b: &Builder, def: &EventTypeDef) -> Result<String, MetricError> {
     compile_as(b, def, false)

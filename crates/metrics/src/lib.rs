@@ -9,8 +9,9 @@
 //! (SQL functions bound to a request's windows), `builder` (builder form → SQL, also every
 //! window in one query), `fields` (which member of a builder definition is wrong, as a JSON
 //! pointer), `decimal` (exact subtraction of decimal texts), `compare` (a preview's two
-//! answers matched row by row, with their difference), this file (definitions, placeholders,
-//! `create`, `evaluate` and `preview`), `fuzzing`.
+//! answers matched row by row, with their difference), `explain` (one customer's events
+//! classified as included, with contributions, or left out and why), this file (definitions,
+//! placeholders, //! `create`, `evaluate` and `preview`), `fuzzing`.
 //!
 //! Versions of a definition are the catalog's (it stores them and says which one was in force
 //! when); here a definition is just the one being created, evaluated or previewed.
@@ -19,6 +20,7 @@ mod builder;
 pub mod compare;
 mod decimal;
 mod error;
+mod explain;
 mod fields;
 pub mod fuzzing;
 mod window_functions;
@@ -37,6 +39,9 @@ pub use builder::{Aggregation, Builder, Filter, FilterOp, compile, compile_windo
 pub use compare::Compared;
 pub use decimal::subtract as subtract_decimals;
 pub use error::MetricError;
+pub use explain::{
+    ExplainRequest, ExplainTarget, Explanation, MAX_EXPLAIN_LIMIT, REASONS, Show, explain,
+};
 pub use window_functions::window_functions;
 pub use windows::{MAX_WINDOWS, Window, parse_instant, windows};
 

@@ -26,6 +26,7 @@ use crate::admission::{Admission, Load, Permit};
 use crate::cancel::{CancelToken, Stop, cancellable, stop_of};
 use crate::exact_aggregates::exact_aggregates;
 use crate::provider::STORE_URL;
+use crate::versions::{Versions, versions_table, versions_view};
 use crate::view::table_view;
 
 #[derive(Debug, Clone, Error)]
@@ -162,6 +163,15 @@ impl Default for QueryConfig {
 /// A deletion's count is a courtesy next to a deletion already applied: it must not hold
 /// the reply long, whatever the queries ahead of it.
 const DELETION_COUNT_CAP: Duration = Duration::from_secs(5);
+
+/// What a session offers beyond the caller's tables and the built-in functions.
+#[derive(Clone, Copy)]
+struct Extras<'a> {
+    /// Functions bound to one request (such as its usage windows).
+    functions: &'a [Arc<ScalarUDF>],
+    /// The event type whose every stored version the statement may read.
+    versions_of: Option<&'a str>,
+}
 
 pub struct QueryOutput {
     pub schema: SchemaRef,
@@ -336,7 +346,7 @@ impl QueryEngine {
         &self,
         tables: &[TableSnapshot],
         as_of: Option<i64>,
-        functions: &[Arc<ScalarUDF>],
+        extras: Extras<'_>,
     ) -> Result<SessionContext, QueryError> {
         let df = |e| QueryError::from_df(e, self.config.memory_limit);
         let runtime = RuntimeEnvBuilder::new()
@@ -368,7 +378,7 @@ impl QueryEngine {
         ctx.register_udf(ScalarUDF::new_from_impl(
             crate::utc_trunc::UtcDateTrunc::default(),
         ));
-        for f in functions {
+        for f in extras.functions {
             ctx.register_udf(f.as_ref().clone());
         }
         // Billing totals must not depend on row order, partitioning or thread count.
@@ -380,6 +390,13 @@ impl QueryEngine {
             let view = ViewTable::new(plan, None);
             ctx.register_table(snap.slug.as_str(), Arc::new(view))
                 .map_err(df)?;
+            if extras.versions_of == Some(snap.slug.as_str()) {
+                for which in [Versions::Visible, Versions::Later] {
+                    let plan = versions_view(snap, as_of, which).map_err(df)?;
+                    ctx.register_table(versions_table(which), Arc::new(ViewTable::new(plan, None)))
+                        .map_err(df)?;
+                }
+            }
         }
         Ok(ctx)
     }
@@ -421,7 +438,14 @@ impl QueryEngine {
         use datafusion::common::tree_node::TreeNodeRecursion;
         let limit = self.config.memory_limit;
         let df = |e| QueryError::from_df(e, limit);
-        let ctx = self.context(&tables, None, &[])?;
+        let ctx = self.context(
+            &tables,
+            None,
+            Extras {
+                functions: &[],
+                versions_of: None,
+            },
+        )?;
         let plan = ctx.state().create_logical_plan(sql).await.map_err(df)?;
         SQLOptions::new()
             .with_allow_ddl(false)
@@ -466,6 +490,34 @@ impl QueryEngine {
             .await
     }
 
+    /// `execute` where the statement may also read every stored version of event type
+    /// `slug` (`meterbase_versions`, and `meterbase_later_versions` for those that arrived
+    /// after `as_of`), to explain what the view leaves out. Internal: never for tenant SQL.
+    pub async fn execute_on_versions(
+        &self,
+        caller: Caller<'_>,
+        tables: Vec<TableSnapshot>,
+        slug: &str,
+        sql: String,
+        params: HashMap<String, ScalarValue>,
+        as_of: Option<i64>,
+    ) -> Result<QueryOutput, QueryError> {
+        let mut observed = self.observe(caller.kind);
+        let result = match self.admit(caller).await {
+            Ok(_permit) => {
+                let extras = Extras {
+                    functions: &[],
+                    versions_of: Some(slug),
+                };
+                self.run(tables, sql, params, as_of, extras, self.cap(caller.kind))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        observed.result = Some(result.as_ref().map(|_| ()).map_err(Clone::clone));
+        result
+    }
+
     /// `execute` with SQL functions of the caller's own that the statement may call (bound
     /// to one request, such as its usage windows).
     pub async fn execute_with(
@@ -485,7 +537,10 @@ impl QueryEngine {
                     sql,
                     params,
                     as_of,
-                    &functions,
+                    Extras {
+                        functions: &functions,
+                        versions_of: None,
+                    },
                     self.cap(caller.kind),
                 )
                 .await
@@ -502,10 +557,10 @@ impl QueryEngine {
         sql: String,
         params: HashMap<String, ScalarValue>,
         as_of: Option<i64>,
-        functions: &[Arc<ScalarUDF>],
+        extras: Extras<'_>,
         timeout: Duration,
     ) -> Result<QueryOutput, QueryError> {
-        let ctx = self.context(&tables, as_of, functions)?;
+        let ctx = self.context(&tables, as_of, extras)?;
         let limit = self.config.memory_limit;
         let runtime = self
             .runtime

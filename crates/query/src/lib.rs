@@ -7,7 +7,8 @@
 //!
 //! Module map: `time_filter` (the time range a query's filters allow), `provider`
 //! (`RawSource`: one snapshot's files and buffer as a table, every version), `view` (the
-//! deduplicated, `as_of`-aware view of one event type over its raw sources), `utc_trunc`
+//! deduplicated, `as_of`-aware view of one event type over its raw sources), `versions`
+//! (every stored version of one event type, to explain what the view leaves out), `utc_trunc`
 //! (`date_trunc` for UTC timestamps), `exact_sum` (an exact, order-independent float sum),
 //! `exact_aggregates` (`sum`, `avg` and the time-weighted sum on it), `cancel` (deadlines
 //! and caller cancellation in every operator), `admission` (how many queries run,
@@ -27,6 +28,7 @@ mod provider;
 pub mod reconcile;
 mod time_filter;
 mod utc_trunc;
+mod versions;
 mod view;
 
 pub use admission::Load;
@@ -36,4 +38,5 @@ pub use engine::{
 pub use exact_aggregates::exact_aggregates;
 pub use exact_sum::ExactSum;
 pub use provider::STORE_URL;
+pub use versions::{Versions, versions_table};
 pub use view::table_view;

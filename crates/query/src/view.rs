@@ -195,10 +195,20 @@ pub fn table_view(snap: &TableSnapshot, as_of: Option<i64>) -> Result<LogicalPla
     if let Some(deleted) = deleted_rows(snap, as_of) {
         builder = builder.filter(Expr::Not(Box::new(deleted)))?;
     }
+    with_data(builder, &schema, false)?.build()
+}
+
+/// Projects the table's columns (with `_seq` when `keep_seq`) and the data fields gathered
+/// in a `data` struct, as `/sql` shows them.
+pub(crate) fn with_data(
+    builder: LogicalPlanBuilder,
+    schema: &arrow::datatypes::SchemaRef,
+    keep_seq: bool,
+) -> Result<LogicalPlanBuilder> {
     let mut out: Vec<Expr> = schema
         .fields()
         .iter()
-        .filter(|f| f.name() != SEQ_COLUMN)
+        .filter(|f| keep_seq || f.name() != SEQ_COLUMN)
         .map(|f| col(f.name().as_str()))
         .collect();
     let fields: Vec<&str> = schema
@@ -216,7 +226,7 @@ pub fn table_view(snap: &TableSnapshot, as_of: Option<i64>) -> Result<LogicalPla
         let args: Vec<Expr> = fields.iter().flat_map(|f| [lit(*f), col(*f)]).collect();
         out.push(named_struct(args).alias("data"));
     }
-    builder.project(out)?.build()
+    builder.project(out)
 }
 
 /// Rows removed by the deletions in force (made before `as_of` and before `before_seq`):

@@ -15,8 +15,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::api::{
-    admin, billable_metrics, console, csv, event_types, events, ingest, operations, organisation,
-    reconcile, sql,
+    admin, billable_metrics, console, csv, event_types, events, explain, ingest, operations,
+    organisation, reconcile, sql,
 };
 use crate::app::Shared;
 use crate::layers::{drain_unread, log_response, record_metrics, request_span};
@@ -104,6 +104,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> NormalizePath<Router> {
         .route(
             "/billable_metrics/{slug}/usage",
             get(billable_metrics::usage),
+        )
+        .route(
+            "/billable_metrics/{slug}/usage/explain",
+            get(explain::explain),
         )
         .fallback(not_routed)
         .method_not_allowed_fallback(method_not_allowed);

@@ -58,7 +58,7 @@ fn metric_json(stored: &StoredMetric, version: &MetricVersion, m: &Metric) -> Va
     v
 }
 
-fn load(app: &App, org: &Organisation, slug: &str) -> Result<StoredMetric> {
+pub(crate) fn load(app: &App, org: &Organisation, slug: &str) -> Result<StoredMetric> {
     app.catalog
         .metric(&org.id, slug)
         .ok_or_else(|| Problem::not_found(format!("no billable metric {slug:?}")))
@@ -201,7 +201,32 @@ pub(crate) async fn delete(
     Ok(no_content())
 }
 
-fn time_zone(text: Option<&str>) -> Result<chrono_tz::Tz> {
+/// The definition in force at `as_of` reproduces what was billed then; without it, today's.
+pub(crate) fn in_force(
+    stored: &StoredMetric,
+    slug: &str,
+    as_of: Option<i64>,
+) -> Result<(MetricVersion, Metric)> {
+    let version = match as_of {
+        None => stored.current(),
+        Some(t) => stored.in_force_at(t),
+    }
+    .ok_or_else(|| {
+        let since = stored
+            .versions
+            .first()
+            .map_or_else(String::new, |v| rfc3339(v.created_at));
+        Problem::not_found(format!(
+            "billable metric {slug:?} did not exist at as_of {}: its version 1 took effect at {since}",
+            as_of.map(format_micros).unwrap_or_default()
+        ))
+    })?
+    .clone();
+    let metric = decode(slug, &version)?;
+    Ok((version, metric))
+}
+
+pub(crate) fn time_zone(text: Option<&str>) -> Result<chrono_tz::Tz> {
     match text {
         None => Ok(chrono_tz::UTC),
         Some(t) => t.parse().map_err(|_| {
@@ -230,23 +255,7 @@ pub(crate) async fn usage(
     let window: Option<Window> = q.get("window").map(str::parse).transpose()?;
     let as_of = q.get("as_of").map(|t| app.parse_as_of(t)).transpose()?;
     let customer_id = q.get("customer_id");
-    // The definition in force at `as_of` reproduces what was billed then; without it, today's.
-    let version = match as_of {
-        None => stored.current(),
-        Some(t) => stored.in_force_at(t),
-    }
-    .ok_or_else(|| {
-        let since = stored
-            .versions
-            .first()
-            .map_or_else(String::new, |v| rfc3339(v.created_at));
-        Problem::not_found(format!(
-            "billable metric {slug:?} did not exist at as_of {}: its version 1 took effect at {since}",
-            as_of.map(format_micros).unwrap_or_default()
-        ))
-    })?
-    .clone();
-    let metric = decode(&slug, &version)?;
+    let (version, metric) = in_force(&stored, &slug, as_of)?;
     let request = UsageRequest {
         start,
         end,

@@ -6,6 +6,7 @@ pub(crate) mod console;
 pub(crate) mod csv;
 pub(crate) mod event_types;
 pub(crate) mod events;
+pub(crate) mod explain;
 pub(crate) mod ingest;
 pub(crate) mod operations;
 pub(crate) mod organisation;
