@@ -1,7 +1,9 @@
 //! A random history of 200k operations — inserts, replacements of old keys, late events,
 //! range deletions — with flushes, compactions, crashes and clean restarts in between, checked
 //! after every phase against a reference kept here: counts and sums per customer now and
-//! `as_of` earlier phases. Zero mismatches allowed.
+//! `as_of` earlier phases; for one customer, explain's included events and contributions
+//! (adding up to the usage value) and the reconcile digests against an independent Python
+//! implementation. Zero mismatches allowed.
 
 mod common;
 
@@ -45,8 +47,8 @@ fn apply(rows: &mut BTreeMap<Key, i64>, op: &Op) -> u64 {
     }
 }
 
-/// The reference as of the end of `phase`, rebuilt from the plain list of operations.
-fn state_after(ops: &[(usize, Op)], phase: usize) -> BTreeMap<String, (u64, i64)> {
+/// The reference rows as of the end of `phase`, rebuilt from the plain list of operations.
+fn rows_after(ops: &[(usize, Op)], phase: usize) -> BTreeMap<Key, i64> {
     let mut rows: BTreeMap<Key, i64> = BTreeMap::new();
     for (p, op) in ops {
         if *p > phase {
@@ -54,7 +56,144 @@ fn state_after(ops: &[(usize, Op)], phase: usize) -> BTreeMap<String, (u64, i64)
         }
         apply(&mut rows, op);
     }
-    totals(&rows)
+    rows
+}
+
+fn state_after(ops: &[(usize, Op)], phase: usize) -> BTreeMap<String, (u64, i64)> {
+    totals(&rows_after(ops, phase))
+}
+
+/// The Python reference's `(count, digest)` per `customer|day` for `rows`.
+fn reference_digests(
+    dir: &std::path::Path,
+    rows: &[(&Key, &i64)],
+) -> BTreeMap<String, (u64, String)> {
+    let events: Vec<Value> = rows
+        .iter()
+        .map(|((c, ts), v)| json!({"customer_id": c, "timestamp": ts, "data": {"cpu_hours_consumed": v, "region": "r"}}))
+        .collect();
+    let path = dir.join("reference-events.json");
+    std::fs::write(&path, Value::Array(events).to_string()).unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-c", include_str!("common/digest_reference.py")])
+        .arg(json!({"cpu_hours_consumed": "Float64", "region": "String"}).to_string())
+        .arg(&path)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                (v[0].as_u64().unwrap(), v[1].as_str().unwrap().to_string()),
+            )
+        })
+        .collect()
+}
+
+/// One customer over a period, `as_of` an instant or now: explain's included events and
+/// their contributions, the usage value and the reconcile buckets, against the reference.
+fn check_explain_and_reconcile(
+    s: &Server,
+    dir: &std::path::Path,
+    rows: &BTreeMap<Key, i64>,
+    customer: &str,
+    (from, to): (i64, i64),
+    as_of: Option<&str>,
+) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let at = as_of.map_or(String::new(), |t| format!("&as_of={t}"));
+    let label = format!("{customer} [{}, {}){at}", iso(from), iso(to));
+    let live: Vec<(&Key, &i64)> = rows
+        .iter()
+        .filter(|((c, ts), _)| c == customer && *ts >= from && *ts < to)
+        .collect();
+    let mut items = Vec::new();
+    let mut cursor = String::new();
+    let mut head = Value::Null;
+    loop {
+        let r = s.get(&format!(
+            "/billable_metrics/cpu/usage/explain?customer_id={customer}&start_date={}&end_date={}{at}&limit=1000{cursor}",
+            iso(from),
+            iso(to)
+        ));
+        assert_eq!(r.status, 200, "{label}: {}", r.text);
+        items.extend(r.body["items"].as_array().cloned().unwrap_or_default());
+        if head.is_null() {
+            head = r.body.clone();
+        }
+        match r.body["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    let got: BTreeMap<i64, i64> = items
+        .iter()
+        .map(|i| {
+            let ts = chrono::DateTime::parse_from_rfc3339(i["timestamp"].as_str().unwrap())
+                .unwrap()
+                .timestamp();
+            (ts, num(&i["contribution"]) as i64)
+        })
+        .collect();
+    let want: BTreeMap<i64, i64> = live.iter().map(|((_, ts), v)| (*ts, **v)).collect();
+    if got != want || items.len() != live.len() {
+        wrong.push(format!(
+            "{label}: explain lists {got:?}, the reference {want:?}"
+        ));
+    }
+    let total: i64 = want.values().sum();
+    let value = if live.is_empty() { None } else { Some(total) };
+    if head["value"].as_f64().map(|v| v as i64) != value {
+        wrong.push(format!(
+            "{label}: explain's value {} against the reference {value:?}",
+            head["value"]
+        ));
+    }
+    let contributions: i64 = got.values().sum();
+    if value.is_some_and(|v| v != contributions) {
+        wrong.push(format!(
+            "{label}: contributions add up to {contributions}, not {total}"
+        ));
+    }
+    let r = s.get(&format!(
+        "/usage/compute_events/reconcile?from={}&to={}&customer_id={customer}&by=day{at}",
+        iso(from),
+        iso(to)
+    ));
+    assert_eq!(r.status, 200, "{label}: {}", r.text);
+    let buckets: BTreeMap<String, (u64, String)> = r.body["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                format!(
+                    "{}|{}",
+                    b["customer_id"].as_str().unwrap(),
+                    b["bucket_start"].as_str().unwrap()
+                ),
+                (
+                    b["count"].as_u64().unwrap(),
+                    b["digest"].as_str().unwrap().to_string(),
+                ),
+            )
+        })
+        .collect();
+    let reference = reference_digests(dir, &live);
+    if buckets != reference {
+        wrong.push(format!(
+            "{label}: reconcile {buckets:?}\n reference {reference:?}"
+        ));
+    }
+    wrong
 }
 
 fn totals(rows: &BTreeMap<Key, i64>) -> BTreeMap<String, (u64, i64)> {
@@ -149,6 +288,12 @@ fn random_history(h: History) -> usize {
     let mut s = Server::start(&dir.path().join("d"), &args);
     let mut files_one_seq = 0;
     s.create_compute_events();
+    let r = s.post_json(
+        "/billable_metrics",
+        &json!({"name": "CPU", "slug": "cpu", "usage_event": "compute_events",
+                "aggregation": "sum", "field": "cpu_hours_consumed"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
     let mut rng = StdRng::seed_from_u64(0x6d65_7465_7262_6173);
     let mut ops: Vec<(usize, Op)> = Vec::new();
     let mut current: BTreeMap<Key, i64> = BTreeMap::new();
@@ -260,6 +405,19 @@ fn random_history(h: History) -> usize {
                 state_after(&ops, past),
             );
         }
+        // Explain and reconcile for one customer over ten days, now or as of a past phase.
+        let customer = format!("c{}", rng.random_range(0..CUSTOMERS));
+        let from = T0 + rng.random_range(0..DAYS - 10) * 86_400;
+        let past = (h.keep_history && rng.random_bool(0.5)).then(|| rng.random_range(0..=phase));
+        let rows = past.map_or_else(|| current.clone(), |p| rows_after(&ops, p));
+        mismatches.extend(check_explain_and_reconcile(
+            &s,
+            dir.path(),
+            &rows,
+            &customer,
+            (from, from + 10 * 86_400),
+            past.map(|p| instants[p].as_str()),
+        ));
         assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
     }
     // A last compaction over everything changes no answer, now or as of any phase.
