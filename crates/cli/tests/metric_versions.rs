@@ -316,3 +316,60 @@ fn versions_usage_as_of_and_preview() {
     assert_eq!(r.body["version"], 3);
     assert_eq!(r.body["rows"][0]["value"], "0.0060");
 }
+
+/// A definition not created yet is previewed as creation would store it (the console shows
+/// this before saving): the candidate's values, `current` null, nothing stored; `preview`
+/// itself cannot become a slug.
+#[test]
+fn a_new_definition_previews_before_it_is_created() {
+    let tmp = tempdir();
+    let s = Server::start(&tmp.path().join("data"), &[]);
+    load_dataset(&s);
+    let definition = json!({"name": "CPU hours", "usage_event": "compute_events",
+                            "aggregation": "sum", "field": "cpu_hours_consumed"});
+    let r = s.post_json(
+        "/billable_metrics/preview",
+        &json!({"definition": definition,
+                "periods": [{"start_date": "2025-07-01", "end_date": "2025-08-01"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["version"], Value::Null);
+    let rows: Vec<(Value, Value, Value, Value)> = r.body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["customer_id"].clone(),
+                r["current"].clone(),
+                r["candidate"].clone(),
+                r["difference"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (json!("acme"), Value::Null, json!(15), json!(15)),
+            (json!("globex"), Value::Null, json!(2), json!(2))
+        ]
+    );
+    let r = s.get("/billable_metrics");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        !r.text.contains("cpu_hours"),
+        "a preview stores nothing: {}",
+        r.text
+    );
+    let r = s.post_json(
+        "/billable_metrics/preview",
+        &json!({"definition": {"name": "x", "usage_event": "compute_events", "aggregation": "sum", "field": "region"},
+                "periods": [{"start_date": "2025-07-01", "end_date": "2025-08-01"}]}),
+    );
+    assert_names_field(&r, "/definition/field");
+    let r = s.post_json(
+        "/billable_metrics",
+        &json!({"name": "Preview", "slug": "preview", "usage_event": "compute_events", "aggregation": "count"}),
+    );
+    assert_names_field(&r, "/slug");
+}

@@ -416,7 +416,7 @@ pub async fn preview(
     engine: &QueryEngine,
     org: &str,
     tables: Vec<TableSnapshot>,
-    current: &Metric,
+    current: Option<&Metric>,
     candidate: &Metric,
     periods: &[(i64, i64)],
     customer_id: Option<&str>,
@@ -448,9 +448,17 @@ pub async fn preview(
             as_of: None,
         };
         let mut answers = Vec::with_capacity(2);
-        for m in [current, candidate] {
-            let e = evaluate(engine, org, tables.clone(), m, &request).await?;
-            answers.push(e.into_iter().map(|e| e.output).collect::<Vec<_>>());
+        // A metric not created yet has no current side: every row is the candidate's alone.
+        for m in [current, Some(candidate)] {
+            let outputs = match m {
+                Some(m) => evaluate(engine, org, tables.clone(), m, &request)
+                    .await?
+                    .into_iter()
+                    .map(|e| e.output)
+                    .collect::<Vec<_>>(),
+                None => Vec::new(),
+            };
+            answers.push(outputs);
         }
         out.push(PreviewPeriod {
             start,

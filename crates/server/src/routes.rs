@@ -102,6 +102,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> NormalizePath<Router> {
             post(billable_metrics::preview),
         )
         .route(
+            "/billable_metrics/preview",
+            post(billable_metrics::preview_new),
+        )
+        .route(
             "/billable_metrics/{slug}/usage",
             get(billable_metrics::usage),
         )

@@ -23,6 +23,9 @@ use crate::http::{
 };
 use crate::problem::Problem;
 
+/// The path word of a new definition's preview, so never a slug.
+const PREVIEW: &str = "preview";
+
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
@@ -110,6 +113,13 @@ pub(crate) async fn create(Tenant { app, org }: Tenant, body: Body) -> Result<Re
     let body = read_body(body, 1 << 20).await?;
     let spec: MetricSpec = parse_json(&body)?;
     let metric = check(&app, &org, spec).await?;
+    if metric.slug == PREVIEW {
+        return Err(MetricError::Invalid(format!(
+            "{PREVIEW:?} cannot be a metric's slug: POST /billable_metrics/{PREVIEW} previews a new definition"
+        ))
+        .at("/slug")
+        .into());
+    }
     app.catalog.create_metric(
         &org.id,
         &metric.slug,
@@ -381,10 +391,32 @@ pub(crate) async fn preview(
     Path(slug): Path<String>,
     body: Body,
 ) -> Result<Response> {
-    let body = read_body(body, 1 << 20).await?;
-    let req: PreviewBody = parse_json(&body)?;
     let stored = load(&app, &org, &slug)?;
     let (version, current_metric) = current(&slug, &stored)?;
+    previewed(
+        &app,
+        &org,
+        Some((&slug, version.version, &current_metric)),
+        body,
+    )
+    .await
+}
+
+/// `POST /billable_metrics/preview`: a definition not created yet, evaluated on every period
+/// as creation would store it (`current` is null); nothing is stored. `preview` is therefore
+/// not a metric slug.
+pub(crate) async fn preview_new(Tenant { app, org }: Tenant, body: Body) -> Result<Response> {
+    previewed(&app, &org, None, body).await
+}
+
+async fn previewed(
+    app: &App,
+    org: &Organisation,
+    existing: Option<(&str, u32, &Metric)>,
+    body: Body,
+) -> Result<Response> {
+    let body = read_body(body, 1 << 20).await?;
+    let req: PreviewBody = parse_json(&body)?;
     let tz = time_zone(req.tz.as_deref())?;
     if req.periods.len() > meterbase_metrics::MAX_PREVIEW_PERIODS {
         return Err(MetricError::Invalid(format!(
@@ -410,8 +442,11 @@ pub(crate) async fn preview(
             ))
         })
         .collect::<std::result::Result<Vec<(i64, i64)>, MetricError>>()?;
-    let spec = for_slug(req.definition, &slug).map_err(|e| e.under("/definition"))?;
-    let tables = app.snapshots(&org)?;
+    let spec = match existing {
+        Some((slug, _, _)) => for_slug(req.definition, slug).map_err(|e| e.under("/definition"))?,
+        None => req.definition,
+    };
+    let tables = app.snapshots(org)?;
     let types = app.catalog.event_types(&org.id);
     let candidate = meterbase_metrics::create(&app.engine, &org.id, tables.clone(), &types, spec)
         .await
@@ -423,17 +458,23 @@ pub(crate) async fn preview(
         &app.engine,
         &org.id,
         tables,
-        &current_metric,
+        existing.map(|(_, _, m)| m),
         &candidate,
         &periods,
         req.customer_id.as_deref(),
     )
     .await?;
-    let mut out = format!(
-        "{{\"metric\":{},\"version\":{},\"rows\":[",
-        json!(slug),
-        version.version
-    );
+    let mut out = match existing {
+        Some((slug, version, _)) => format!(
+            "{{\"metric\":{},\"version\":{},\"rows\":[",
+            json!(slug),
+            version
+        ),
+        None => format!(
+            "{{\"metric\":{},\"version\":null,\"rows\":[",
+            json!(candidate.slug)
+        ),
+    };
     let mut first = true;
     for period in &answers {
         let (start, end) = (
