@@ -192,6 +192,19 @@ struct ServeArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "METERBASE_LOG_JSON")]
     log_json: bool,
+    /// Also speak the PostgreSQL wire protocol on this address (psql, Grafana, BI tools; the
+    /// password is an API key); off by default. Port 0 picks one (<data-dir>/pg-listen-addr).
+    #[arg(long, env = "METERBASE_PG_LISTEN")]
+    pg_listen: Option<String>,
+    /// TLS certificate chain (PEM) for --pg-listen; with --pg-tls-key.
+    #[arg(long, env = "METERBASE_PG_TLS_CERT")]
+    pg_tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for --pg-listen; with --pg-tls-cert.
+    #[arg(long, env = "METERBASE_PG_TLS_KEY")]
+    pg_tls_key: Option<PathBuf>,
+    /// Allow --pg-listen on a non-loopback address without TLS (API keys in clear text).
+    #[arg(long, env = "METERBASE_PG_ALLOW_CLEARTEXT")]
+    pg_allow_cleartext: bool,
 }
 
 fn init_logging(json: bool) {
@@ -312,6 +325,13 @@ fn main() -> ExitCode {
             config.wal_preallocate = a.wal_preallocate;
             config.skip_wal_corruption = a.wal_skip_corruption;
             config.fault_injection = a.fault_injection;
+            config.pg = a.pg_listen.filter(|l| !l.is_empty()).map(|listen| {
+                let mut pg = meterbase_server::PgConfig::new(listen);
+                pg.tls_cert = a.pg_tls_cert;
+                pg.tls_key = a.pg_tls_key;
+                pg.allow_cleartext = a.pg_allow_cleartext;
+                pg
+            });
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

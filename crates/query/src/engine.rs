@@ -77,7 +77,7 @@ fn without_bug_plea(text: String) -> String {
 }
 
 impl QueryError {
-    fn from_df(e: DataFusionError, limit: usize) -> QueryError {
+    pub(crate) fn from_df(e: DataFusionError, limit: usize) -> QueryError {
         use arrow::error::ArrowError as A;
         let root = e.find_root();
         match root {
@@ -325,8 +325,35 @@ impl QueryEngine {
         self.admission.load()
     }
 
+    /// The runtime queries run on: `statement` streams rows from it too.
+    pub(crate) fn query_runtime(&self) -> Result<&tokio::runtime::Runtime, QueryError> {
+        self.runtime
+            .as_ref()
+            .ok_or_else(|| QueryError::Execution("query engine is shut down".into()))
+    }
+
+    pub(crate) fn observer(&self) -> Arc<dyn QueryObserver> {
+        self.observer.clone()
+    }
+
+    /// The session `execute` runs tenant SQL in: the caller's tables and our functions.
+    pub(crate) fn tenant_context(
+        &self,
+        tables: &[TableSnapshot],
+        as_of: Option<i64>,
+    ) -> Result<SessionContext, QueryError> {
+        self.context(
+            tables,
+            as_of,
+            Extras {
+                functions: &[],
+                versions_of: None,
+            },
+        )
+    }
+
     /// How long a query of `kind` may wait for a slot, and then run.
-    fn cap(&self, kind: QueryKind) -> Duration {
+    pub(crate) fn cap(&self, kind: QueryKind) -> Duration {
         match kind {
             QueryKind::DeletionCount => self.config.timeout.min(DELETION_COUNT_CAP),
             _ => self.config.timeout,
@@ -334,7 +361,7 @@ impl QueryEngine {
     }
 
     /// A slot for the caller's query, or `Busy` once its cap has passed waiting.
-    async fn admit(&self, caller: Caller<'_>) -> Result<Permit, QueryError> {
+    pub(crate) async fn admit(&self, caller: Caller<'_>) -> Result<Permit, QueryError> {
         let cap = self.cap(caller.kind);
         self.admission
             .admit(caller.org, Instant::now() + cap)
@@ -608,7 +635,7 @@ impl QueryEngine {
 
 /// Every `$name` the statement uses must have a value: DataFusion reports a missing one only
 /// when it meets it during execution, as an internal error.
-fn check_params_bound(
+pub(crate) fn check_params_bound(
     plan: &LogicalPlan,
     params: &HashMap<String, ScalarValue>,
 ) -> Result<(), QueryError> {

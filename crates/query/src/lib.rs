@@ -13,9 +13,10 @@
 //! `exact_aggregates` (`sum`, `avg` and the time-weighted sum on it), `cancel` (deadlines
 //! and caller cancellation in every operator), `admission` (how many queries run,
 //! organisations taking turns), `engine` (`QueryEngine`: sessions, sandbox, execution),
-//! `events` (the SQL of the events listing and deletion counts), `reconcile` (counts, sums
-//! and digests per customer and bucket, with the per-event hash as a SQL function), `format`
-//! (results as JSON, NDJSON, CSV, Arrow IPC, Parquet).
+//! `statement` (a wire-protocol client's parsed statement: described, or run with its rows
+//! streamed batch by batch), `events` (the SQL of the events listing and deletion counts),
+//! `reconcile` (counts, sums and digests per customer and bucket, with the per-event hash
+//! as a SQL function), `format` (results as JSON, NDJSON, CSV, Arrow IPC, Parquet).
 
 mod admission;
 mod cancel;
@@ -26,6 +27,7 @@ mod exact_sum;
 pub mod format;
 mod provider;
 pub mod reconcile;
+pub mod statement;
 mod time_filter;
 mod utc_trunc;
 mod versions;

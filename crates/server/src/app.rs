@@ -80,6 +80,25 @@ fn no_such_type(slug: &str) -> Problem {
     Problem::not_found(format!("no event type with api_slug {slug:?}"))
 }
 
+/// The Postgres listener reads through the same keys, snapshots, engine and `as_of` rule.
+impl meterbase_pgwire::Tenants for App {
+    fn authenticate(&self, key: &str) -> Option<Arc<Organisation>> {
+        self.catalog.authenticate(key)
+    }
+
+    fn snapshots(&self, org: &Organisation) -> std::result::Result<Vec<TableSnapshot>, String> {
+        App::snapshots(self, org).map_err(|p| p.detail)
+    }
+
+    fn engine(&self) -> &QueryEngine {
+        &self.engine
+    }
+
+    fn parse_as_of(&self, text: &str) -> std::result::Result<i64, String> {
+        App::parse_as_of(self, text).map_err(|p| p.detail)
+    }
+}
+
 impl App {
     /// An event type of the organisation by slug (any case).
     pub(crate) fn event_type(&self, org: &Organisation, slug: &str) -> Result<EventTypeDef> {

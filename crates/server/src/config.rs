@@ -33,6 +33,8 @@ pub struct ServerConfig {
     /// Zero-fill the next log segment ahead of use (`WalConfig::preallocate`).
     pub wal_preallocate: bool,
     pub skip_wal_corruption: bool,
+    /// The Postgres wire protocol (`--pg-listen`); off when `None`.
+    pub pg: Option<meterbase_pgwire::PgConfig>,
 }
 
 impl ServerConfig {
@@ -59,6 +61,7 @@ impl ServerConfig {
             sync: true,
             wal_preallocate: true,
             skip_wal_corruption: false,
+            pg: None,
         }
     }
 }

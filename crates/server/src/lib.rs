@@ -41,6 +41,7 @@ mod serve;
 
 pub use self::prometheus::Metrics;
 pub use config::ServerConfig;
+pub use meterbase_pgwire::PgConfig;
 pub use error::ServerError;
 pub use meterbase_storage::{
     DEFAULT_BUFFER_WAIT, DEFAULT_COMPACTION_MAX_ROWS, DEFAULT_FLUSH_BYTES, DEFAULT_MAX_BUFFER_BYTES,

@@ -81,6 +81,14 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     // What the configuration can get wrong is found before anything is written: a failed
     // start leaves no catalog, API key or organisation behind.
     let listener = bind(&config.listen).await?;
+    let pg = match &config.pg {
+        Some(pg) => Some(
+            meterbase_pgwire::bind(pg)
+                .await
+                .map_err(|e| ServerError::Startup(e.to_string()))?,
+        ),
+        None => None,
+    };
     let object_store_url = config.object_store.clone().unwrap_or_else(|| {
         format!(
             "file://{}",
@@ -111,6 +119,14 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     fs::write(config.data_dir.join("listen-addr"), local.to_string())
         .map_err(|e| ServerError::Io("listen-addr".into(), e))?;
     info!(address = %local, object_store = %handle.url, data_dir = %config.data_dir.display(), "listening (replaying the write-ahead log before serving)");
+    if let Some(pg) = &pg {
+        // Connections wait in the backlog until replay is done.
+        fs::write(
+            config.data_dir.join("pg-listen-addr"),
+            pg.local_addr().to_string(),
+        )
+        .map_err(|e| ServerError::Io("pg-listen-addr".into(), e))?;
+    }
 
     let shared = Arc::new(Shared {
         app: std::sync::OnceLock::new(),
@@ -160,12 +176,16 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     info!("ready");
     let persister = tokio::spawn(store.clone().run_persister(stop_rx.clone()));
     let compactor = tokio::spawn(store.clone().run_compactor(stop_rx.clone()));
+    let pg = pg.map(|pg| tokio::spawn(pg.serve(app.clone(), stop_rx.clone())));
 
     wait_for_signal().await;
     info!("shutting down: no new connections, finishing requests in flight");
     let _ = stop_tx.send(true);
     if let Ok(Ok(graceful)) = tokio::time::timeout(Duration::from_secs(30), accept).await {
         let _ = tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await;
+    }
+    if let Some(pg) = pg {
+        let _ = pg.await;
     }
     let _ = persister.await;
     let _ = compactor.await;
