@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests drive where they are missing: a headless Chromium
-# and its driver (the console's browser test) and the PostgreSQL client (psql, for the Postgres
-# wire protocol test). Needs apt-get and root (or sudo); prints what to install otherwise.
+# and its driver (the console's browser test), the PostgreSQL client (psql, for the Postgres
+# wire protocol test) and openssl (its TLS test makes a certificate). Needs apt-get and root
+# (or sudo); prints what to install otherwise.
 set -euo pipefail
 want=()
 command -v chromium >/dev/null || want+=(chromium)
 command -v chromedriver >/dev/null || want+=(chromium-driver)
 command -v psql >/dev/null || want+=(postgresql-client)
+command -v openssl >/dev/null || want+=(openssl)
 if [[ ${#want[@]} -eq 0 ]]; then
   exit 0
 fi
