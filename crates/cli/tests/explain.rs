@@ -183,7 +183,7 @@ fn explain_accounts_for_every_event_of_the_customer() {
 
     // Bad requests say what is wrong and change nothing.
     for (query, needle) in [
-        (format!("{PERIOD}"), "customer_id"),
+        (PERIOD.to_string(), "customer_id"),
         (format!("customer_id=acme&{PERIOD}&show=all"), "show"),
         (format!("customer_id=acme&{PERIOD}&limit=0"), "limit"),
         (format!("customer_id=acme&{PERIOD}&cursor=zz"), "cursor"),

@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Server, compact, customer_totals, num, tempdir};
+use common::{Server, compact, customer_totals, num, reconcile_buckets, tempdir};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -169,24 +169,7 @@ fn check_explain_and_reconcile(
         iso(to)
     ));
     assert_eq!(r.status, 200, "{label}: {}", r.text);
-    let buckets: BTreeMap<String, (u64, String)> = r.body["buckets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            (
-                format!(
-                    "{}|{}",
-                    b["customer_id"].as_str().unwrap(),
-                    b["bucket_start"].as_str().unwrap()
-                ),
-                (
-                    b["count"].as_u64().unwrap(),
-                    b["digest"].as_str().unwrap().to_string(),
-                ),
-            )
-        })
-        .collect();
+    let buckets = reconcile_buckets(&r.body);
     let reference = reference_digests(dir, &live);
     if buckets != reference {
         wrong.push(format!(

@@ -37,6 +37,23 @@ fn load_dataset(s: &Server) {
     }
 }
 
+/// A preview's rows as (customer, current, candidate, difference).
+fn compared(body: &Value) -> Vec<(Value, Value, Value, Value)> {
+    body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["customer_id"].clone(),
+                r["current"].clone(),
+                r["candidate"].clone(),
+                r["difference"].clone(),
+            )
+        })
+        .collect()
+}
+
 fn put_json(s: &Server, path: &str, body: &Value) -> Reply {
     s.request(
         "PUT",
@@ -178,19 +195,7 @@ fn versions_usage_as_of_and_preview() {
                 "periods": [{"start_date": "2025-07-01", "end_date": "2025-08-01"}]}),
     );
     assert_eq!(r.status, 200, "{}", r.text);
-    let rows: Vec<(Value, Value, Value, Value)> = r.body["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["customer_id"].clone(),
-                r["current"].clone(),
-                r["candidate"].clone(),
-                r["difference"].clone(),
-            )
-        })
-        .collect();
+    let rows = compared(&r.body);
     assert_eq!(
         rows,
         vec![
@@ -334,19 +339,7 @@ fn a_new_definition_previews_before_it_is_created() {
     );
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["version"], Value::Null);
-    let rows: Vec<(Value, Value, Value, Value)> = r.body["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["customer_id"].clone(),
-                r["current"].clone(),
-                r["candidate"].clone(),
-                r["difference"].clone(),
-            )
-        })
-        .collect();
+    let rows = compared(&r.body);
     assert_eq!(
         rows,
         vec![

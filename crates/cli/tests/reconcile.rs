@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use common::{Server, tempdir};
+use common::{Server, reconcile_buckets, tempdir};
 use serde_json::{Value, json};
 
 /// The digest as docs/api.md specifies it, from the events as the sender sent them; prints
@@ -68,28 +68,6 @@ fn reconcile(s: &Server, query: &str) -> Value {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["algorithm"], "sha256-sum64-v1");
     r.body
-}
-
-/// The server's buckets keyed as the Python reference keys them.
-fn server_buckets(body: &Value) -> BTreeMap<String, (u64, String)> {
-    body["buckets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            (
-                format!(
-                    "{}|{}",
-                    b["customer_id"].as_str().unwrap(),
-                    b["bucket_start"].as_str().unwrap()
-                ),
-                (
-                    b["count"].as_u64().unwrap(),
-                    b["digest"].as_str().unwrap().to_string(),
-                ),
-            )
-        })
-        .collect()
 }
 
 fn digest_sum(digests: impl IntoIterator<Item = String>) -> String {
@@ -154,7 +132,7 @@ fn receipts_reconcile_and_the_python_reference_agree() {
     // Everything was accepted in one request: the receipt's digest is the sum of the
     // reconcile buckets' digests, and both equal the Python reference.
     let body = reconcile(&s, RANGE);
-    let buckets = server_buckets(&body);
+    let buckets = reconcile_buckets(&body);
     assert_eq!(buckets, python_reference(dir.path(), &sent));
     assert_eq!(
         receipt["digest"].as_str().unwrap(),
@@ -176,7 +154,7 @@ fn receipts_reconcile_and_the_python_reference_agree() {
     let one = event("c", json!("2025-07-03T00:00:00Z"), 1.5, "2", 7, None);
     let r = s.post_json("/usage/ledger", &one);
     assert_eq!(r.body["receipt"]["count"], 1, "{}", r.text);
-    let c_bucket = server_buckets(&reconcile(&s, &format!("{RANGE}&customer_id=c")));
+    let c_bucket = reconcile_buckets(&reconcile(&s, &format!("{RANGE}&customer_id=c")));
     assert_eq!(
         c_bucket["c|2025-07-03T00:00:00Z"].1,
         r.body["receipt"]["digest"].as_str().unwrap()
@@ -250,7 +228,7 @@ fn receipts_reconcile_and_the_python_reference_agree() {
     assert_eq!(r.status, 200);
     assert!(r.body.get("receipt").is_none(), "{}", r.text);
 
-    let buckets = server_buckets(&reconcile(&s, RANGE));
+    let buckets = reconcile_buckets(&reconcile(&s, RANGE));
     assert_eq!(buckets["d|2025-07-03T00:00:00Z"].1, d_digest);
     assert_eq!(buckets["e|2025-07-03T00:00:00Z"].1, e_digest);
     assert_eq!(buckets["f|2025-07-03T00:00:00Z"].1, f_digest);
@@ -273,7 +251,7 @@ fn receipts_reconcile_and_the_python_reference_agree() {
     let r = s.delete("/usage/ledger/events?customer_id=b");
     assert_eq!(r.body["deleted"], 1, "{}", r.text);
     sent.retain(|e| e["customer_id"] != "b");
-    let after = server_buckets(&reconcile(&s, RANGE));
+    let after = reconcile_buckets(&reconcile(&s, RANGE));
     assert_eq!(after, python_reference(dir.path(), &sent));
     assert_eq!(
         after["a|2025-07-01T00:00:00Z"].0,
@@ -285,7 +263,7 @@ fn receipts_reconcile_and_the_python_reference_agree() {
     );
     assert!(!after.contains_key("b|2025-07-02T00:00:00Z"));
     // Hours split the day; the same events, so the same total.
-    let hours = server_buckets(&reconcile(&s, &format!("{RANGE}&by=hour")));
+    let hours = reconcile_buckets(&reconcile(&s, &format!("{RANGE}&by=hour")));
     // a's 10:00 and 10:30 share an hour.
     assert_eq!(hours.len(), sent.len() - 1);
     assert_eq!(

@@ -32,8 +32,8 @@ use crate::exact_sum::ExactSum;
 /// The exact aggregates, to register in every session (they replace `sum` and `avg`).
 pub fn exact_aggregates() -> Vec<AggregateUDF> {
     vec![
-        AggregateUDF::new_from_impl(ExactSumFunction::default()),
-        AggregateUDF::new_from_impl(ExactAvgFunction::default()),
+        AggregateUDF::new_from_impl(exact_sum_function()),
+        AggregateUDF::new_from_impl(exact_avg_function()),
         AggregateUDF::new_from_impl(TimeWeightedHours::default()),
     ]
 }
@@ -42,7 +42,7 @@ pub fn exact_aggregates() -> Vec<AggregateUDF> {
 const MICROS_PER_HOUR: u64 = 3_600_000_000;
 
 /// How an exact float total becomes the aggregate's value.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Finish {
     Total,
     Mean,
@@ -50,7 +50,7 @@ enum Finish {
 }
 
 /// Which of our accumulators serves an input type, if any.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Exact {
     Float(Finish),
     /// Integer sum; `true` for an unsigned result.
@@ -113,81 +113,48 @@ fn groups_accumulator(exact: Exact, weighted: bool) -> Box<dyn GroupsAccumulator
     }
 }
 
-/// `sum`: exact for Float64 and 64-bit integers, DataFusion's otherwise.
-#[derive(Debug, PartialEq, Eq, Hash, Default)]
-pub struct ExactSumFunction {
-    inner: Sum,
+/// One of DataFusion's aggregates with our exact accumulators for the input types `pick`
+/// chooses; every other input, and everything but accumulating, is the inner function's.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Exactly<F> {
+    inner: F,
+    which: Which,
 }
 
-impl AggregateUDFImpl for ExactSumFunction {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn signature(&self) -> &Signature {
-        self.inner.signature()
-    }
-    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        self.inner.coerce_types(arg_types)
-    }
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.inner.return_type(arg_types)
-    }
-    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        match exact_sum_for(args.expr_fields[0].data_type(), args.is_distinct) {
-            Some(exact) => Ok(accumulator(exact, false)),
-            None => self.inner.accumulator(args),
+/// Which aggregate an `Exactly` stands for, deciding the inputs it accumulates itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Which {
+    Sum,
+    Avg,
+}
+
+impl<F> Exactly<F> {
+    fn pick(&self, input: &DataType, distinct: bool) -> Option<Exact> {
+        match self.which {
+            Which::Sum => exact_sum_for(input, distinct),
+            Which::Avg => exact_avg_for(input, distinct),
         }
     }
-    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        match exact_sum_for(args.input_fields[0].data_type(), args.is_distinct) {
-            Some(_) => Ok(state_fields(args.name)),
-            None => self.inner.state_fields(args),
-        }
-    }
-    fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
-        exact_sum_for(args.expr_fields[0].data_type(), args.is_distinct).is_some()
-            || self.inner.groups_accumulator_supported(args)
-    }
-    fn create_groups_accumulator(
-        &self,
-        args: AccumulatorArgs,
-    ) -> Result<Box<dyn GroupsAccumulator>> {
-        match exact_sum_for(args.expr_fields[0].data_type(), args.is_distinct) {
-            Some(exact) => Ok(groups_accumulator(exact, false)),
-            None => self.inner.create_groups_accumulator(args),
-        }
-    }
-    fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        match exact_sum_for(args.expr_fields[0].data_type(), args.is_distinct) {
-            Some(exact) => Ok(accumulator(exact, false)),
-            None => self.inner.create_sliding_accumulator(args),
-        }
-    }
-    fn reverse_expr(&self) -> ReversedUDAF {
-        ReversedUDAF::Identical
-    }
-    fn order_sensitivity(&self) -> AggregateOrderSensitivity {
-        AggregateOrderSensitivity::Insensitive
-    }
-    fn set_monotonicity(&self, data_type: &DataType) -> SetMonotonicity {
-        self.inner.set_monotonicity(data_type)
-    }
-    fn default_value(&self, data_type: &DataType) -> Result<ScalarValue> {
-        self.inner.default_value(data_type)
-    }
-    fn documentation(&self) -> Option<&Documentation> {
-        self.inner.documentation()
+}
+
+/// `sum`: exact for Float64 and 64-bit integers, DataFusion's otherwise.
+pub fn exact_sum_function() -> Exactly<Sum> {
+    Exactly {
+        inner: Sum::default(),
+        which: Which::Sum,
     }
 }
 
 /// `avg`: the exact Float64 total divided by the count, rounded once; DataFusion's for
 /// decimals, durations and `DISTINCT`.
-#[derive(Debug, PartialEq, Eq, Hash, Default)]
-pub struct ExactAvgFunction {
-    inner: Avg,
+pub fn exact_avg_function() -> Exactly<Avg> {
+    Exactly {
+        inner: Avg::default(),
+        which: Which::Avg,
+    }
 }
 
-impl AggregateUDFImpl for ExactAvgFunction {
+impl<F: AggregateUDFImpl + PartialEq + Eq + std::hash::Hash> AggregateUDFImpl for Exactly<F> {
     fn name(&self) -> &str {
         self.inner.name()
     }
@@ -204,32 +171,33 @@ impl AggregateUDFImpl for ExactAvgFunction {
         self.inner.return_type(arg_types)
     }
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        match exact_avg_for(args.expr_fields[0].data_type(), args.is_distinct) {
+        match self.pick(args.expr_fields[0].data_type(), args.is_distinct) {
             Some(exact) => Ok(accumulator(exact, false)),
             None => self.inner.accumulator(args),
         }
     }
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        match exact_avg_for(args.input_fields[0].data_type(), args.is_distinct) {
+        match self.pick(args.input_fields[0].data_type(), args.is_distinct) {
             Some(_) => Ok(state_fields(args.name)),
             None => self.inner.state_fields(args),
         }
     }
     fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
-        exact_avg_for(args.expr_fields[0].data_type(), args.is_distinct).is_some()
+        self.pick(args.expr_fields[0].data_type(), args.is_distinct)
+            .is_some()
             || self.inner.groups_accumulator_supported(args)
     }
     fn create_groups_accumulator(
         &self,
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
-        match exact_avg_for(args.expr_fields[0].data_type(), args.is_distinct) {
+        match self.pick(args.expr_fields[0].data_type(), args.is_distinct) {
             Some(exact) => Ok(groups_accumulator(exact, false)),
             None => self.inner.create_groups_accumulator(args),
         }
     }
     fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        match exact_avg_for(args.expr_fields[0].data_type(), args.is_distinct) {
+        match self.pick(args.expr_fields[0].data_type(), args.is_distinct) {
             Some(exact) => Ok(accumulator(exact, false)),
             None => self.inner.create_sliding_accumulator(args),
         }
@@ -239,6 +207,9 @@ impl AggregateUDFImpl for ExactAvgFunction {
     }
     fn order_sensitivity(&self) -> AggregateOrderSensitivity {
         AggregateOrderSensitivity::Insensitive
+    }
+    fn set_monotonicity(&self, data_type: &DataType) -> SetMonotonicity {
+        self.inner.set_monotonicity(data_type)
     }
     fn default_value(&self, data_type: &DataType) -> Result<ScalarValue> {
         self.inner.default_value(data_type)

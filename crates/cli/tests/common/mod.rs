@@ -348,3 +348,29 @@ pub fn compact(s: &Server) -> Value {
     assert_eq!(r.status, 200, "{}", r.text);
     r.body
 }
+
+/// A reconcile answer's buckets as `customer|bucket_start` → (count, digest), the way the
+/// Python digest reference (`digest_reference.py`) keys them.
+pub fn reconcile_buckets(body: &Value) -> std::collections::BTreeMap<String, (u64, String)> {
+    body["buckets"]
+        .as_array()
+        .map(|buckets| {
+            buckets
+                .iter()
+                .map(|b| {
+                    (
+                        format!(
+                            "{}|{}",
+                            b["customer_id"].as_str().unwrap_or_default(),
+                            b["bucket_start"].as_str().unwrap_or_default()
+                        ),
+                        (
+                            b["count"].as_u64().unwrap_or_default(),
+                            b["digest"].as_str().unwrap_or_default().to_string(),
+                        ),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

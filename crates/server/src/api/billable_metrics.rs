@@ -236,6 +236,18 @@ pub(crate) fn in_force(
     Ok((version, metric))
 }
 
+/// `start_date` and `end_date` of a usage-style query, both required; plain days begin at
+/// midnight in `tz`.
+pub(crate) fn period(q: &Params, tz: chrono_tz::Tz) -> Result<(i64, i64)> {
+    let instant = |name: &str| -> Result<i64> {
+        let text = q
+            .get(name)
+            .ok_or_else(|| Problem::bad_request(format!("{name} is required")))?;
+        Ok(meterbase_metrics::parse_instant(text, tz)?)
+    };
+    Ok((instant("start_date")?, instant("end_date")?))
+}
+
 pub(crate) fn time_zone(text: Option<&str>) -> Result<chrono_tz::Tz> {
     match text {
         None => Ok(chrono_tz::UTC),
@@ -254,14 +266,7 @@ pub(crate) async fn usage(
 ) -> Result<Response> {
     let stored = load(&app, &org, &slug)?;
     let tz = time_zone(q.get("tz"))?;
-    let instant = |name: &str| -> Result<i64> {
-        let text = q
-            .get(name)
-            .ok_or_else(|| Problem::bad_request(format!("{name} is required")))?;
-        Ok(meterbase_metrics::parse_instant(text, tz)?)
-    };
-    let start = instant("start_date")?;
-    let end = instant("end_date")?;
+    let (start, end) = period(&q, tz)?;
     let window: Option<Window> = q.get("window").map(str::parse).transpose()?;
     let as_of = q.get("as_of").map(|t| app.parse_as_of(t)).transpose()?;
     let customer_id = q.get("customer_id");

@@ -5,14 +5,12 @@
 use axum::extract::Path;
 use axum::response::Response;
 use hyper::StatusCode;
-use meterbase_metrics::{
-    ExplainRequest, ExplainTarget, MAX_EXPLAIN_LIMIT, Show, UsageRequest, parse_instant,
-};
+use meterbase_metrics::{ExplainRequest, ExplainTarget, MAX_EXPLAIN_LIMIT, Show, UsageRequest};
 use meterbase_query::format::write_json_value;
 use meterbase_schema::timestamp::format_micros;
 use serde_json::{Value, json};
 
-use crate::api::billable_metrics::{in_force, load, time_zone};
+use crate::api::billable_metrics::{in_force, load, period, time_zone};
 use crate::auth::Tenant;
 use crate::http::{Params, Result, json_response};
 use crate::problem::Problem;
@@ -26,14 +24,7 @@ pub(crate) async fn explain(
 ) -> Result<Response> {
     let stored = load(&app, &org, &slug)?;
     let tz = time_zone(q.get("tz"))?;
-    let instant = |name: &str| -> Result<i64> {
-        let text = q
-            .get(name)
-            .ok_or_else(|| Problem::bad_request(format!("{name} is required")))?;
-        Ok(parse_instant(text, tz)?)
-    };
-    let start = instant("start_date")?;
-    let end = instant("end_date")?;
+    let (start, end) = period(&q, tz)?;
     let customer_id = q.get("customer_id").ok_or_else(|| {
         Problem::bad_request("customer_id is required: explain covers one customer")
     })?;
