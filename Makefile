@@ -4,7 +4,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./data
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run build test lint fmt-check clippy imports unit soak bench bench-micro profile clean
+.PHONY: run build test lint fmt-check clippy imports unit openapi soak bench bench-micro profile clean
 
 ## Build (release) and start the server on a local data directory, no external services.
 run:
@@ -31,6 +31,11 @@ imports:
 ## starts SeaweedFS on loopback and stops it afterwards.
 unit:
 	scripts/test-env.sh $(CARGO) test --workspace --all-targets
+
+## Rewrites docs/openapi.json from the document the server serves (crates/server/src/openapi);
+## a test fails while the two differ.
+openapi:
+	METERBASE_WRITE_OPENAPI=1 $(CARGO) test -p meterbase-server --lib openapi::tests::committed_document_is_the_served_one
 
 ## 200 SIGKILLs at random moments under load, flushes and compactions (make test runs 20),
 ## and 5000 seeded power losses of a simulated disk (make test runs 300).

@@ -15,10 +15,12 @@
 //! - `app`: `App` (catalog, store, engine) and `Shared` (readiness), decoders.
 //! - `auth`: `Tenant` (API key → organisation) and `Admin` (admin token) extractors.
 //! - `receipt`: ingest receipts (count, log sequences, digest of what was accepted).
+//! - `openapi`: the OpenAPI 3.1 document of the API (`build`, `schemas`, `paths`).
 //! - `api::*`: one module per API area (admin, event types, ingest incl. Zuora bulk, CSV,
-//!   events, reconcile, SQL, billable metrics, health and metrics).
+//!   events, reconcile, SQL, billable metrics, health and metrics, `discovery` for
+//!   `/openapi.json`).
 //! - `layers`: request log, request metrics, draining refused bodies.
-//! - `routes`: the route table and its layers.
+//! - `routes`: the route table (`endpoints`, which the OpenAPI test also reads) and its layers.
 //! - `serve`: the process lifecycle (`run`).
 
 // A `Problem` is built at most once per request, on the error path; boxing it would only add
@@ -33,6 +35,7 @@ mod encoding;
 mod error;
 mod http;
 mod layers;
+mod openapi;
 mod problem;
 mod prometheus;
 mod receipt;
@@ -41,8 +44,8 @@ mod serve;
 
 pub use self::prometheus::Metrics;
 pub use config::ServerConfig;
-pub use meterbase_pgwire::PgConfig;
 pub use error::ServerError;
+pub use meterbase_pgwire::PgConfig;
 pub use meterbase_storage::{
     DEFAULT_BUFFER_WAIT, DEFAULT_COMPACTION_MAX_ROWS, DEFAULT_FLUSH_BYTES, DEFAULT_MAX_BUFFER_BYTES,
 };

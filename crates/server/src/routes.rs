@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Request;
+use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{self, MethodRouter};
+use hyper::Method;
 use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::SizeAbove;
@@ -15,8 +17,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::api::{
-    admin, billable_metrics, console, csv, event_types, events, explain, ingest, operations,
-    organisation, reconcile, sql,
+    admin, billable_metrics, console, csv, discovery, event_types, events, explain, ingest,
+    operations, organisation, reconcile, sql,
 };
 use crate::app::Shared;
 use crate::layers::{drain_unread, log_response, record_metrics, request_span};
@@ -39,80 +41,94 @@ async fn method_not_allowed(req: Request) -> Response {
     .into_response()
 }
 
+/// One endpoint of the API. The router is built from `endpoints()` and nothing else, and the
+/// route-coverage test compares the same table with the OpenAPI document, so a route cannot
+/// exist without being documented (nor the reverse).
+pub(crate) struct Endpoint {
+    /// Read by the route-coverage test; the router takes it from `handler`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub method: Method,
+    pub path: &'static str,
+    handler: MethodRouter<Arc<Shared>>,
+}
+
+macro_rules! endpoint_fn {
+    ($name:ident, $method:ident) => {
+        fn $name<H, T>(path: &'static str, handler: H) -> Endpoint
+        where
+            H: Handler<T, Arc<Shared>>,
+            T: 'static,
+        {
+            Endpoint {
+                method: Method::$method,
+                path,
+                handler: routing::$name(handler),
+            }
+        }
+    };
+}
+endpoint_fn!(get, GET);
+endpoint_fn!(post, POST);
+endpoint_fn!(put, PUT);
+endpoint_fn!(patch, PATCH);
+endpoint_fn!(delete, DELETE);
+
+/// Every endpoint: method, path (axum's syntax), handler.
+pub(crate) fn endpoints() -> Vec<Endpoint> {
+    vec![
+        get("/", console::root),
+        // Trailing slashes are cut before routing, so `/ui/` arrives as `/ui`.
+        get("/ui", console::index),
+        get("/ui/{*path}", console::asset),
+        get("/openapi.json", discovery::openapi),
+        get("/healthz", operations::healthz),
+        get("/metrics", operations::metrics),
+        get("/organisation", organisation::show),
+        post("/admin/organisations", admin::create_organisation),
+        get("/admin/organisations", admin::list_organisations),
+        post("/admin/organisations/{org}/api_keys", admin::create_key),
+        get("/admin/organisations/{org}/api_keys", admin::list_keys),
+        delete("/admin/api_keys/{id}", admin::delete_key),
+        post("/admin/compact", admin::compact),
+        post("/admin/faults", admin::set_faults),
+        post("/rawmetrics", event_types::create),
+        get("/rawmetrics", event_types::list),
+        get("/rawmetrics/{slug}", event_types::show),
+        patch("/rawmetrics/{slug}", event_types::patch),
+        delete("/rawmetrics/{slug}", event_types::delete),
+        get("/rawmetrics/{slug}/stats", event_types::stats),
+        post("/usage/{slug}", ingest::ingest),
+        post("/usage/bulk/{slug}", ingest::bulk),
+        post("/usage/{slug}/csv", csv::upload),
+        get("/usage/{slug}/events", events::list),
+        delete("/usage/{slug}/events", events::delete),
+        get("/usage/{slug}/reconcile", reconcile::get),
+        post("/sql", sql::query),
+        post("/billable_metrics", billable_metrics::create),
+        get("/billable_metrics", billable_metrics::list),
+        get("/billable_metrics/{slug}", billable_metrics::show),
+        put("/billable_metrics/{slug}", billable_metrics::replace),
+        delete("/billable_metrics/{slug}", billable_metrics::delete),
+        get(
+            "/billable_metrics/{slug}/versions",
+            billable_metrics::versions,
+        ),
+        post(
+            "/billable_metrics/{slug}/preview",
+            billable_metrics::preview,
+        ),
+        post("/billable_metrics/preview", billable_metrics::preview_new),
+        get("/billable_metrics/{slug}/usage", billable_metrics::usage),
+        get("/billable_metrics/{slug}/usage/explain", explain::explain),
+    ]
+}
+
 /// The whole HTTP API. Trailing slashes are ignored (`/rawmetrics/` is `/rawmetrics`).
 pub(crate) fn router(shared: Arc<Shared>) -> NormalizePath<Router> {
-    let api = Router::new()
-        .route("/", get(console::root))
-        // Trailing slashes are cut before routing, so `/ui/` arrives as `/ui`.
-        .route("/ui", get(console::index))
-        .route("/ui/{*path}", get(console::asset))
-        .route("/healthz", get(operations::healthz))
-        .route("/organisation", get(organisation::show))
-        .route("/metrics", get(operations::metrics))
-        .route(
-            "/admin/organisations",
-            post(admin::create_organisation).get(admin::list_organisations),
-        )
-        .route(
-            "/admin/organisations/{org}/api_keys",
-            post(admin::create_key).get(admin::list_keys),
-        )
-        .route(
-            "/admin/api_keys/{id}",
-            axum::routing::delete(admin::delete_key),
-        )
-        .route("/admin/compact", post(admin::compact))
-        .route("/admin/faults", post(admin::set_faults))
-        .route(
-            "/rawmetrics",
-            post(event_types::create).get(event_types::list),
-        )
-        .route(
-            "/rawmetrics/{slug}",
-            get(event_types::show)
-                .patch(event_types::patch)
-                .delete(event_types::delete),
-        )
-        .route("/rawmetrics/{slug}/stats", get(event_types::stats))
-        .route("/usage/{slug}", post(ingest::ingest))
-        .route("/usage/bulk/{slug}", post(ingest::bulk))
-        .route("/usage/{slug}/csv", post(csv::upload))
-        .route(
-            "/usage/{slug}/events",
-            get(events::list).delete(events::delete),
-        )
-        .route("/usage/{slug}/reconcile", get(reconcile::get))
-        .route("/sql", post(sql::query))
-        .route(
-            "/billable_metrics",
-            post(billable_metrics::create).get(billable_metrics::list),
-        )
-        .route(
-            "/billable_metrics/{slug}",
-            get(billable_metrics::show)
-                .put(billable_metrics::replace)
-                .delete(billable_metrics::delete),
-        )
-        .route(
-            "/billable_metrics/{slug}/versions",
-            get(billable_metrics::versions),
-        )
-        .route(
-            "/billable_metrics/{slug}/preview",
-            post(billable_metrics::preview),
-        )
-        .route(
-            "/billable_metrics/preview",
-            post(billable_metrics::preview_new),
-        )
-        .route(
-            "/billable_metrics/{slug}/usage",
-            get(billable_metrics::usage),
-        )
-        .route(
-            "/billable_metrics/{slug}/usage/explain",
-            get(explain::explain),
-        )
+    // Two endpoints of one path merge into one method router.
+    let api = endpoints()
+        .into_iter()
+        .fold(Router::new(), |r, e| r.route(e.path, e.handler))
         .fallback(not_routed)
         .method_not_allowed_fallback(method_not_allowed);
     // Outermost first. Not from tower_http, and why: body limits are counted on the inflated
@@ -145,4 +161,38 @@ pub(crate) fn router(shared: Arc<Shared>) -> NormalizePath<Router> {
     ServiceBuilder::new()
         .layer(NormalizePathLayer::trim_trailing_slash())
         .service(router)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// A route in the router but not in the OpenAPI document, or the reverse, fails here.
+    #[test]
+    fn router_and_openapi_document_have_the_same_operations() {
+        let routed: Vec<(String, String)> = endpoints()
+            .iter()
+            .map(|e| {
+                // axum's catch-all `{*name}` is OpenAPI's `{name}`.
+                (e.method.to_string(), e.path.replace("{*", "{"))
+            })
+            .collect();
+        let documented = crate::openapi::operation_keys();
+        let routed_set: BTreeSet<_> = routed.iter().cloned().collect();
+        let documented_set: BTreeSet<_> = documented.iter().cloned().collect();
+        assert_eq!(routed.len(), routed_set.len(), "a route is listed twice");
+        assert_eq!(
+            documented.len(),
+            documented_set.len(),
+            "an operation is documented twice"
+        );
+        let undocumented: Vec<_> = routed_set.difference(&documented_set).collect();
+        let unrouted: Vec<_> = documented_set.difference(&routed_set).collect();
+        assert!(
+            undocumented.is_empty() && unrouted.is_empty(),
+            "routes missing from the OpenAPI document (crates/server/src/openapi/paths.rs): {undocumented:?}; documented operations the router lacks: {unrouted:?}"
+        );
+    }
 }

@@ -4,6 +4,7 @@ pub(crate) mod admin;
 pub(crate) mod billable_metrics;
 pub(crate) mod console;
 pub(crate) mod csv;
+pub(crate) mod discovery;
 pub(crate) mod event_types;
 pub(crate) mod events;
 pub(crate) mod explain;
