@@ -96,7 +96,8 @@ def main():
         ]
         print("running:", " ".join(cmd), flush=True)
         started = time.monotonic()
-        code = subprocess.run(cmd, env=env).returncode
+        # Its cache (.schemathesis/) goes to the temporary directory, not the work tree.
+        code = subprocess.run(cmd, env=env, cwd=tmp).returncode
         print(f"schemathesis exited {code} after {time.monotonic() - started:.0f} s", flush=True)
     sys.exit(code)
 
