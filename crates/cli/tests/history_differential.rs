@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Server, compact, customer_totals, num, reconcile_buckets, tempdir};
+use common::{Server, compact, customer_totals, digest_reference, num, reconcile_buckets, tempdir};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -72,30 +72,11 @@ fn reference_digests(
         .iter()
         .map(|((c, ts), v)| json!({"customer_id": c, "timestamp": ts, "data": {"cpu_hours_consumed": v, "region": "r"}}))
         .collect();
-    let path = dir.join("reference-events.json");
-    std::fs::write(&path, Value::Array(events).to_string()).unwrap();
-    let out = std::process::Command::new("python3")
-        .args(["-c", include_str!("common/digest_reference.py")])
-        .arg(json!({"cpu_hours_consumed": "Float64", "region": "String"}).to_string())
-        .arg(&path)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                (v[0].as_u64().unwrap(), v[1].as_str().unwrap().to_string()),
-            )
-        })
-        .collect()
+    digest_reference(
+        dir,
+        &json!({"cpu_hours_consumed": "Float64", "region": "String"}),
+        &events,
+    )
 }
 
 /// One customer over a period, `as_of` an instant or now: explain's included events and

@@ -8,12 +8,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use common::{Server, reconcile_buckets, tempdir};
+use common::{Server, digest_reference, reconcile_buckets, tempdir};
 use serde_json::{Value, json};
-
-/// The digest as docs/api.md specifies it, from the events as the sender sent them; prints
-/// `{"<customer>|<day start>": [count, digest]}`.
-const PY_REFERENCE: &str = include_str!("common/digest_reference.py");
 
 fn types() -> Value {
     json!({"cpu": "Float64", "region": "String", "amount": "Decimal(12,3)",
@@ -38,29 +34,7 @@ fn event(c: &str, ts: Value, cpu: f64, amount: &str, units: i64, note: Option<&s
 
 /// The Python reference's buckets for `events` (as sent).
 fn python_reference(dir: &std::path::Path, events: &[Value]) -> BTreeMap<String, (u64, String)> {
-    let path = dir.join("events.json");
-    std::fs::write(&path, Value::Array(events.to_vec()).to_string()).unwrap();
-    let out = Command::new("python3")
-        .args(["-c", PY_REFERENCE, &types().to_string()])
-        .arg(&path)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                (v[0].as_u64().unwrap(), v[1].as_str().unwrap().to_string()),
-            )
-        })
-        .collect()
+    digest_reference(dir, &types(), events)
 }
 
 fn reconcile(s: &Server, query: &str) -> Value {

@@ -374,3 +374,41 @@ pub fn reconcile_buckets(body: &Value) -> std::collections::BTreeMap<String, (u6
         })
         .unwrap_or_default()
 }
+
+/// The independent Python digest reference (`digest_reference.py`, written from docs/api.md)
+/// over `events` as the sender sent them: `customer|day start` → (count, digest).
+pub fn digest_reference(
+    dir: &Path,
+    types: &Value,
+    events: &[Value],
+) -> std::collections::BTreeMap<String, (u64, String)> {
+    let path = dir.join("reference-events.json");
+    std::fs::write(&path, Value::Array(events.to_vec()).to_string()).expect("events file");
+    let out = Command::new("python3")
+        .args(["-c", include_str!("digest_reference.py")])
+        .arg(types.to_string())
+        .arg(&path)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("reference output");
+    v.as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        (
+                            v[0].as_u64().unwrap_or_default(),
+                            v[1].as_str().unwrap_or_default().to_string(),
+                        ),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
