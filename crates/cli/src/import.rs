@@ -14,32 +14,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use meterbase_schema::CsvLines;
 use serde_json::Value;
 
+use crate::args::{Source, Target};
+
 #[derive(clap::Args)]
 pub struct ImportArgs {
-    /// Server address.
-    #[arg(long, env = "METERBASE_URL", default_value = "http://127.0.0.1:8080")]
-    url: String,
-    /// API key (see <data-dir>/default-api-key).
-    #[arg(long, env = "METERBASE_API_KEY", hide_env_values = true)]
-    api_key: String,
-    /// The event type's api_slug.
-    #[arg(long)]
-    event: String,
+    #[command(flatten)]
+    target: Target,
     /// Rows per request.
     #[arg(long, default_value_t = 50_000)]
     batch_rows: usize,
-    /// `csv` or `ndjson`; by default from the file name (`.csv`, `.ndjson`, `.jsonl`, with or
-    /// without `.gz`). Required when reading standard input (`-`).
-    #[arg(long, value_parser = ["csv", "ndjson"])]
-    format: Option<String>,
-    /// CSV only: `FIELD=COLUMN`, repeatable (sent as `map.FIELD=COLUMN`).
-    #[arg(long = "map")]
-    map: Vec<String>,
-    /// CSV only: ignore columns that match no field.
-    #[arg(long)]
-    ignore_unknown_columns: bool,
-    /// The file to import; `-` reads standard input.
-    file: PathBuf,
+    #[command(flatten)]
+    source: Source,
 }
 
 /// Counts the bytes read from the file (compressed, when it is), for progress and ETA.
@@ -116,6 +101,17 @@ pub(crate) fn open(
     } else {
         Box::new(counted)
     })
+}
+
+impl Source {
+    /// The file's format, refusing the CSV-only options for NDJSON.
+    pub(crate) fn checked_format(&self) -> Result<Format, String> {
+        let format = detect_format(self.format.as_deref(), &self.file)?;
+        if format == Format::Ndjson && (!self.map.is_empty() || self.ignore_unknown_columns) {
+            return Err("--map and --ignore-unknown-columns apply to CSV files only".into());
+        }
+        Ok(format)
+    }
 }
 
 /// `--format` when given, else from the file name.
@@ -372,41 +368,38 @@ impl Progress {
 
 /// Runs the import; the summary line on success.
 pub fn run(a: ImportArgs) -> Result<String, String> {
-    let format = detect_format(a.format.as_deref(), &a.file)?;
-    if format == Format::Ndjson && (!a.map.is_empty() || a.ignore_unknown_columns) {
-        return Err("--map and --ignore-unknown-columns apply to CSV files only".into());
-    }
-    let total_bytes = if is_stdin(&a.file) {
+    let format = a.source.checked_format()?;
+    let total_bytes = if is_stdin(&a.source.file) {
         0
     } else {
-        std::fs::metadata(&a.file)
-            .map_err(|e| format!("cannot open {}: {e}", a.file.display()))?
+        std::fs::metadata(&a.source.file)
+            .map_err(|e| format!("cannot open {}: {e}", a.source.file.display()))?
             .len()
     };
     let read = Arc::new(AtomicU64::new(0));
-    let input = open(&a.file, read.clone())?;
+    let input = open(&a.source.file, read.clone())?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let batch_rows = a.batch_rows.max(1);
     let reader = std::thread::spawn(move || match format {
         Format::Csv => feed(csv_batches(input, batch_rows), tx),
         Format::Ndjson => feed(ndjson_batches(input, batch_rows), tx),
     });
-    let base = crate::client::base_url(&a.url)?;
+    let base = crate::client::base_url(&a.target.url)?;
     let url = match format {
         Format::Csv => {
             let mut q = url::form_urlencoded::Serializer::new(String::new());
-            for m in &a.map {
+            for m in &a.source.map {
                 let (field, column) = m
                     .split_once('=')
                     .ok_or_else(|| format!("--map {m:?}: use FIELD=COLUMN"))?;
                 q.append_pair(&format!("map.{field}"), column);
             }
-            if a.ignore_unknown_columns {
+            if a.source.ignore_unknown_columns {
                 q.append_pair("ignore_unknown_columns", "true");
             }
-            format!("{base}/usage/{}/csv?{}", a.event, q.finish())
+            format!("{base}/usage/{}/csv?{}", a.target.event, q.finish())
         }
-        Format::Ndjson => format!("{base}/usage/{}", a.event),
+        Format::Ndjson => format!("{base}/usage/{}", a.target.event),
     };
     let content_type = match format {
         Format::Csv => "text/csv",
@@ -422,7 +415,7 @@ pub fn run(a: ImportArgs) -> Result<String, String> {
             send(
                 &agent,
                 &url,
-                &a.api_key,
+                &a.target.api_key,
                 content_type,
                 &batch,
                 format,

@@ -2,7 +2,8 @@
 //! clients. It owns argument parsing, logging set-up and the clients; everything else lives
 //! in the library crates.
 //!
-//! Module map: `client` (server URLs and the HTTP client the commands use), `import` (the `import`
+//! Module map: `args` (the server, event type and events file `import` and `reconcile` share),
+//! `client` (server URLs and the HTTP client the commands use), `import` (the `import`
 //! command: a reader thread cuts the file into batches, the main thread posts them; its
 //! readers are shared), `reconcile` (the `reconcile` command: a file's counts, sums and digests
 //! per customer and bucket against the server's, differing events named).
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod args;
 mod client;
 mod import;
 mod reconcile;

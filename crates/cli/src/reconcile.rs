@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Cursor;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -27,36 +26,22 @@ use meterbase_schema::{
 };
 use serde_json::Value;
 
-use crate::import::{Batch, Format, csv_batches, detect_format, ndjson_batches, open};
+use crate::args::{Source, Target};
+use crate::import::{Batch, Format, csv_batches, ndjson_batches, open};
 
 #[derive(clap::Args)]
 pub struct ReconcileArgs {
-    /// Server address.
-    #[arg(long, env = "METERBASE_URL", default_value = "http://127.0.0.1:8080")]
-    url: String,
-    /// API key (see <data-dir>/default-api-key).
-    #[arg(long, env = "METERBASE_API_KEY", hide_env_values = true)]
-    api_key: String,
-    /// The event type's api_slug.
-    #[arg(long)]
-    event: String,
+    #[command(flatten)]
+    target: Target,
     /// Bucket size: UTC days or hours of the event timestamp.
     #[arg(long, default_value = "day", value_parser = ["day", "hour"])]
     by: String,
-    /// `csv` or `ndjson`; by default from the file name, as for `import`.
-    #[arg(long, value_parser = ["csv", "ndjson"])]
-    format: Option<String>,
-    /// CSV only: `FIELD=COLUMN`, repeatable, as for `import`.
-    #[arg(long = "map")]
-    map: Vec<String>,
-    /// CSV only: ignore columns that match no field.
-    #[arg(long)]
-    ignore_unknown_columns: bool,
     /// Example events named per kind of difference and bucket.
     #[arg(long, default_value_t = 5)]
     examples: usize,
-    /// The file to compare; `-` reads standard input.
-    file: PathBuf,
+    /// The file to compare, read as `import` reads it.
+    #[command(flatten)]
+    source: Source,
 }
 
 /// How the comparison ended, for the exit code.
@@ -264,12 +249,9 @@ fn read_file(
     a: &ReconcileArgs,
     reader: &Reader,
 ) -> Result<HashMap<String, (BucketId, Event)>, String> {
-    let format = detect_format(a.format.as_deref(), &a.file)?;
-    if format == Format::Ndjson && (!a.map.is_empty() || a.ignore_unknown_columns) {
-        return Err("--map and --ignore-unknown-columns apply to CSV files only".into());
-    }
+    let format = a.source.checked_format()?;
     let mut field_columns = Vec::new();
-    for m in &a.map {
+    for m in &a.source.map {
         let (field, column) = m
             .split_once('=')
             .ok_or_else(|| format!("--map {m:?}: use FIELD=COLUMN"))?;
@@ -277,9 +259,9 @@ fn read_file(
     }
     let options = CsvOptions {
         field_columns,
-        ignore_unknown_columns: a.ignore_unknown_columns,
+        ignore_unknown_columns: a.source.ignore_unknown_columns,
     };
-    let input = open(&a.file, Arc::new(AtomicU64::new(0)))?;
+    let input = open(&a.source.file, Arc::new(AtomicU64::new(0)))?;
     let batches: Box<dyn Iterator<Item = Result<Batch, String>>> = match format {
         Format::Csv => Box::new(csv_batches(input, 50_000)),
         Format::Ndjson => Box::new(ndjson_batches(input, 50_000)),
@@ -360,8 +342,8 @@ fn server_events(
         }
         let page = get_json(
             agent,
-            &format!("{base}/usage/{}/events?{}", a.event, query(&pairs)),
-            &a.api_key,
+            &format!("{base}/usage/{}/events?{}", a.target.event, query(&pairs)),
+            &a.target.api_key,
         )?;
         // The listing's items are events as sent, plus their arrival time.
         let mut ndjson = Vec::new();
@@ -441,12 +423,12 @@ fn bucket_label(start: i64, by: &str) -> String {
 
 /// Runs the comparison; the report, and whether anything differed.
 pub fn run(a: ReconcileArgs) -> Result<Outcome, String> {
-    let base = crate::client::base_url(&a.url)?;
+    let base = crate::client::base_url(&a.target.url)?;
     let agent = crate::client::agent(Some(Duration::from_secs(600)));
     let def_json = get_json(
         &agent,
-        &format!("{base}/rawmetrics/{}", a.event),
-        &a.api_key,
+        &format!("{base}/rawmetrics/{}", a.target.event),
+        &a.target.api_key,
     )?;
     let def: EventTypeDef = serde_json::from_value(def_json)
         .map_err(|e| format!("unreadable event type definition: {e}"))?;
@@ -460,7 +442,7 @@ pub fn run(a: ReconcileArgs) -> Result<Outcome, String> {
         by_bucket.keys().map(|b| b.1).min(),
         by_bucket.keys().map(|b| b.1).max(),
     ) else {
-        return Err(format!("{} holds no events", a.file.display()));
+        return Err(format!("{} holds no events", a.source.file.display()));
     };
     let (from, to) = (
         format_micros(first),
@@ -470,10 +452,10 @@ pub fn run(a: ReconcileArgs) -> Result<Outcome, String> {
         &agent,
         &format!(
             "{base}/usage/{}/reconcile?{}",
-            a.event,
+            a.target.event,
             query(&[("from", &from), ("to", &to), ("by", &a.by)])
         ),
-        &a.api_key,
+        &a.target.api_key,
     )?;
     if answer["algorithm"].as_str() != Some(DIGEST_ALGORITHM) {
         return Err(format!(
@@ -499,9 +481,9 @@ pub fn run(a: ReconcileArgs) -> Result<Outcome, String> {
 
     let mut report = format!(
         "reconcile {} by {} over [{from}, {to}) ({DIGEST_ALGORITHM}); file {}\n",
-        a.event,
+        a.target.event,
         a.by,
-        a.file.display()
+        a.source.file.display()
     );
     let buckets: BTreeSet<&BucketId> = by_bucket.keys().chain(remote.keys()).collect();
     let (mut same_buckets, mut differing_buckets) = (0u64, 0u64);

@@ -4,38 +4,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Reply, Server, tempdir};
+use common::{Reply, Server, load_metrics_dataset, tempdir};
 use serde_json::{Value, json};
-
-fn repo() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-        .join("../..")
-}
-
-fn load_dataset(s: &Server) {
-    let dir = repo().join("testdata/metrics");
-    let types: Vec<Value> =
-        serde_json::from_slice(&std::fs::read(dir.join("event_types.json")).unwrap()).unwrap();
-    for t in types {
-        let r = s.post_json("/rawmetrics", &t);
-        assert_eq!(r.status, 201, "{}", r.text);
-        let slug = r.body["api_slug"].as_str().unwrap().to_string();
-        let body = std::fs::read(dir.join(format!("{slug}.ndjson"))).unwrap();
-        let r = s.request(
-            "POST",
-            &format!("/usage/{slug}"),
-            Some(&s.key),
-            &[("content-type", "application/x-ndjson")],
-            Some(&body),
-        );
-        assert_eq!(r.status, 200, "{}", r.text);
-    }
-}
 
 /// A preview's rows as (customer, current, candidate, difference).
 fn compared(body: &Value) -> Vec<(Value, Value, Value, Value)> {
@@ -88,7 +60,7 @@ const JULY: &str = "start_date=2025-07-01&end_date=2025-08-01";
 fn versions_usage_as_of_and_preview() {
     let dir = tempdir();
     let mut s = Server::start(&dir.path().join("d"), &[]);
-    load_dataset(&s);
+    load_metrics_dataset(&s);
     let before_metric = now();
 
     let v1 = json!({"name": "API cost", "slug": "api_cost",
@@ -329,7 +301,7 @@ fn versions_usage_as_of_and_preview() {
 fn a_new_definition_previews_before_it_is_created() {
     let tmp = tempdir();
     let s = Server::start(&tmp.path().join("data"), &[]);
-    load_dataset(&s);
+    load_metrics_dataset(&s);
     let definition = json!({"name": "CPU hours", "usage_event": "compute_events",
                             "aggregation": "sum", "field": "cpu_hours_consumed"});
     let r = s.post_json(

@@ -4,41 +4,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
-use common::{Server, num, tempdir};
+use common::{Server, load_metrics_dataset, num, repo, tempdir};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
-
-fn repo() -> PathBuf {
-    // Read at run time (cargo sets it for tests): a build cache shared by two checkouts
-    // may run a binary compiled in the other one.
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-        .join("../..")
-}
-
-fn load_dataset(s: &Server) {
-    let dir = repo().join("testdata/metrics");
-    let types: Vec<Value> =
-        serde_json::from_slice(&std::fs::read(dir.join("event_types.json")).unwrap()).unwrap();
-    for t in types {
-        let r = s.post_json("/rawmetrics", &t);
-        assert_eq!(r.status, 201, "{}", r.text);
-        let slug = r.body["api_slug"].as_str().unwrap().to_string();
-        let body = std::fs::read(dir.join(format!("{slug}.ndjson"))).unwrap();
-        let r = s.request(
-            "POST",
-            &format!("/usage/{slug}"),
-            Some(&s.key),
-            &[("content-type", "application/x-ndjson")],
-            Some(&body),
-        );
-        assert_eq!(r.status, 200, "{}", r.text);
-    }
-}
 
 /// JSON equality with numbers compared numerically (1e-9 relative).
 fn same(a: &Value, b: &Value) -> bool {
@@ -78,7 +48,7 @@ fn create_and_check(s: &Server, metric: &Value, query: &str, expected: &Value) {
 fn golden_files_and_cookbook() {
     let dir = tempdir();
     let s = Server::start(&dir.path().join("d"), &[]);
-    load_dataset(&s);
+    load_metrics_dataset(&s);
     let mut ran = 0;
     let mut files: Vec<_> = std::fs::read_dir(repo().join("testdata/metrics"))
         .unwrap()
@@ -145,7 +115,7 @@ fn golden_files_and_cookbook() {
 fn seed_scenario_and_lifecycle() {
     let dir = tempdir();
     let s = Server::start(&dir.path().join("d"), &["--flush-age-ms", "100"]);
-    load_dataset(&s);
+    load_metrics_dataset(&s);
     // The contract's SQL example and a storage GB-month metric.
     let cpu = json!({"name": "CPU hours", "slug": "cpu_hours",
         "sql": "SELECT customer_id, sum(cpu_hours_consumed) AS value FROM compute_events WHERE timestamp >= {{start_date}} AND timestamp < {{end_date}} GROUP BY customer_id"});
@@ -241,7 +211,7 @@ fn seed_scenario_and_lifecycle() {
 fn injection_through_placeholders_and_customer_id() {
     let dir = tempdir();
     let s = Server::start(&dir.path().join("d"), &[]);
-    load_dataset(&s);
+    load_metrics_dataset(&s);
     let per_customer = json!({"name": "Per customer", "slug": "per_customer",
         "sql": "SELECT customer_id, count(*) AS value FROM api_calls WHERE customer_id = {{customer.external_id}} AND timestamp >= {{start_date}} AND timestamp < {{end_date}} GROUP BY customer_id"});
     assert_eq!(s.post_json("/billable_metrics", &per_customer).status, 201);

@@ -214,10 +214,6 @@ fn python() -> PathBuf {
         .unwrap_or_else(|| repo().join(".venv/bin/python"))
 }
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 const MILLION: usize = 1_000_000;
 
 /// A million events in time order, one CSV upload: each staged file covers its own time

@@ -8,15 +8,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{Server, compact, customer_totals, num, tempdir};
+use common::{Server, compact, customer_totals, num, repo, tempdir};
 use serde_json::{Value, json};
-
-fn repo() -> std::path::PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-        .join("../..")
-}
 
 /// The SQL block under "Reading the live data with DuckDB", exactly as documented.
 fn documented_recipe() -> String {

@@ -238,14 +238,23 @@ impl QueryObserver for () {
 }
 
 /// Reports a query's end to the observer when dropped: also when the caller stops waiting.
-struct Observed<'a> {
-    observer: &'a dyn QueryObserver,
+/// Owns its observer, so a streamed query (`statement`) can carry it past the call that
+/// started it.
+pub(crate) struct Observed {
+    observer: Arc<dyn QueryObserver>,
     kind: QueryKind,
     started: std::time::Instant,
     result: Option<Result<(), QueryError>>,
 }
 
-impl Drop for Observed<'_> {
+impl Observed {
+    /// The query's outcome, reported when this is dropped.
+    pub(crate) fn record<T>(&mut self, result: &Result<T, QueryError>) {
+        self.result = Some(result.as_ref().map(|_| ()).map_err(Clone::clone));
+    }
+}
+
+impl Drop for Observed {
     fn drop(&mut self) {
         let result = match &self.result {
             Some(Ok(())) => Ok(()),
@@ -330,10 +339,6 @@ impl QueryEngine {
         self.runtime
             .as_ref()
             .ok_or_else(|| QueryError::Execution("query engine is shut down".into()))
-    }
-
-    pub(crate) fn observer(&self) -> Arc<dyn QueryObserver> {
-        self.observer.clone()
     }
 
     /// The session `execute` runs tenant SQL in: the caller's tables and our functions.
@@ -442,14 +447,14 @@ impl QueryEngine {
             Ok(_permit) => self.plan_only(tables, sql, params).await,
             Err(e) => Err(e),
         };
-        observed.result = Some(result.as_ref().map(|_| ()).map_err(Clone::clone));
+        observed.record(&result);
         result
     }
 
-    fn observe(&self, kind: QueryKind) -> Observed<'_> {
+    pub(crate) fn observe(&self, kind: QueryKind) -> Observed {
         self.observer.started(kind);
         Observed {
-            observer: self.observer.as_ref(),
+            observer: self.observer.clone(),
             kind,
             started: std::time::Instant::now(),
             result: None,
@@ -541,7 +546,7 @@ impl QueryEngine {
             }
             Err(e) => Err(e),
         };
-        observed.result = Some(result.as_ref().map(|_| ()).map_err(Clone::clone));
+        observed.record(&result);
         result
     }
 
@@ -574,7 +579,7 @@ impl QueryEngine {
             }
             Err(e) => Err(e),
         };
-        observed.result = Some(result.as_ref().map(|_| ()).map_err(Clone::clone));
+        observed.record(&result);
         result
     }
 

@@ -22,9 +22,7 @@ use meterbase_storage::TableSnapshot;
 use tokio::sync::mpsc;
 
 use crate::cancel::{CancelToken, Stop, cancellable, stop_of};
-use crate::engine::{
-    Caller, QueryEngine, QueryError, QueryKind, QueryObserver, check_params_bound,
-};
+use crate::engine::{Caller, QueryEngine, QueryError, check_params_bound};
 
 pub use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
@@ -45,39 +43,6 @@ enum Msg {
     Batch(RecordBatch),
     End,
     Failed(QueryError),
-}
-
-/// Reports a query's end to the observer when dropped, as `engine` does for collected
-/// queries; owned, because a streamed query outlives the call that started it.
-struct Watch {
-    observer: Arc<dyn QueryObserver>,
-    kind: QueryKind,
-    started: Instant,
-    result: Option<Result<(), QueryError>>,
-}
-
-impl Watch {
-    fn new(observer: Arc<dyn QueryObserver>, kind: QueryKind) -> Watch {
-        observer.started(kind);
-        Watch {
-            observer,
-            kind,
-            started: Instant::now(),
-            result: None,
-        }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let result = match &self.result {
-            Some(Ok(())) => Ok(()),
-            Some(Err(e)) => Err(e),
-            None => Err(&QueryError::Cancelled),
-        };
-        self.observer
-            .finished(self.kind, self.started.elapsed(), result);
-    }
 }
 
 /// Stops the query when its reader goes away (the client disconnected or stopped reading).
@@ -197,12 +162,12 @@ impl QueryEngine {
         statement: &SqlStatement,
         setup: &SessionSetup,
     ) -> Result<Described, QueryError> {
-        let mut watch = Watch::new(self.observer(), caller.kind);
+        let mut watch = self.observe(caller.kind);
         let result = match self.admit(caller).await {
             Ok(_permit) => self.describe_now(&tables, statement, setup).await,
             Err(e) => Err(e),
         };
-        watch.result = Some(result.as_ref().map(|_| ()).map_err(Clone::clone));
+        watch.record(&result);
         result
     }
 
@@ -252,7 +217,7 @@ impl QueryEngine {
         as_of: Option<i64>,
         setup: &SessionSetup,
     ) -> Result<QueryStream, QueryError> {
-        let mut watch = Watch::new(self.observer(), caller.kind);
+        let mut watch = self.observe(caller.kind);
         let started = async {
             let permit = self.admit(caller).await?;
             let ctx = self.client_context(&tables, as_of, setup)?;
@@ -263,7 +228,7 @@ impl QueryEngine {
         let (permit, ctx, runtime) = match started {
             Ok(s) => s,
             Err(e) => {
-                watch.result = Some(Err(e.clone()));
+                watch.record::<()>(&Err(e.clone()));
                 return Err(e);
             }
         };
@@ -278,7 +243,7 @@ impl QueryEngine {
                 Err(_) => Err(QueryError::Timeout(timeout)),
                 Ok(r) => r,
             };
-            watch.result = Some(result.as_ref().map(|_| ()).map_err(Clone::clone));
+            watch.record(&result);
             drop(watch);
             // The slot and the snapshots go before the last message, which may wait for a
             // slow reader.

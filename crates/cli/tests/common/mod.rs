@@ -412,3 +412,34 @@ pub fn digest_reference(
         })
         .unwrap_or_default()
 }
+
+/// The repository's root. Read at run time (cargo sets it for tests): a build cache shared by
+/// two checkouts may run a binary compiled in the other one.
+pub fn repo() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("../..")
+}
+
+/// The metrics cookbook's event types and events (`testdata/metrics`).
+pub fn load_metrics_dataset(s: &Server) {
+    let dir = repo().join("testdata/metrics");
+    let types: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(dir.join("event_types.json")).expect("types"))
+            .expect("types JSON");
+    for t in types {
+        let r = s.post_json("/rawmetrics", &t);
+        assert_eq!(r.status, 201, "{}", r.text);
+        let slug = r.body["api_slug"].as_str().unwrap_or_default().to_string();
+        let body = std::fs::read(dir.join(format!("{slug}.ndjson"))).expect("events");
+        let r = s.request(
+            "POST",
+            &format!("/usage/{slug}"),
+            Some(&s.key),
+            &[("content-type", "application/x-ndjson")],
+            Some(&body),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+}
