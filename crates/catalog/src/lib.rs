@@ -511,7 +511,12 @@ mod tests {
     use super::*;
 
     fn formats_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/formats")
+        // Read at run time: a build cache shared by two checkouts may run this test binary
+        // compiled in the other one.
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+            .join("../../testdata/formats")
     }
 
     /// A catalog written by the build before the document carried a format opens, serves its

@@ -18,7 +18,7 @@ fn every_console_page_works_in_a_real_browser() {
     });
     let tmp = tempdir();
     let s = Server::start(&tmp.path().join("data"), &[]);
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = common::repo();
     let out = Command::new(python)
         .arg(root.join("scripts/console_test.py"))
         .args(["--url", &s.addr, "--key", &s.key, "--screenshots"])

@@ -28,7 +28,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn an_old_data_directory_answers_as_the_old_build_did() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/formats/v0-data");
+    let fixture = common::repo().join("testdata/formats/v0-data");
     let old_answer: Vec<Value> = std::fs::read_to_string(fixture.join("answer.ndjson"))
         .unwrap()
         .lines()

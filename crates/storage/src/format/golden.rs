@@ -26,7 +26,12 @@ use crate::format::paths::TablePaths;
 use crate::format::record::{EventRange, WalRecord};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/formats")
+    // Read at run time: a build cache shared by two checkouts may run this test binary
+    // compiled in the other one.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("../../testdata/formats")
 }
 
 fn blessing() -> bool {
