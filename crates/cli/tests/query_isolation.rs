@@ -184,16 +184,30 @@ fn a_tenants_heavy_queries_queue_behind_its_own_not_before_another_tenant() {
     let answered = Instant::now();
     let ends: Vec<(u16, Instant)> = heavy.into_iter().map(|h| h.join().unwrap()).collect();
     for (status, ended) in &ends {
-        assert_eq!(*status, 422, "each heavy query runs into its own cap");
+        // The two that queued wait from their own arrival; the slots they wait for free up
+        // only once the running three have stopped, which on a loaded machine can be after
+        // the waiters' own caps: then they are refused (503), never run past a cap.
+        assert!(
+            matches!(*status, 422 | 503),
+            "each heavy query ends at its own cap: {status}"
+        );
         assert!(
             *ended > answered,
             "another tenant's query waited for a heavy one"
         );
     }
+    let capped = ends.iter().filter(|(status, _)| *status == 422).count();
+    assert!(capped >= 3, "the three running queries ran into their caps");
     let m = s.request("GET", "/metrics", None, &[], None).text;
     assert!(m.contains("meterbase_queries_queued 0"), "{m}");
     assert!(
-        m.contains("meterbase_queries_cancelled_total{kind=\"sql\"} 5"),
+        m.contains(&format!(
+            "meterbase_queries_cancelled_total{{kind=\"sql\"}} {capped}"
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!("meterbase_queries_refused_total {}", 5 - capped)),
         "{m}"
     );
 }
