@@ -3,201 +3,37 @@
 //! same `BatchBuilder` as JSON values, so CSV is exactly as strict as the JSON paths.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::io::Read;
 
+use crate::columns::{CsvOptions, Layout, Target, header_error};
 use crate::csv_lines::CsvLines;
 use crate::decode::{BatchBuilder, RawValueKind};
-use crate::{BaseType, DecodeLimits, DecodeOutcome, EventDecoder, EventError};
+use crate::{DecodeLimits, DecodeOutcome, EventDecoder, EventError};
 
-/// How the header row is matched to the event type.
-#[derive(Debug, Clone, Default)]
-pub struct CsvOptions {
-    /// `(field, column)` pairs from `map.FIELD=COLUMN`.
-    pub field_columns: Vec<(String, String)>,
-    pub ignore_unknown_columns: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
-    Customer,
-    Timestamp,
-    /// A data field, by index into the decoder's fields; `true` when it holds instants (epoch
-    /// seconds are then read as numbers, as in JSON).
-    Field(usize, bool),
-    Ignore,
-}
-
-/// The header row resolved against one event type.
-#[derive(Debug)]
-struct Layout {
-    targets: Vec<Target>,
-    /// Decoder error pointer (`/customer_id`, `/data/x`) → the CSV column it came from.
-    column_of_pointer: HashMap<String, String>,
-}
-
-fn header_error(column: &str, message: String) -> EventError {
-    EventError {
-        index: None,
-        line: Some(1),
-        pointer: column.to_string(),
-        message,
-    }
-}
-
-impl Layout {
-    fn new(
-        dec: &EventDecoder,
-        header: &[String],
-        opts: &CsvOptions,
-    ) -> Result<Layout, Vec<EventError>> {
-        let mut errors = Vec::new();
-        let mut seen = HashMap::new();
-        for (j, name) in header.iter().enumerate() {
-            if seen.insert(name.as_str(), j).is_some() {
-                errors.push(header_error(name, format!("column {name:?} appears twice")));
-            }
+/// One record's cells into the batch, each to its column's target.
+fn push(layout: &Layout, b: &mut BatchBuilder<'_>, record: &::csv::ByteRecord) {
+    for (j, target) in layout.targets.iter().enumerate() {
+        if *target == Target::Ignore {
+            continue;
         }
-        let target_of = |field: &str| -> Option<Target> {
-            match field {
-                "customer_id" => Some(Target::Customer),
-                "timestamp" => Some(Target::Timestamp),
-                _ => dec.field_index(field).map(|i| {
-                    let instants = matches!(
-                        dec.fields()[i].1.base,
-                        BaseType::DateTime | BaseType::DateTime64 { .. }
-                    );
-                    Target::Field(i, instants)
-                }),
+        let cell = record.get(j).unwrap_or_default();
+        let value = match std::str::from_utf8(cell) {
+            Err(_) => RawValueKind::Nested("bytes that are not valid UTF-8"),
+            Ok("") => RawValueKind::Null,
+            Ok(text) => {
+                let instants = matches!(target, Target::Timestamp | Target::Field(_, true));
+                if instants && looks_like_epoch(text) {
+                    RawValueKind::Num(text)
+                } else {
+                    RawValueKind::Str(Cow::Borrowed(text))
+                }
             }
         };
-        let mut targets = vec![None; header.len()];
-        let mut mapped_fields: HashMap<&str, &str> = HashMap::new();
-        for (field, column) in &opts.field_columns {
-            if mapped_fields.insert(field, column).is_some() {
-                errors.push(header_error(
-                    column,
-                    format!("map.{field} is given more than once"),
-                ));
-                continue;
-            }
-            let Some(target) = target_of(field) else {
-                errors.push(header_error(
-                    column,
-                    format!("map.{field}={column}: the event type has no field {field:?}"),
-                ));
-                continue;
-            };
-            match seen.get(column.as_str()) {
-                Some(&j) if targets[j].is_none() => targets[j] = Some(target),
-                Some(_) => errors.push(header_error(
-                    column,
-                    format!("column {column:?} is mapped to two fields"),
-                )),
-                None => errors.push(header_error(
-                    column,
-                    format!("map.{field}={column}: the header has no column {column:?}"),
-                )),
-            }
-        }
-        for (j, name) in header.iter().enumerate() {
-            if targets[j].is_some() {
-                continue;
-            }
-            let by_name = if mapped_fields.contains_key(name.as_str()) {
-                // The field takes its values from another column; this one matches nothing.
-                None
-            } else {
-                target_of(name)
-            };
-            targets[j] = Some(match by_name {
-                Some(t) => t,
-                None if opts.ignore_unknown_columns => Target::Ignore,
-                None => {
-                    errors.push(header_error(
-                        name,
-                        format!(
-                            "column {name:?} matches no field of the event type (map it with map.FIELD={name}, or pass ignore_unknown_columns=true)"
-                        ),
-                    ));
-                    Target::Ignore
-                }
-            });
-        }
-        let targets: Vec<Target> = targets
-            .into_iter()
-            .map(|t| t.unwrap_or(Target::Ignore))
-            .collect();
-        let mut column_of_pointer = HashMap::new();
-        for (j, t) in targets.iter().enumerate() {
-            let pointer = match t {
-                Target::Customer => "/customer_id".to_string(),
-                Target::Timestamp => "/timestamp".to_string(),
-                Target::Field(i, _) => format!("/data/{}", dec.fields()[*i].0),
-                Target::Ignore => continue,
-            };
-            column_of_pointer.insert(pointer, header[j].clone());
-        }
-        let required = [("customer_id", "/customer_id"), ("timestamp", "/timestamp")]
-            .into_iter()
-            .map(|(f, p)| (f.to_string(), p.to_string(), false))
-            .chain(
-                dec.fields()
-                    .iter()
-                    .map(|(f, t)| (f.clone(), format!("/data/{f}"), t.nullable)),
-            );
-        for (field, pointer, nullable) in required {
-            if !nullable && !column_of_pointer.contains_key(&pointer) {
-                errors.push(header_error(
-                    &field,
-                    format!(
-                        "required field {field:?} has no column (name a column {field:?} or map it with map.{field}=COLUMN)"
-                    ),
-                ));
-            }
-        }
-        if errors.is_empty() {
-            Ok(Layout {
-                targets,
-                column_of_pointer,
-            })
-        } else {
-            Err(errors)
-        }
-    }
-
-    fn push(&self, b: &mut BatchBuilder<'_>, record: &::csv::ByteRecord) {
-        for (j, target) in self.targets.iter().enumerate() {
-            if *target == Target::Ignore {
-                continue;
-            }
-            let cell = record.get(j).unwrap_or_default();
-            let value = match std::str::from_utf8(cell) {
-                Err(_) => RawValueKind::Nested("bytes that are not valid UTF-8"),
-                Ok("") => RawValueKind::Null,
-                Ok(text) => {
-                    let instants = matches!(target, Target::Timestamp | Target::Field(_, true));
-                    if instants && looks_like_epoch(text) {
-                        RawValueKind::Num(text)
-                    } else {
-                        RawValueKind::Str(Cow::Borrowed(text))
-                    }
-                }
-            };
-            match target {
-                Target::Customer => b.customer_id("/customer_id", value),
-                Target::Timestamp => b.timestamp("/timestamp", value),
-                Target::Field(i, _) => b.field(*i, value),
-                Target::Ignore => {}
-            }
-        }
-    }
-
-    fn rename(&self, errors: &mut [EventError]) {
-        for e in errors {
-            if let Some(column) = self.column_of_pointer.get(&e.pointer) {
-                e.pointer = column.clone();
-            }
+        match target {
+            Target::Customer => b.customer_id("/customer_id", value),
+            Target::Timestamp => b.timestamp("/timestamp", value),
+            Target::Field(i, _) => b.field(*i, value),
+            Target::Ignore => {}
         }
     }
 }
@@ -261,10 +97,13 @@ impl<R: Read> CsvStream<R> {
             .read_byte_record(&mut record)
             .map_err(|e| match e.into_kind() {
                 ::csv::ErrorKind::Io(io) => CsvStreamError::Io(io),
-                other => CsvStreamError::Header(vec![header_error("", format!("{other:?}"))]),
+                other => {
+                    CsvStreamError::Header(vec![header_error(Some(1), "", format!("{other:?}"))])
+                }
             })?;
         if !has_header {
             return Err(CsvStreamError::Header(vec![header_error(
+                Some(1),
                 "",
                 "the body is empty: a header row is required".into(),
             )]));
@@ -273,7 +112,7 @@ impl<R: Read> CsvStream<R> {
         if let Some(open) = reader.get_ref().unterminated() {
             return Err(CsvStreamError::Header(vec![EventError {
                 line: Some(header_line as usize),
-                ..header_error("", unterminated_message(open.line))
+                ..header_error(Some(1), "", unterminated_message(open.line))
             }]));
         }
         let mut header = Vec::with_capacity(record.len());
@@ -288,6 +127,7 @@ impl<R: Read> CsvStream<R> {
                 Ok(name) => header.push(name.trim().to_string()),
                 Err(_) => {
                     errors.push(header_error(
+                        Some(1),
                         "",
                         format!("header column {} is not valid UTF-8", j + 1),
                     ));
@@ -298,7 +138,7 @@ impl<R: Read> CsvStream<R> {
         if !errors.is_empty() {
             return Err(CsvStreamError::Header(errors));
         }
-        let layout = Layout::new(dec, &header, opts).map_err(CsvStreamError::Header)?;
+        let layout = Layout::new(dec, &header, opts, Some(1)).map_err(CsvStreamError::Header)?;
         Ok(CsvStream {
             reader,
             layout,
@@ -362,7 +202,7 @@ impl<R: Read> CsvStream<R> {
                 b.reject_event(None, line, "", why);
             } else {
                 b.begin_event(None, line);
-                self.layout.push(&mut b, &self.record);
+                push(&self.layout, &mut b, &self.record);
                 b.end_event();
             }
         }

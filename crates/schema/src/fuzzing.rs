@@ -6,7 +6,7 @@ use crate::timestamp::{
 };
 use crate::{
     CsvLines, CsvOptions, CsvStream, DecodeLimits, DecodeOutcome, EventDecoder, EventTypeDef,
-    EventTypeSpec, InputFormat, split_ndjson,
+    EventTypeSpec, InputFormat, decode_arrow_stream, split_ndjson,
 };
 
 /// An event type with one field for each value parser.
@@ -141,4 +141,28 @@ fn plain_records(data: &[u8]) -> usize {
         n += 1;
     }
     n
+}
+
+/// Never panics; an accepted Arrow IPC stream has as many rows as its batches, as arrow reads
+/// them with nothing of ours in between; errors name rows that were read.
+pub fn check_arrow_stream(dec: &EventDecoder, data: &[u8]) {
+    let options = CsvOptions {
+        field_columns: Vec::new(),
+        ignore_unknown_columns: data.get(8).is_some_and(|b| b % 2 == 1),
+    };
+    let rows: Option<usize> = arrow::ipc::reader::StreamReader::try_new(data, None)
+        .ok()
+        .map(|r| r.map_while(Result::ok).map(|b| b.num_rows()).sum());
+    match decode_arrow_stream(dec, data, &options, limits()) {
+        DecodeOutcome::Valid(batch) => assert_eq!(Some(batch.num_rows()), rows),
+        DecodeOutcome::Invalid { errors, .. } => assert!(
+            errors.iter().all(|e| e
+                .line
+                .is_none_or(|l| l >= 1 && rows.is_some_and(|n| l <= n))),
+            "{errors:?} with {rows:?} rows"
+        ),
+        DecodeOutcome::TooManyEvents { .. } => {
+            assert!(rows.is_none_or(|n| n > limits().max_events))
+        }
+    }
 }

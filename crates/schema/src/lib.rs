@@ -9,11 +9,15 @@
 //! Module map: `field_type` (the contract's types → Arrow), `definition` (event types, the
 //! stored table's schema, reserved names), `scalar` (one JSON value → one typed value),
 //! `timestamp` (every accepted time format, civil dates), `decode` (JSON/NDJSON → Arrow,
-//! every bad event listed), `csv_lines` + `csv_input` (CSV split into records with their line
-//! numbers, then decoded in chunks), `zuora` (the bulk shape → NDJSON), `digest` (the
+//! every bad event listed), `columns` (column names → fields, `map.FIELD=COLUMN`, shared by
+//! CSV and columnar bodies), `csv_lines` + `csv_input` (CSV split into records with their line
+//! numbers, then decoded in chunks), `columnar` (Arrow IPC streams and record batches, e.g.
+//! read from Parquet, → one validated batch), `zuora` (the bulk shape → NDJSON), `digest` (the
 //! reconciliation digest of events: canonical bytes, per-event hash, order-independent sum),
 //! `error`, `fuzzing` (the properties fuzz targets and corpus tests check).
 
+mod columnar;
+mod columns;
 mod csv_input;
 mod csv_lines;
 mod decode;
@@ -26,7 +30,9 @@ pub mod scalar;
 pub mod timestamp;
 pub mod zuora;
 
-pub use csv_input::{CsvChunk, CsvOptions, CsvStream, CsvStreamError};
+pub use columnar::{decode_arrow_stream, decode_batches};
+pub use columns::CsvOptions;
+pub use csv_input::{CsvChunk, CsvStream, CsvStreamError};
 pub use csv_lines::{CsvLines, Unterminated};
 pub use decode::{
     DecodeLimits, DecodeOutcome, EventDecoder, EventError, InputFormat, split_ndjson,

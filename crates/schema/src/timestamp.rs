@@ -183,6 +183,18 @@ pub fn parse_epoch_seconds(text: &str) -> Result<Micros, &'static str> {
     Ok(secs * MICROS_PER_SECOND + micros)
 }
 
+/// An instant that arrived as a number of microseconds (an Arrow timestamp column), held to
+/// the years the text forms can name.
+pub fn check_micros(us: Micros) -> Result<Micros, &'static str> {
+    if us < 0 {
+        return Err("instant is before 1970-01-01T00:00:00Z");
+    }
+    if us >= days_from_civil(MAX_YEAR + 1, 1, 1) * MICROS_PER_DAY {
+        return Err("instant is after the year 9999");
+    }
+    Ok(us)
+}
+
 /// A query-parameter instant: any timestamp form of the contract, or a plain `YYYY-MM-DD`
 /// meaning midnight UTC (as the usage endpoint reads dates without a `tz`).
 pub fn parse_instant_utc(text: &str) -> Result<Micros, &'static str> {

@@ -6,7 +6,7 @@
 mod replay;
 
 use meterbase_schema::fuzzing::{
-    check_csv, check_json, check_ndjson, check_timestamp, check_zuora, decoder,
+    check_arrow_stream, check_csv, check_json, check_ndjson, check_timestamp, check_zuora, decoder,
 };
 use replay::corpus;
 
@@ -47,4 +47,12 @@ fn zuora_bulk_corpus() {
     corpus("zuora_bulk")
         .iter()
         .for_each(|input| check_zuora(&dec, input));
+}
+
+#[test]
+fn arrow_stream_corpus() {
+    let dec = decoder();
+    corpus("arrow_stream")
+        .iter()
+        .for_each(|input| check_arrow_stream(&dec, input));
 }
