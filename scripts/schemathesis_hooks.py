@@ -1,7 +1,8 @@
 """Schemathesis hooks for meterbase (loaded through SCHEMATHESIS_HOOKS by openapi_test.py).
 
 Schemathesis cannot make NDJSON or CSV bodies by itself: these strategies write events of
-the `compute_events` type the test seeds, valid or subtly wrong, one per line or row.
+the `compute_events` type the test seeds, valid or subtly wrong, one per line or row. Arrow
+and Parquet bodies are random bytes.
 """
 
 import json
@@ -50,4 +51,8 @@ def _csv(draw):
 
 schemathesis.openapi.media_type("application/x-ndjson", _ndjson(), aliases=["application/jsonl"])
 schemathesis.openapi.media_type("text/csv", _csv())
+# Arrow and Parquet bodies: arbitrary bytes, so the readers' refusals (400, never 5xx) are
+# what is exercised; valid bodies are tested in crates/cli/tests/columnar_ingest.rs.
+schemathesis.openapi.media_type("application/vnd.apache.arrow.stream", st.binary(max_size=512))
+schemathesis.openapi.media_type("application/vnd.apache.parquet", st.binary(max_size=512))
 

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::http::request::Parts;
 use hyper::{StatusCode, header};
+use meterbase_schema::CsvOptions;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -62,6 +63,27 @@ impl Params {
                 "{name}={other:?}: use true or false"
             ))),
         }
+    }
+
+    /// How columns are matched to the event type (`map.FIELD=COLUMN`, repeatable, and
+    /// `ignore_unknown_columns`), for CSV, Arrow and Parquet bodies alike; any other parameter
+    /// but those in `also` is refused.
+    pub(crate) fn column_options(&self, also: &[&str]) -> Result<CsvOptions> {
+        let mut field_columns = Vec::new();
+        for (k, v) in &self.0 {
+            if let Some(field) = k.strip_prefix("map.") {
+                field_columns.push((field.to_string(), v.clone()));
+            } else if k != "ignore_unknown_columns" && !also.contains(&k.as_str()) {
+                let also: String = also.iter().map(|a| format!("{a}, ")).collect();
+                return Err(Problem::bad_request(format!(
+                    "unknown query parameter {k:?}: use {also}ignore_unknown_columns or map.FIELD=COLUMN"
+                )));
+            }
+        }
+        Ok(CsvOptions {
+            field_columns,
+            ignore_unknown_columns: self.flag("ignore_unknown_columns")?,
+        })
     }
 
     /// Refuses any parameter outside `known`, naming what is accepted.
@@ -156,6 +178,11 @@ mod tests {
         assert!(p.flag("dry_run").unwrap());
         assert!(!p.flag("absent").unwrap());
         assert!(p.only(&["dry_run"]).is_err());
+        let options = p.column_options(&["dry_run"]).unwrap();
+        assert_eq!(options.field_columns.len(), 2);
+        assert!(!options.ignore_unknown_columns);
+        let refused = p.column_options(&[]).unwrap_err();
+        assert!(refused.detail.contains("\"dry_run\""), "{}", refused.detail);
         assert!(
             Params(vec![("x".into(), "maybe".into())])
                 .flag("x")

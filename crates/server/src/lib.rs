@@ -12,6 +12,7 @@
 //! - `prometheus`: `GET /metrics` counters and histograms (`Metrics`).
 //! - `http`: the toolkit of responses, query parameters and bodies.
 //! - `encoding`: gzip/zstd request bodies, limits counted while inflating.
+//! - `columnar`: Arrow IPC stream and Parquet bodies read batch by batch into the decoder.
 //! - `app`: `App` (catalog, store, engine) and `Shared` (readiness), decoders.
 //! - `auth`: `Tenant` (API key → organisation) and `Admin` (admin token) extractors.
 //! - `receipt`: ingest receipts (count, log sequences, digest of what was accepted).
@@ -30,6 +31,7 @@
 mod api;
 mod app;
 mod auth;
+mod columnar;
 mod config;
 mod encoding;
 mod error;

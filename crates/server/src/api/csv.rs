@@ -50,22 +50,9 @@ fn parse_request(headers: &HeaderMap, params: &Params) -> Result<Request> {
             format!("Content-Type {mime:?} is not accepted here: send text/csv"),
         ));
     }
-    let mut field_columns = Vec::new();
-    for (k, v) in &params.0 {
-        if let Some(field) = k.strip_prefix("map.") {
-            field_columns.push((field.to_string(), v.clone()));
-        } else if !matches!(k.as_str(), "dry_run" | "ignore_unknown_columns") {
-            return Err(Problem::bad_request(format!(
-                "unknown query parameter {k:?}: use dry_run, ignore_unknown_columns or map.FIELD=COLUMN"
-            )));
-        }
-    }
     Ok(Request {
+        options: params.column_options(&["dry_run"])?,
         dry_run: params.flag("dry_run")?,
-        options: CsvOptions {
-            field_columns,
-            ignore_unknown_columns: params.flag("ignore_unknown_columns")?,
-        },
     })
 }
 

@@ -1,6 +1,6 @@
-//! `POST /usage/{slug}` (JSON, NDJSON) and `POST /usage/bulk/{slug}` (Zuora-compatible):
-//! decode and validate the whole body (all or nothing), log it durably, acknowledge with a
-//! receipt (count, log sequences, digest).
+//! `POST /usage/{slug}` (JSON, NDJSON, Arrow IPC stream, Parquet) and `POST /usage/bulk/{slug}`
+//! (Zuora-compatible): decode and validate the whole body (all or nothing), log it durably,
+//! acknowledge with a receipt (count, log sequences, digest).
 
 use std::time::Instant;
 
@@ -10,34 +10,50 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hyper::{HeaderMap, StatusCode, header};
 use meterbase_catalog::Organisation;
-use meterbase_schema::{DecodeLimits, DecodeOutcome, InputFormat};
+use meterbase_schema::{CsvOptions, DecodeLimits, DecodeOutcome, InputFormat};
 use serde_json::json;
 
 use crate::app::App;
 use crate::auth::Tenant;
+use crate::columnar::{self, Columnar};
 use crate::encoding::{Encoding, inflate, request_encoding};
-use crate::http::{Result, bytes_response, json_response, mime, read_body};
+use crate::http::{Params, Result, bytes_response, json_response, mime, read_body};
 use crate::problem::Problem;
 use crate::receipt::{Receipt, batch_digest};
 
 const TRACK_ID: &str = "zuora-track-id";
 
-fn input_format(headers: &HeaderMap) -> Result<InputFormat> {
-    match mime(headers, header::CONTENT_TYPE, "application/json").as_str() {
+/// How a body is read.
+enum BodyFormat {
+    Json(InputFormat),
+    /// Columns matched to fields as a CSV header's are.
+    Columnar(Columnar, CsvOptions),
+    /// The Zuora-compatible shapes of `/usage/bulk/{slug}`, rewritten to NDJSON first.
+    Bulk,
+}
+
+fn body_format(headers: &HeaderMap, params: &Params) -> Result<BodyFormat> {
+    let mime = mime(headers, header::CONTENT_TYPE, "application/json");
+    if let Some(columnar) = Columnar::from_mime(&mime) {
+        return Ok(BodyFormat::Columnar(columnar, params.column_options(&[])?));
+    }
+    match mime.as_str() {
         // curl sends form-urlencoded when -d is given without -H 'Content-Type'; the body is
         // still the JSON the user typed.
         "application/json" | "" | "application/x-www-form-urlencoded" | "text/plain" => {
-            Ok(InputFormat::Json)
+            Ok(BodyFormat::Json(InputFormat::Json))
         }
         "application/x-ndjson"
         | "application/jsonl"
         | "application/ndjson"
-        | "application/jsonlines" => Ok(InputFormat::Ndjson),
+        | "application/jsonlines" => Ok(BodyFormat::Json(InputFormat::Ndjson)),
         other => Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Unsupported media type",
             format!(
-                "Content-Type {other:?} is not accepted here: use application/json or application/x-ndjson"
+                "Content-Type {other:?} is not accepted here: use application/json, application/x-ndjson, {} or {}",
+                columnar::ARROW_STREAM,
+                columnar::PARQUET
             ),
         )),
     }
@@ -46,10 +62,11 @@ fn input_format(headers: &HeaderMap) -> Result<InputFormat> {
 pub(crate) async fn ingest(
     Tenant { app, org }: Tenant,
     Path(slug): Path<String>,
+    params: Params,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let receipt = ingest_events(&app, &org, &slug, &headers, body, false).await?;
+    let receipt = ingest_events(&app, &org, &slug, &headers, body, Some(&params)).await?;
     // Written directly: every single-event POST answers this, and a `json!` map costs several
     // allocations.
     Ok(bytes_response(
@@ -74,7 +91,7 @@ pub(crate) async fn bulk(
     let result = match (tenant, track.as_ref().map(check_track_id).transpose()) {
         (Err(p), _) | (_, Err(p)) => Err(p),
         (Ok(Tenant { app, org }), Ok(_)) => {
-            ingest_events(&app, &org, &slug, &headers, body, true).await
+            ingest_events(&app, &org, &slug, &headers, body, None).await
         }
     };
     let mut resp = match result {
@@ -111,22 +128,23 @@ fn check_track_id(v: &header::HeaderValue) -> Result<()> {
 }
 
 /// Validates, logs and buffers the events of one request (all or nothing); the receipt of
-/// what was accepted. `bulk` reads the Zuora-compatible shapes of `/usage/bulk/{slug}`.
+/// what was accepted. `params` `None` reads the Zuora-compatible shapes of
+/// `/usage/bulk/{slug}`.
 async fn ingest_events(
     app: &App,
     org: &Organisation,
     slug: &str,
     headers: &HeaderMap,
     body: Body,
-    bulk: bool,
+    params: Option<&Params>,
 ) -> Result<Receipt> {
     let table = app.table(org, slug)?;
-    // `None`: the bulk shapes, rewritten to NDJSON first.
-    let format = if bulk {
-        None
-    } else {
-        Some(input_format(headers)?)
+    let format = match params {
+        None => BodyFormat::Bulk,
+        Some(params) => body_format(headers, params)?,
     };
+    // Bulk and columnar bodies are bulk loads: always decoded off the async threads.
+    let blocking = !matches!(format, BodyFormat::Json(_));
     // The table's definition is the one its schema follows, so the rows decoded against it
     // always fit the buffer.
     let def = table.def();
@@ -151,7 +169,7 @@ async fn ingest_events(
         };
         Ok((len, outcome, digest))
     };
-    let (body_len, outcome, digest) = if encoding != Encoding::Identity || bulk || big {
+    let (body_len, outcome, digest) = if encoding != Encoding::Identity || blocking || big {
         tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| Problem::internal(format!("decoder task failed: {e}")))??
@@ -206,39 +224,45 @@ async fn ingest_events(
     }
 }
 
-/// Inflates and decodes one body; `format` `None` reads the bulk shapes. Its inflated length
-/// and the outcome.
+/// Inflates and decodes one body. Its inflated length and the outcome.
 fn decode_body(
     decoder: &meterbase_schema::EventDecoder,
     body: Bytes,
     encoding: Encoding,
     limit: usize,
-    format: Option<InputFormat>,
+    format: BodyFormat,
     limits: DecodeLimits,
 ) -> Result<(usize, DecodeOutcome)> {
     let body = inflate(body, encoding, limit)?;
     let len = body.len();
-    let Some(format) = format else {
-        let ndjson = meterbase_schema::zuora::to_ndjson(&body)?;
-        let outcome = match decoder.decode(&ndjson, InputFormat::Ndjson, limits) {
-            DecodeOutcome::Invalid {
-                mut errors,
-                invalid_events,
-                events,
-            } => {
-                // Bulk bodies are JSON: report positions as array indexes.
-                for e in &mut errors {
-                    e.index = e.line.take().map(|l| l - 1);
-                }
+    let format = match format {
+        BodyFormat::Json(format) => format,
+        BodyFormat::Columnar(columnar, options) => {
+            let outcome = columnar::decode(decoder, columnar, body, &options, limits);
+            return Ok((len, outcome));
+        }
+        BodyFormat::Bulk => {
+            let ndjson = meterbase_schema::zuora::to_ndjson(&body)?;
+            let outcome = match decoder.decode(&ndjson, InputFormat::Ndjson, limits) {
                 DecodeOutcome::Invalid {
-                    errors,
+                    mut errors,
                     invalid_events,
                     events,
+                } => {
+                    // Bulk bodies are JSON: report positions as array indexes.
+                    for e in &mut errors {
+                        e.index = e.line.take().map(|l| l - 1);
+                    }
+                    DecodeOutcome::Invalid {
+                        errors,
+                        invalid_events,
+                        events,
+                    }
                 }
-            }
-            other => other,
-        };
-        return Ok((len, outcome));
+                other => other,
+            };
+            return Ok((len, outcome));
+        }
     };
     Ok((len, decoder.decode(&body, format, limits)))
 }

@@ -244,13 +244,22 @@ fn ingest_problems(o: Op) -> Op {
 fn ingest() -> Vec<Op> {
     use Access::Tenant;
     let ndjson = json!({ "type": "string", "description": "One event (as `Event`) per line; blank lines are ignored." });
+    let columnar = json!({ "type": "string", "contentMediaType": "application/octet-stream", "description": "One row per event: Utf8 `customer_id`; `timestamp` as Timestamp (any unit; no zone is UTC), epoch seconds or RFC 3339 text; data fields as the matching Arrow types (strings, integers, floats, Decimal128, Boolean, Date32, Timestamp)." });
     vec![
         ingest_problems(slug(op("post", "/usage/{slug}", "ingest", "ingest", "Send events", Tenant)))
-            .describe("All or nothing: one invalid event is 400 listing every invalid event (at most 100), and nothing is stored. 200 is sent only after the events are synced to the write-ahead log; they are visible to the very next query. Limits: 32 MiB after decompression, 100,000 events.")
-            .body(true, "One event or an array (`application/json`), or one event per line (`application/x-ndjson`, `application/jsonl`).", json!({
+            .describe("All or nothing: one invalid event is 400 listing every invalid event (at most 100), and nothing is stored. 200 is sent only after the events are synced to the write-ahead log; they are visible to the very next query. Limits: 32 MiB after decompression, 100,000 events. Arrow and Parquet bodies: columns `customer_id`, `timestamp` and the data fields, matched by name as CSV columns are (`map.FIELD=COLUMN`, `ignore_unknown_columns`); errors carry `line` (the 1-based row) and `pointer` (the column), or no `line` when a column itself does not fit.")
+            .param(json!({
+                "name": "map", "in": "query", "required": false, "style": "form", "explode": true,
+                "description": "Arrow and Parquet bodies: `map.FIELD=COLUMN` takes FIELD from a differently named column (repeatable).",
+                "schema": { "type": "object", "additionalProperties": { "type": "string" } },
+            }))
+            .query("ignore_unknown_columns", false, flag(), "Arrow and Parquet bodies: skip columns that match no field instead of refusing the body.")
+            .body(true, "One event or an array (`application/json`), one event per line (`application/x-ndjson`, `application/jsonl`), an Arrow IPC stream (`application/vnd.apache.arrow.stream`) or a Parquet file (`application/vnd.apache.parquet`).", json!({
                 "application/json": { "schema": schema("Events") },
                 "application/x-ndjson": { "schema": ndjson },
                 "application/jsonl": { "schema": ndjson },
+                "application/vnd.apache.arrow.stream": { "schema": columnar },
+                "application/vnd.apache.parquet": { "schema": columnar },
             }))
             .json(200, "Accepted and durable.", "IngestResult"),
         ingest_problems(slug(op("post", "/usage/bulk/{slug}", "ingestBulk", "ingest", "Send events, Zuora-compatible", Tenant)))
