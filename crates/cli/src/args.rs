@@ -20,14 +20,15 @@ pub struct Target {
 /// An events file and how to read it.
 #[derive(clap::Args)]
 pub struct Source {
-    /// `csv` or `ndjson`; by default from the file name (`.csv`, `.ndjson`, `.jsonl`, with or
-    /// without `.gz`). Required when reading standard input (`-`).
-    #[arg(long, value_parser = ["csv", "ndjson"])]
+    /// `csv`, `ndjson`, `arrow` (IPC stream or file) or `parquet`; by default from the file
+    /// name (`.csv`, `.ndjson`, `.jsonl`, with or without `.gz`; `.arrow`, `.arrows`, `.ipc`,
+    /// `.feather`; `.parquet`). Required when reading standard input (`-`).
+    #[arg(long, value_parser = ["csv", "ndjson", "arrow", "parquet"])]
     pub format: Option<String>,
-    /// CSV only: `FIELD=COLUMN`, repeatable: the file's column holding a field.
+    /// CSV, Arrow and Parquet: `FIELD=COLUMN`, repeatable: the file's column holding a field.
     #[arg(long = "map")]
     pub map: Vec<String>,
-    /// CSV only: ignore columns that match no field.
+    /// CSV, Arrow and Parquet: ignore columns that match no field.
     #[arg(long)]
     pub ignore_unknown_columns: bool,
     /// The events file; `-` reads standard input.

@@ -1,15 +1,21 @@
-//! `meterbase import`: sends a CSV or NDJSON file (plain or gzip) to a server in batches,
-//! with progress. Each batch is one all-or-nothing request; the first failed batch stops the
-//! import with the server's errors, translated to lines of the file. `reconcile` reads files
-//! through the same readers (`open`, `detect_format`, `csv_batches`, `ndjson_batches`).
+//! `meterbase import`: sends a CSV or NDJSON file (plain or gzip), or an Arrow or Parquet file,
+//! to a server in batches, with progress. Each batch is one all-or-nothing request; the first
+//! failed batch stops the import with the server's errors, translated to lines (rows) of the
+//! file. Arrow and Parquet files go as Arrow IPC streams, re-encoded batch by batch. `reconcile`
+//! reads files through the same readers (`open`, `detect_format`, `csv_batches`,
+//! `ndjson_batches`, `columnar_batches`).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
 use indicatif::{ProgressBar, ProgressStyle};
 use meterbase_schema::CsvLines;
 use serde_json::Value;
@@ -45,7 +51,14 @@ impl<R: Read> Read for Counting<R> {
 pub(crate) enum Format {
     Csv,
     Ndjson,
+    /// An Arrow IPC stream or file; sent as an IPC stream.
+    Arrow,
+    /// Sent as an Arrow IPC stream too: cheaper for both ends than a Parquet file per batch.
+    Parquet,
 }
+
+/// What the server is sent for columnar files.
+pub(crate) const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
 /// One request's worth of the file.
 pub(crate) struct Batch {
@@ -62,7 +75,9 @@ impl Batch {
     /// The file line of the record a server error names by its line in this batch's body.
     pub(crate) fn file_line(&self, format: Format, body_line: u64) -> u64 {
         match format {
-            Format::Ndjson => self.first_line + body_line.saturating_sub(1),
+            Format::Ndjson | Format::Arrow | Format::Parquet => {
+                self.first_line + body_line.saturating_sub(1)
+            }
             Format::Csv => {
                 let at = self.csv_lines.partition_point(|(b, _)| *b <= body_line);
                 match at.checked_sub(1).map(|i| self.csv_lines[i]) {
@@ -104,13 +119,31 @@ pub(crate) fn open(
 }
 
 impl Source {
-    /// The file's format, refusing the CSV-only options for NDJSON.
+    /// The file's format, refusing the column options for NDJSON.
     pub(crate) fn checked_format(&self) -> Result<Format, String> {
         let format = detect_format(self.format.as_deref(), &self.file)?;
         if format == Format::Ndjson && (!self.map.is_empty() || self.ignore_unknown_columns) {
-            return Err("--map and --ignore-unknown-columns apply to CSV files only".into());
+            return Err(
+                "--map and --ignore-unknown-columns apply to CSV, Arrow and Parquet files only"
+                    .into(),
+            );
         }
         Ok(format)
+    }
+
+    /// `--map FIELD=COLUMN` and `--ignore-unknown-columns` as the server's query string.
+    pub(crate) fn column_query(&self) -> Result<String, String> {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for m in &self.map {
+            let (field, column) = m
+                .split_once('=')
+                .ok_or_else(|| format!("--map {m:?}: use FIELD=COLUMN"))?;
+            q.append_pair(&format!("map.{field}"), column);
+        }
+        if self.ignore_unknown_columns {
+            q.append_pair("ignore_unknown_columns", "true");
+        }
+        Ok(q.finish())
     }
 }
 
@@ -122,10 +155,12 @@ pub(crate) fn detect_format(
     match format {
         Some("csv") => return Ok(Format::Csv),
         Some("ndjson") => return Ok(Format::Ndjson),
+        Some("arrow") => return Ok(Format::Arrow),
+        Some("parquet") => return Ok(Format::Parquet),
         _ => {}
     }
     if is_stdin(file) {
-        return Err("reading standard input: pass --format csv or --format ndjson".into());
+        return Err("reading standard input: pass --format csv, ndjson, arrow or parquet".into());
     }
     let name = file.to_string_lossy().to_ascii_lowercase();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
@@ -133,9 +168,17 @@ pub(crate) fn detect_format(
         Ok(Format::Csv)
     } else if name.ends_with(".ndjson") || name.ends_with(".jsonl") || name.ends_with(".json") {
         Ok(Format::Ndjson)
+    } else if name.ends_with(".parquet") || name.ends_with(".pq") {
+        Ok(Format::Parquet)
+    } else if name.ends_with(".arrow")
+        || name.ends_with(".arrows")
+        || name.ends_with(".ipc")
+        || name.ends_with(".feather")
+    {
+        Ok(Format::Arrow)
     } else {
         Err(format!(
-            "cannot tell the format of {}: pass --format csv or --format ndjson",
+            "cannot tell the format of {}: pass --format csv, ndjson, arrow or parquet",
             file.display()
         ))
     }
@@ -259,6 +302,171 @@ pub(crate) fn ndjson_batches(
     std::iter::from_fn(move || next().transpose())
 }
 
+/// Rows an Arrow IPC batch is written in: a request's body grows by at most this many rows
+/// past the size cut.
+const SLICE_ROWS: usize = 8192;
+
+/// Batches of an Arrow (IPC stream or file, the stream also gzipped) or Parquet file, each
+/// re-encoded as an Arrow IPC stream of at most `batch_rows` rows, cut at 16 MiB so a batch
+/// stays under the server's body limit. Rows are read as they are sent: the file is never
+/// held whole (but a Parquet file on standard input is, as Parquet needs to seek).
+pub(crate) fn columnar_batches(
+    path: &Path,
+    format: Format,
+    read: Arc<AtomicU64>,
+    batch_rows: usize,
+) -> Result<Box<dyn Iterator<Item = Result<Batch, String>>>, String> {
+    let cannot = |e: &dyn std::fmt::Display| format!("cannot read {}: {e}", path.display());
+    let (schema, input): (SchemaRef, RecordBatches) = if format == Format::Parquet {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let (builder, size) = if is_stdin(path) {
+            let mut all = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut all)
+                .map_err(|e| cannot(&e))?;
+            let size = all.len() as u64;
+            let b = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(all))
+                .map_err(|e| cannot(&e))?;
+            (ParquetRows::Memory(b), size)
+        } else {
+            let file = File::open(path).map_err(|e| cannot(&e))?;
+            let size = file.metadata().map_err(|e| cannot(&e))?.len();
+            let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| cannot(&e))?;
+            (ParquetRows::File(b), size)
+        };
+        builder
+            .open(size, read, SLICE_ROWS)
+            .map_err(|e| cannot(&e))?
+    } else {
+        let mut input = open(&path.to_path_buf(), read)?;
+        let is_file_format = input
+            .fill_buf()
+            .map_err(|e| cannot(&e))?
+            .starts_with(b"ARROW1");
+        if is_file_format {
+            // The IPC file format keeps its index at the end: read it from the file.
+            let file = File::open(path).map_err(|e| cannot(&e))?;
+            let r = arrow::ipc::reader::FileReader::try_new(file, None).map_err(|e| cannot(&e))?;
+            (r.schema(), Box::new(r))
+        } else {
+            let r =
+                arrow::ipc::reader::StreamReader::try_new(input, None).map_err(|e| cannot(&e))?;
+            (r.schema(), Box::new(r))
+        }
+    };
+    let mut rechunk = Rechunk {
+        input,
+        pending: None,
+        schema,
+        batch_rows: batch_rows.max(1),
+        rows_read: 0,
+    };
+    Ok(Box::new(std::iter::from_fn(move || {
+        rechunk.next_batch().transpose()
+    })))
+}
+
+/// Record batches as a file's reader yields them.
+type RecordBatches = Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>>>;
+
+/// A Parquet file's reader, from a file or from memory.
+enum ParquetRows {
+    File(parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<File>),
+    Memory(parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<bytes::Bytes>),
+}
+
+impl ParquetRows {
+    /// The batches, with the bytes read estimated from the rows (the reader seeks, so
+    /// counting bytes would say little) for the progress line.
+    fn open(
+        self,
+        size: u64,
+        read: Arc<AtomicU64>,
+        batch_size: usize,
+    ) -> Result<(SchemaRef, RecordBatches), parquet::errors::ParquetError> {
+        let (schema, total, reader): (SchemaRef, i64, RecordBatches) = match self {
+            ParquetRows::File(b) => {
+                let total = b.metadata().file_metadata().num_rows();
+                (
+                    b.schema().clone(),
+                    total,
+                    Box::new(b.with_batch_size(batch_size).build()?),
+                )
+            }
+            ParquetRows::Memory(b) => {
+                let total = b.metadata().file_metadata().num_rows();
+                (
+                    b.schema().clone(),
+                    total,
+                    Box::new(b.with_batch_size(batch_size).build()?),
+                )
+            }
+        };
+        let total = total.max(1) as u64;
+        let mut rows = 0u64;
+        let counted = reader.inspect(move |b| {
+            if let Ok(b) = b {
+                rows += b.num_rows() as u64;
+                read.store(size * rows.min(total) / total, Ordering::Relaxed);
+            }
+        });
+        Ok((schema, Box::new(counted)))
+    }
+}
+
+/// Record batches regrouped into requests: an IPC stream each.
+struct Rechunk {
+    input: RecordBatches,
+    /// The rest of a batch the previous request had no room for.
+    pending: Option<RecordBatch>,
+    schema: SchemaRef,
+    batch_rows: usize,
+    rows_read: u64,
+}
+
+impl Rechunk {
+    fn next_batch(&mut self) -> Result<Option<Batch>, String> {
+        let encode = |e: ArrowError| format!("cannot encode an Arrow batch: {e}");
+        let mut w =
+            StreamWriter::try_new(Vec::with_capacity(1 << 20), &self.schema).map_err(encode)?;
+        let mut rows = 0usize;
+        while rows < self.batch_rows && w.get_ref().len() < 16 << 20 {
+            let batch = match self.pending.take() {
+                Some(b) => b,
+                None => match self.input.next() {
+                    None => break,
+                    Some(b) => b.map_err(|e| {
+                        format!("cannot read the file after row {}: {e}", self.rows_read)
+                    })?,
+                },
+            };
+            let take = (self.batch_rows - rows)
+                .min(SLICE_ROWS)
+                .min(batch.num_rows());
+            if take < batch.num_rows() {
+                self.pending = Some(batch.slice(take, batch.num_rows() - take));
+            }
+            if take > 0 {
+                w.write(&batch.slice(0, take)).map_err(encode)?;
+                rows += take;
+            }
+        }
+        if rows == 0 {
+            return Ok(None);
+        }
+        w.finish().map_err(encode)?;
+        let body = w.into_inner().map_err(encode)?;
+        let first_line = self.rows_read + 1;
+        self.rows_read += rows as u64;
+        Ok(Some(Batch {
+            body,
+            rows: rows as u64,
+            first_line,
+            csv_lines: Vec::new(),
+        }))
+    }
+}
+
 /// Hands batches to the sender until the input ends, fails, or the sender is gone.
 fn feed(
     batches: impl Iterator<Item = Result<Batch, String>>,
@@ -377,33 +585,50 @@ pub fn run(a: ImportArgs) -> Result<String, String> {
             .len()
     };
     let read = Arc::new(AtomicU64::new(0));
-    let input = open(&a.source.file, read.clone())?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let batch_rows = a.batch_rows.max(1);
-    let reader = std::thread::spawn(move || match format {
-        Format::Csv => feed(csv_batches(input, batch_rows), tx),
-        Format::Ndjson => feed(ndjson_batches(input, batch_rows), tx),
-    });
     let base = crate::client::base_url(&a.target.url)?;
     let url = match format {
-        Format::Csv => {
-            let mut q = url::form_urlencoded::Serializer::new(String::new());
-            for m in &a.source.map {
-                let (field, column) = m
-                    .split_once('=')
-                    .ok_or_else(|| format!("--map {m:?}: use FIELD=COLUMN"))?;
-                q.append_pair(&format!("map.{field}"), column);
-            }
-            if a.source.ignore_unknown_columns {
-                q.append_pair("ignore_unknown_columns", "true");
-            }
-            format!("{base}/usage/{}/csv?{}", a.target.event, q.finish())
-        }
+        Format::Csv => format!(
+            "{base}/usage/{}/csv?{}",
+            a.target.event,
+            a.source.column_query()?
+        ),
         Format::Ndjson => format!("{base}/usage/{}", a.target.event),
+        Format::Arrow | Format::Parquet => {
+            format!(
+                "{base}/usage/{}?{}",
+                a.target.event,
+                a.source.column_query()?
+            )
+        }
     };
     let content_type = match format {
         Format::Csv => "text/csv",
         Format::Ndjson => "application/x-ndjson",
+        Format::Arrow | Format::Parquet => ARROW_STREAM,
+    };
+    let reader = match format {
+        Format::Csv | Format::Ndjson => {
+            let input = open(&a.source.file, read.clone())?;
+            std::thread::spawn(move || match format {
+                Format::Csv => feed(csv_batches(input, batch_rows), tx),
+                _ => feed(ndjson_batches(input, batch_rows), tx),
+            })
+        }
+        Format::Arrow | Format::Parquet => {
+            let path = a.source.file.clone();
+            let read = read.clone();
+            // Opened on the reader's thread: the readers need not be `Send`.
+            std::thread::spawn(
+                move || match columnar_batches(&path, format, read, batch_rows) {
+                    Ok(batches) => feed(batches, tx),
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                },
+            )
+        }
     };
     let agent = crate::client::agent(Some(Duration::from_secs(600)));
     let mut progress = Progress::new(total_bytes);

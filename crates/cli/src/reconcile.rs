@@ -1,4 +1,5 @@
-//! `meterbase reconcile`: compares a CSV or NDJSON file (read as `import` reads it) with what
+//! `meterbase reconcile`: compares a CSV, NDJSON, Arrow or Parquet file (read as `import`
+//! reads it) with what
 //! the server holds. Per customer and UTC day or hour it computes the count, numeric sums and
 //! digest of the file's events (the last event of each unique key, as the server keeps),
 //! asks the server's `GET /usage/{slug}/reconcile` for the file's time range, and for every
@@ -22,12 +23,12 @@ use meterbase_schema::scalar::{format_decimal, parse_decimal};
 use meterbase_schema::timestamp::{MICROS_PER_SECOND, format_micros};
 use meterbase_schema::{
     BaseType, CsvOptions, CsvStream, CsvStreamError, DecodeLimits, DecodeOutcome, EventDecoder,
-    EventError, EventTypeDef, InputFormat,
+    EventError, EventTypeDef, InputFormat, decode_arrow_stream,
 };
 use serde_json::Value;
 
 use crate::args::{Source, Target};
-use crate::import::{Batch, Format, csv_batches, ndjson_batches, open};
+use crate::import::{Batch, Format, columnar_batches, csv_batches, ndjson_batches, open};
 
 #[derive(clap::Args)]
 pub struct ReconcileArgs {
@@ -261,10 +262,11 @@ fn read_file(
         field_columns,
         ignore_unknown_columns: a.source.ignore_unknown_columns,
     };
-    let input = open(&a.source.file, Arc::new(AtomicU64::new(0)))?;
+    let read = Arc::new(AtomicU64::new(0));
     let batches: Box<dyn Iterator<Item = Result<Batch, String>>> = match format {
-        Format::Csv => Box::new(csv_batches(input, 50_000)),
-        Format::Ndjson => Box::new(ndjson_batches(input, 50_000)),
+        Format::Csv => Box::new(csv_batches(open(&a.source.file, read)?, 50_000)),
+        Format::Ndjson => Box::new(ndjson_batches(open(&a.source.file, read)?, 50_000)),
+        Format::Arrow | Format::Parquet => columnar_batches(&a.source.file, format, read, 50_000)?,
     };
     let mut events = HashMap::new();
     let limits = Reader::limits();
@@ -278,6 +280,14 @@ fn read_file(
                         .decoder
                         .decode(&batch.body, InputFormat::Ndjson, limits),
                 );
+            }
+            Format::Arrow | Format::Parquet => {
+                decoded.push(decode_arrow_stream(
+                    &reader.decoder,
+                    &batch.body,
+                    &options,
+                    limits,
+                ));
             }
             Format::Csv => {
                 let mut stream = match CsvStream::open(
