@@ -62,6 +62,20 @@ pub struct CompactionConfig {
     pub grace: Duration,
     /// Versions replaced or deleted longer ago than this are dropped for good.
     pub history_retention: Duration,
+    /// Readers of an outside log of our files (the open tables' Delta log) may still read a
+    /// replaced file this long after that log stopped listing it: garbage collection asks
+    /// them (`gc::OutsideReaders`) before deleting. `None`: there is no such log.
+    pub outside_retention: Option<Duration>,
+}
+
+impl CompactionConfig {
+    /// How long a manifest remembers a replaced file: past any wait for readers, so a
+    /// restart can still tell a replaced file from the leftover of an interrupted write.
+    pub fn retired_memory(&self) -> Duration {
+        Duration::from_micros(crate::format::manifest::RETIRED_MEMORY_MICROS as u64)
+            + self.outside_retention.unwrap_or_default()
+            + self.grace
+    }
 }
 
 impl Default for CompactionConfig {
@@ -71,6 +85,7 @@ impl Default for CompactionConfig {
             max_rows: DEFAULT_COMPACTION_MAX_ROWS,
             grace: Duration::from_secs(300),
             history_retention: Duration::from_secs(400 * 86_400),
+            outside_retention: None,
         }
     }
 }

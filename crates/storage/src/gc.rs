@@ -13,26 +13,53 @@ use tracing::{debug, info, warn};
 
 use crate::context::Ctx;
 use crate::error::StorageError;
-use crate::table::{Retired, Table};
+use crate::format::paths::TablePaths;
+use crate::table::Table;
 use crate::url::ObjectStoreHandle;
 use crate::vectors::referenced;
 
-/// Deletes replaced files nobody can read any more. Returns how many were deleted.
-pub(crate) async fn collect_garbage(ctx: &Ctx, tables: &[Arc<Table>]) -> usize {
+/// Readers outside this process that follow another log of our files (the open tables'
+/// Delta log): a replaced file stays while one of its retained versions lists it.
+pub trait OutsideReaders: Send + Sync {
+    fn still_read(&self, table: &TablePaths, path: &str) -> bool;
+}
+
+/// Deletes replaced files nobody can read any more. Returns how many were deleted. With an
+/// outside log configured (`outside_retention`), nothing is deleted until its readers are
+/// known (`outside`), and then only what none of their retained versions lists.
+pub(crate) async fn collect_garbage(
+    ctx: &Ctx,
+    tables: &[Arc<Table>],
+    outside: Option<&dyn OutsideReaders>,
+) -> usize {
+    if ctx.config.compaction.outside_retention.is_some() && outside.is_none() {
+        return 0;
+    }
     let mut deleted = 0;
     for t in tables {
-        let due: Vec<Retired> = {
+        let paths = t.paths();
+        let due: Vec<String> = {
             let mut retired = t.retired.lock().unwrap_or_else(|p| p.into_inner());
-            let (due, keep): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut *retired).into_iter().partition(|r| {
-                    r.since.elapsed() >= ctx.config.compaction.grace
-                        && r.readers.iter().all(|w| w.strong_count() == 0)
-                });
-            *retired = keep;
+            let mut due = Vec::new();
+            for mut r in std::mem::take(&mut *retired) {
+                if r.since.elapsed() >= ctx.config.compaction.grace
+                    && r.readers.iter().all(|w| w.strong_count() == 0)
+                {
+                    let (held, free): (Vec<_>, Vec<_>) = r
+                        .paths
+                        .into_iter()
+                        .partition(|p| outside.is_some_and(|o| o.still_read(&paths, p)));
+                    due.extend(free);
+                    r.paths = held;
+                }
+                if !r.paths.is_empty() {
+                    retired.push(r);
+                }
+            }
             due
         };
-        for r in due {
-            for p in r.paths {
+        {
+            for p in due {
                 let path = Path::from(p.as_str());
                 match ctx.handle.store.delete(&path).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
@@ -48,11 +75,13 @@ pub(crate) async fn collect_garbage(ctx: &Ctx, tables: &[Arc<Table>]) -> usize {
 /// Deletes data files no manifest lists: leftovers of a persist or upload that a crash cut
 /// short (reported one by one), and files compaction replaced whose grace period has passed
 /// (expected after any restart, so only counted). Replaced files still within their grace
-/// period are handed to `collect_garbage`. Runs before anything can write.
+/// period, or that an outside log may still list (`outside_retention`), are handed to
+/// `collect_garbage`. Runs before anything can write.
 pub(crate) async fn remove_unreferenced_files(
     handle: &ObjectStoreHandle,
     table: &Table,
     grace: Duration,
+    outside_retention: Option<Duration>,
 ) -> Result<(), StorageError> {
     let manifest = table.manifest();
     let live: HashSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
@@ -80,8 +109,8 @@ pub(crate) async fn remove_unreferenced_files(
         match retired.get(o.location.as_ref()) {
             Some(&at) => {
                 let age = Duration::from_micros(now.saturating_sub(at).max(0) as u64);
-                if age < grace {
-                    still_in_grace.push((o.location.to_string(), grace - age));
+                if age < grace || outside_retention.is_some() {
+                    still_in_grace.push((o.location.to_string(), grace.saturating_sub(age)));
                     continue;
                 }
                 debug!(path = %o.location, "removing a file replaced by compaction, past its grace period");

@@ -32,6 +32,7 @@
 //! | `upload` | staged uploads: files first, one commit at the end |
 //! | `compaction::{plan, merge, worker, execute}` | pure planner, version merging, execution |
 //! | `gc` | deleting files no reader needs |
+//! | `live_set` | a manifest version's current rows as positions an outside reader skips |
 //! | `store` | the engine's face, driving all of the above |
 
 mod adapt;
@@ -47,6 +48,7 @@ pub mod fuzzing;
 mod gauge;
 mod gc;
 mod identity;
+mod live_set;
 mod local_store;
 mod mask;
 mod overlap;
@@ -72,7 +74,9 @@ pub use faults::{Faults, FaultyStore};
 pub use format::manifest::{FileLayout, FileMeta, Manifest, Tombstone};
 pub use format::paths::TablePaths;
 pub use format::record::{EventRange, WalRecord};
+pub use gc::OutsideReaders;
 pub use identity::{ROW_BITS, record_seq, ts_range as batch_ts_range};
+pub use live_set::{LiveFile, LiveSetCache, live_set};
 pub use local_store::LocalStore;
 pub use overlap::{file_overlaps, overlaps_until, time_ranges_overlap};
 pub use stats::{CompactionStats, StorageStats};

@@ -23,7 +23,7 @@ use crate::format::manifest::Manifest;
 use crate::format::paths::TablePaths;
 use crate::format::record::{EventRange, WalRecord};
 use crate::gauge::BufferGauge;
-use crate::gc::{collect_garbage, remove_unreferenced_files};
+use crate::gc::{OutsideReaders, collect_garbage, remove_unreferenced_files};
 use crate::identity::{MAX_ROWS_PER_RECORD, key_hashes};
 use crate::persister::flush_table;
 use crate::registry::{Pending, Tables};
@@ -39,6 +39,7 @@ pub struct Store {
     buffered_bytes: Arc<BufferGauge>,
     wal: OnceLock<Wal<Pending>>,
     replay: OnceLock<ReplayStats>,
+    outside: OnceLock<Arc<dyn OutsideReaders>>,
 }
 
 /// This process's name in the manifests it commits.
@@ -67,7 +68,13 @@ impl Store {
             let paths = TablePaths::new(&t.org_id, &t.def.api_slug, &t.def.id);
             let manifest = load_latest(&handle, &paths).await?;
             let table = Table::new(&t.org_id, t.def, manifest, buffered_bytes.clone())?;
-            remove_unreferenced_files(&handle, &table, config.compaction.grace).await?;
+            remove_unreferenced_files(
+                &handle,
+                &table,
+                config.compaction.grace,
+                config.compaction.outside_retention,
+            )
+            .await?;
             tables.insert(Arc::new(table));
         }
         let store = Arc::new(Store {
@@ -82,6 +89,7 @@ impl Store {
             buffered_bytes,
             wal: OnceLock::new(),
             replay: OnceLock::new(),
+            outside: OnceLock::new(),
         });
         let started = Instant::now();
         let replaying = store.clone();
@@ -429,7 +437,28 @@ impl Store {
 
     /// Deletes replaced files nobody can read any more. Returns how many were deleted.
     pub async fn collect_garbage(&self) -> usize {
-        collect_garbage(&self.ctx, &self.tables()).await
+        collect_garbage(
+            &self.ctx,
+            &self.tables(),
+            self.outside.get().map(|o| o.as_ref()),
+        )
+        .await
+    }
+
+    /// Who else reads our files through another log (the open tables): garbage collection
+    /// asks them before deleting a replaced file. Set once, after opening.
+    pub fn set_outside_readers(&self, readers: Arc<dyn OutsideReaders>) {
+        let _ = self.outside.set(readers);
+    }
+
+    /// The object store the tables live in.
+    pub fn object_store(&self) -> &ObjectStoreHandle {
+        &self.ctx.handle
+    }
+
+    /// Settings the store was opened with.
+    pub fn config(&self) -> &StorageConfig {
+        &self.ctx.config
     }
 
     /// Runs the persister until `stop` fires (the final persist is `shutdown`'s).

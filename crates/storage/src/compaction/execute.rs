@@ -21,7 +21,7 @@ use crate::compaction::worker::at_low_priority;
 use crate::config::CompactionMode;
 use crate::context::Ctx;
 use crate::error::StorageError;
-use crate::format::manifest::{FileMeta, Manifest, RETIRED_MEMORY_MICROS, RetiredFile};
+use crate::format::manifest::{FileMeta, Manifest, RetiredFile};
 use crate::format::parquet::{EncodedFile, Layout, encode_batches, read_file};
 use crate::mask::Masker;
 use crate::overlap::mark_overlaps_with_live;
@@ -287,10 +287,11 @@ async fn commit_swap(
         files.extend(added);
         let tombstones = deletions_to_keep(logged, &files, horizon, buffered);
         let now = meterbase_wal::now_micros();
+        let memory = ctx.config.compaction.retired_memory().as_micros() as i64;
         let retired = current
             .retired
             .iter()
-            .filter(|r| r.at > now - RETIRED_MEMORY_MICROS)
+            .filter(|r| r.at > now - memory)
             .cloned()
             .chain(replaced.iter().map(|f| RetiredFile {
                 path: f.path.clone(),

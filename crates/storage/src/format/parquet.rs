@@ -71,23 +71,31 @@ pub(crate) fn file_key_columns(
     bytes: bytes::Bytes,
     unique_key: &[String],
 ) -> Result<RecordBatch, StorageError> {
+    let names: Vec<&str> = unique_key
+        .iter()
+        .map(String::as_str)
+        .chain([SEQ_COLUMN])
+        .collect();
+    key_columns(&file_columns(bytes, &names)?, unique_key)
+}
+
+/// The columns `names` of a Parquet file, in file order, as one batch (only they are
+/// decoded).
+pub(crate) fn file_columns(
+    bytes: bytes::Bytes,
+    names: &[&str],
+) -> Result<RecordBatch, StorageError> {
     use parquet::arrow::ProjectionMask;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-    let mask = ProjectionMask::columns(
-        builder.parquet_schema(),
-        unique_key.iter().map(String::as_str).chain([SEQ_COLUMN]),
-    );
+    let mask = ProjectionMask::columns(builder.parquet_schema(), names.iter().copied());
     let reader = builder
         .with_projection(mask)
         .with_batch_size(1 << 20)
         .build()?;
     let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
     let batches = reader.collect::<Result<Vec<_>, _>>()?;
-    key_columns(
-        &arrow::compute::concat_batches(&schema, &batches)?,
-        unique_key,
-    )
+    Ok(arrow::compute::concat_batches(&schema, &batches)?)
 }
 
 /// How `encode_batches` orders, names and stamps a file's rows.
