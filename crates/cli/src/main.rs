@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a SQL query against a server and print the result as a table.
     Sql(SqlArgs),
     /// Send a CSV or NDJSON file (plain or .gz) to a server in batches.
@@ -207,6 +207,21 @@ struct ServeArgs {
     /// Allow --pg-listen on a non-loopback address without TLS (API keys in clear text).
     #[arg(long, env = "METERBASE_PG_ALLOW_CLEARTEXT")]
     pg_allow_cleartext: bool,
+    /// `delta` (default): every event type is also a Delta Lake table under its prefix in the
+    /// object store (`<org id>/<slug>/_delta_log/`), read directly by Spark, Trino, DuckDB,
+    /// ClickHouse; `off`: no Delta log is written.
+    #[arg(long, env = "METERBASE_OPEN_TABLES", default_value = "delta", value_parser = ["delta", "off"])]
+    open_tables: String,
+    /// At most one Delta commit per table this often (10s, 500ms, 1m).
+    #[arg(long, env = "METERBASE_DELTA_COMMIT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    delta_commit_interval: Duration,
+    /// How long a superseded Delta version stays readable: files it lists are kept this long
+    /// after a later version stops listing them (7d, 12h).
+    #[arg(long, env = "METERBASE_DELTA_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    delta_retention: Duration,
+    /// A Delta checkpoint every this many commits (readers replay at most this many).
+    #[arg(long, env = "METERBASE_DELTA_CHECKPOINT_EVERY", default_value_t = meterbase_server::DELTA_CHECKPOINT_EVERY)]
+    delta_checkpoint_every: u32,
 }
 
 fn init_logging(json: bool) {
@@ -299,6 +314,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(a) => {
+            let a = *a;
             init_logging(a.log_json);
             let mut config = ServerConfig::new(a.data_dir);
             config.listen = a.listen;
@@ -327,6 +343,12 @@ fn main() -> ExitCode {
             config.wal_preallocate = a.wal_preallocate;
             config.skip_wal_corruption = a.wal_skip_corruption;
             config.fault_injection = a.fault_injection;
+            config.open_tables =
+                (a.open_tables == "delta").then(|| meterbase_server::DeltaConfig {
+                    commit_interval: a.delta_commit_interval.max(Duration::from_millis(10)),
+                    retention: a.delta_retention,
+                    checkpoint_every: a.delta_checkpoint_every.max(1),
+                });
             config.pg = a.pg_listen.filter(|l| !l.is_empty()).map(|listen| {
                 let mut pg = meterbase_server::PgConfig::new(listen);
                 pg.tls_cert = a.pg_tls_cert;

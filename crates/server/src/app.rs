@@ -28,6 +28,8 @@ pub struct App {
     pub decoders: DecoderCache,
     /// Set only with `--fault-injection`.
     pub faults: Option<Arc<meterbase_storage::Faults>>,
+    /// The open tables' publisher (`--open-tables delta`).
+    pub open_tables: Option<Arc<meterbase_delta::Publisher>>,
 }
 
 /// What the listener serves from before replay has finished: `App` is set once it has.

@@ -35,6 +35,9 @@ pub struct ServerConfig {
     pub skip_wal_corruption: bool,
     /// The Postgres wire protocol (`--pg-listen`); off when `None`.
     pub pg: Option<meterbase_pgwire::PgConfig>,
+    /// Open tables: every event type also a Delta table (`--open-tables delta`, the
+    /// default); off when `None`.
+    pub open_tables: Option<meterbase_delta::DeltaConfig>,
 }
 
 impl ServerConfig {
@@ -62,6 +65,7 @@ impl ServerConfig {
             wal_preallocate: true,
             skip_wal_corruption: false,
             pg: None,
+            open_tables: Some(meterbase_delta::DeltaConfig::default()),
         }
     }
 }

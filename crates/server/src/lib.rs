@@ -47,6 +47,7 @@ mod serve;
 pub use self::prometheus::Metrics;
 pub use config::ServerConfig;
 pub use error::ServerError;
+pub use meterbase_delta::{CHECKPOINT_EVERY as DELTA_CHECKPOINT_EVERY, DeltaConfig};
 pub use meterbase_pgwire::PgConfig;
 pub use meterbase_storage::{
     DEFAULT_BUFFER_WAIT, DEFAULT_COMPACTION_MAX_ROWS, DEFAULT_FLUSH_BYTES, DEFAULT_MAX_BUFFER_BYTES,

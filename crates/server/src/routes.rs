@@ -90,6 +90,7 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
         get("/admin/organisations/{org}/api_keys", admin::list_keys),
         delete("/admin/api_keys/{id}", admin::delete_key),
         post("/admin/compact", admin::compact),
+        post("/admin/open_tables/publish", admin::publish_open_tables),
         post("/admin/faults", admin::set_faults),
         post("/rawmetrics", event_types::create),
         get("/rawmetrics", event_types::list),

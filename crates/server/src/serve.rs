@@ -150,6 +150,9 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     storage.buffer_wait = config.buffer_wait;
     storage.skip_wal_corruption = config.skip_wal_corruption;
     storage.compaction = config.compaction.clone();
+    // Delta versions stay readable for their retention: garbage collection asks the
+    // publisher before deleting a file one of them lists.
+    storage.compaction.outside_retention = config.open_tables.as_ref().map(|d| d.retention);
     let store = match Store::open(handle.clone(), storage, catalog.all_event_types()).await {
         Ok(s) => s,
         Err(e) => {
@@ -162,6 +165,11 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         handle.store.clone(),
         shared.metrics.clone(),
     )?;
+    let open_tables = config.open_tables.clone().map(|delta| {
+        let publisher = meterbase_delta::Publisher::new(store.clone(), delta);
+        store.set_outside_readers(publisher.clone());
+        publisher
+    });
     let app = Arc::new(App {
         config: config.clone(),
         catalog,
@@ -170,6 +178,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         metrics: shared.metrics.clone(),
         decoders: DecoderCache::default(),
         faults,
+        open_tables: open_tables.clone(),
     });
     let _ = shared.app.set(app.clone());
     shared.ready.store(true, Ordering::SeqCst);
@@ -177,6 +186,9 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let persister = tokio::spawn(store.clone().run_persister(stop_rx.clone()));
     let compactor = tokio::spawn(store.clone().run_compactor(stop_rx.clone()));
     let pg = pg.map(|pg| tokio::spawn(pg.serve(app.clone(), stop_rx.clone())));
+    let publisher = open_tables
+        .clone()
+        .map(|p| tokio::spawn(p.run(stop_rx.clone())));
 
     wait_for_signal().await;
     info!("shutting down: no new connections, finishing requests in flight");
@@ -191,6 +203,11 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let _ = compactor.await;
     info!("persisting buffered events");
     store.shutdown().await?;
+    if let (Some(task), Some(open_tables)) = (publisher, open_tables) {
+        let _ = task.await;
+        // The final flush's files, so a clean stop leaves the open tables current.
+        open_tables.publish_all().await;
+    }
     info!("stopped cleanly");
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! (with `--fault-injection`) the faults tests inject.
 
 use axum::body::Body;
-use axum::extract::Path;
+use axum::extract::{Path, RawQuery};
 use axum::response::Response;
 use hyper::StatusCode;
 use serde::Deserialize;
@@ -80,6 +80,35 @@ pub(crate) async fn compact(Admin(app): Admin) -> Result<Response> {
             "files_one_seq": stats.files_one_seq,
         }),
     ))
+}
+
+/// `POST /admin/open_tables/publish`: brings every table's Delta log up to its current
+/// manifest now (it also happens every `--delta-commit-interval`), and says where each
+/// stands. 404 with `--open-tables off`. `?flush=true` persists every buffer and pending
+/// deletion first, so the tables hold everything acknowledged so far.
+pub(crate) async fn publish_open_tables(
+    Admin(app): Admin,
+    RawQuery(query): RawQuery,
+) -> Result<Response> {
+    let Some(publisher) = &app.open_tables else {
+        return Err(Problem::not_found(
+            "open tables are off (--open-tables off)",
+        ));
+    };
+    let flush = match query.as_deref().unwrap_or_default() {
+        "" | "flush=" | "flush=false" | "flush=0" => false,
+        "flush=true" | "flush=1" => true,
+        other => {
+            return Err(Problem::bad_request(format!(
+                "unknown query {other:?}: the only parameter is flush=true|false"
+            )));
+        }
+    };
+    if flush {
+        app.store.flush_due(true).await?;
+    }
+    let tables = publisher.publish_all().await;
+    Ok(json_response(StatusCode::OK, &json!({ "tables": tables })))
 }
 
 /// `POST /admin/faults` (only with `--fault-injection`): sets what the object store and the

@@ -140,6 +140,18 @@ fn admin() -> Vec<Op> {
         .problems(&[500]),
         op(
             "post",
+            "/admin/open_tables/publish",
+            "publishOpenTables",
+            "admin",
+            "Publish the open tables now",
+            Admin,
+        )
+        .describe("Brings every event type's Delta log up to its current manifest (it also happens every `--delta-commit-interval`). 404 with `--open-tables off`.")
+        .query("flush", false, flag(), "Persist every buffer and pending deletion first, so the tables hold everything acknowledged so far.")
+        .json(200, "Where each table's Delta log stands.", "OpenTables")
+        .problems(&[400, 404]),
+        op(
+            "post",
             "/admin/faults",
             "setFaults",
             "admin",

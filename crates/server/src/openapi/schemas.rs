@@ -162,6 +162,24 @@ pub(crate) fn schemas() -> Value {
                     "files_one_seq": { "description": "Outputs whose rows share one `_seq` (docs/storage.md).", "type": "integer", "minimum": 0 },
                 },
             },
+            "OpenTables": {
+                "type": "object",
+                "required": ["tables"],
+                "properties": {
+                    "tables": { "type": "array", "items": {
+                        "type": "object",
+                        "required": ["organisation_id", "slug", "version", "manifest_version", "files"],
+                        "properties": {
+                            "organisation_id": { "type": "string" },
+                            "slug": { "type": "string" },
+                            "version": { "description": "The table's Delta version; null before the first commit.", "type": ["integer", "null"] },
+                            "manifest_version": { "description": "The manifest version that Delta version holds.", "type": ["integer", "null"], "minimum": 0 },
+                            "files": count(),
+                            "error": { "description": "Why this attempt could not publish (retried at the next tick).", "type": "string" },
+                        },
+                    } },
+                },
+            },
             "Faults": {
                 "description": "What the object store and the write-ahead log do wrong (tests only); absent fields are left as they are.",
                 "type": "object", "additionalProperties": false,

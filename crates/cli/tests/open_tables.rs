@@ -1,0 +1,325 @@
+//! Open tables: every event type is also a Delta Lake table that outside engines read with
+//! the same answer as `/sql`. Three independent readers (chDB `deltaLakeLocal`, DuckDB 1.5.5
+//! `delta_scan`, Python `deltalake`; `scripts/delta_read.py`) read the table after every phase
+//! of a random history (replacements across files, late events, range deletions, compaction,
+//! a SIGKILL), and every earlier Delta version again at the end (time travel, with garbage
+//! collection running): per-customer counts and sums must equal the server's and the
+//! reference's, with zero mismatches.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Server, compact, customer_totals, num, repo, tempdir};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+const T0: i64 = 1_735_689_600; // 2025-01-01T00:00:00Z
+const DAYS: i64 = 20;
+const CUSTOMERS: usize = 8;
+
+type Totals = BTreeMap<String, (u64, i64)>;
+
+/// The server's answer: customer → (rows, sum).
+fn server_totals(s: &Server) -> Totals {
+    customer_totals(s, None)
+        .iter()
+        .map(|r| {
+            (
+                r["customer_id"].as_str().unwrap().to_string(),
+                (r["n"].as_u64().unwrap(), num(&r["v"]) as i64),
+            )
+        })
+        .collect()
+}
+
+/// Publishes every table now; the compute_events table's Delta version.
+fn publish(s: &Server) -> i64 {
+    let r = s.admin("POST", "/admin/open_tables/publish?flush=true", None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let t = &r.body["tables"][0];
+    assert!(t["error"].is_null(), "{}", r.text);
+    t["version"].as_i64().expect("a Delta version")
+}
+
+/// The table's root in the local store: `<data>/store/<org id>/compute_events`.
+fn table_root(data: &Path) -> PathBuf {
+    let store = data.join("store");
+    for org in std::fs::read_dir(&store).expect("store").flatten() {
+        let root = org.path().join("compute_events");
+        if root.join("_delta_log").is_dir() {
+            return root;
+        }
+    }
+    panic!("no Delta log under {}", store.display());
+}
+
+/// What each reader sees at `version` (or the latest).
+fn readers(root: &Path, version: Option<i64>) -> BTreeMap<String, Result<Totals, String>> {
+    let mut cmd = Command::new(repo().join(".venv/bin/python"));
+    cmd.arg(repo().join("scripts/delta_read.py"))
+        .arg(root)
+        .args(["--sum", "cpu_hours_consumed"]);
+    if let Some(v) = version {
+        cmd.args(["--version", &v.to_string()]);
+    }
+    let out = cmd
+        .output()
+        .expect("run scripts/delta_read.py (make test installs .venv)");
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "delta_read.py: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    body["readers"]
+        .as_object()
+        .expect("readers")
+        .iter()
+        .map(|(name, r)| {
+            let seen = match r["rows"].as_array() {
+                Some(rows) => Ok(rows
+                    .iter()
+                    .map(|row| {
+                        (
+                            row[0].as_str().unwrap_or_default().to_string(),
+                            (row[1].as_u64().unwrap_or(0), num(&row[2]) as i64),
+                        )
+                    })
+                    .collect()),
+                None => Err(r["error"].to_string()),
+            };
+            (name.clone(), seen)
+        })
+        .collect()
+}
+
+/// Mismatches between every reader at `version` and `want`.
+fn compare(root: &Path, version: Option<i64>, want: &Totals, label: &str) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let seen = readers(root, version);
+    assert_eq!(seen.len(), 3, "three readers");
+    for (reader, got) in seen {
+        match got {
+            Ok(got) if &got == want => {}
+            Ok(got) => wrong.push(format!("{label}: {reader} reads {got:?}\n  want {want:?}")),
+            Err(e) => wrong.push(format!("{label}: {reader} failed: {e}")),
+        }
+    }
+    wrong
+}
+
+fn apply(rows: &mut BTreeMap<(String, i64), i64>, customer: Option<&str>, from: i64, to: i64) {
+    rows.retain(|(c, ts), _| !(customer.is_none_or(|x| x == c) && *ts >= from && *ts < to));
+}
+
+fn totals(rows: &BTreeMap<(String, i64), i64>) -> Totals {
+    let mut out = Totals::new();
+    for ((c, _), v) in rows {
+        let e = out.entry(c.clone()).or_default();
+        e.0 += 1;
+        e.1 += v;
+    }
+    out
+}
+
+fn iso(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[test]
+fn outside_readers_see_what_the_server_answers_at_every_version() {
+    let dir = tempdir();
+    let data = dir.path().join("d");
+    let mut s = Server::start(
+        &data,
+        &[
+            "--flush-bytes",
+            "200000",
+            "--flush-age-ms",
+            "200",
+            "--compaction-interval-secs",
+            "0",
+            // Replaced files go as soon as nothing of ours needs them: only the Delta
+            // versions' retention keeps them, which the time travel below proves.
+            "--compaction-grace-secs",
+            "0",
+            "--delta-commit-interval",
+            "1h",
+            // Checkpoints often: readers start from them, and a restart from our snapshot.
+            "--delta-checkpoint-every",
+            "3",
+        ],
+    );
+    s.create_compute_events();
+    let mut rng = StdRng::seed_from_u64(0x64_656c_7461);
+    let mut rows: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    let mut keys: Vec<(String, i64)> = Vec::new();
+    let mut versions: Vec<(i64, Totals)> = Vec::new();
+    let mut wrong = Vec::new();
+    let mut root = None;
+    let phases = std::env::var("OPEN_TABLES_PHASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    for phase in 0..phases {
+        for _ in 0..rng.random_range(4..10) {
+            let mut events = Vec::new();
+            for _ in 0..rng.random_range(100..600) {
+                // A third re-send an earlier key (often a late event for a compacted day).
+                let key = if !keys.is_empty() && rng.random_bool(0.3) {
+                    keys[rng.random_range(0..keys.len())].clone()
+                } else {
+                    let k = (
+                        format!("c{}", rng.random_range(0..CUSTOMERS)),
+                        T0 + rng.random_range(0..DAYS * 86_400),
+                    );
+                    keys.push(k.clone());
+                    k
+                };
+                let v = rng.random_range(1..100);
+                rows.insert(key.clone(), v);
+                events.push(json!({"customer_id": key.0, "timestamp": key.1,
+                                   "data": {"cpu_hours_consumed": v, "region": "r"}}));
+            }
+            let r = s.post_json("/usage/compute_events", &Value::Array(events));
+            assert_eq!(r.status, 200, "{}", r.text);
+            if rng.random_bool(0.4) {
+                s.wait_flushed();
+            }
+        }
+        if phase % 2 == 1 {
+            let from = T0 + rng.random_range(0..DAYS * 24) * 3600;
+            let to = from + rng.random_range(1..96) * 3600;
+            let customer = rng
+                .random_bool(0.6)
+                .then(|| format!("c{}", rng.random_range(0..CUSTOMERS)));
+            let mut q = format!("from={}&to={}", iso(from), iso(to));
+            if let Some(c) = &customer {
+                q.push_str(&format!("&customer_id={c}"));
+            }
+            let r = s.delete(&format!("/usage/compute_events/events?{q}"));
+            assert_eq!(r.status, 200, "{}", r.text);
+            apply(&mut rows, customer.as_deref(), from, to);
+        }
+        match phase {
+            2 | 5 => {
+                compact(&s);
+            }
+            4 => {
+                // Everything acknowledged survives; the log resumes from its last commit.
+                s.kill9();
+                s.restart();
+            }
+            _ => {}
+        }
+        s.wait_flushed();
+        let version = publish(&s);
+        let want = totals(&rows);
+        assert_eq!(server_totals(&s), want, "phase {phase}: the server itself");
+        let r = root.get_or_insert_with(|| table_root(&data)).clone();
+        wrong.extend(compare(
+            &r,
+            None,
+            &want,
+            &format!("phase {phase}, version {version}"),
+        ));
+        versions.push((version, want));
+    }
+    // Every version read again after the later compactions and garbage collection.
+    s.admin("POST", "/admin/compact", None);
+    let root = root.expect("a table root");
+    for (version, want) in &versions {
+        wrong.extend(compare(
+            &root,
+            Some(*version),
+            want,
+            &format!("time travel to {version}"),
+        ));
+    }
+    if !wrong.is_empty() && std::env::var_os("OPEN_TABLES_KEEP").is_some() {
+        eprintln!("kept {}", data.display());
+        std::mem::forget(s);
+        std::mem::forget(dir);
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} mismatches:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn existing_data_is_published_when_open_tables_are_turned_on() {
+    let dir = tempdir();
+    let data = dir.path().join("d");
+    let mut s = Server::start(&data, &["--open-tables", "off"]);
+    s.create_compute_events();
+    let events: Vec<Value> = (0..500)
+        .map(|i| {
+            json!({"customer_id": format!("c{}", i % 7), "timestamp": T0 + i * 60,
+                        "data": {"cpu_hours_consumed": i % 13, "region": "r"}})
+        })
+        .collect();
+    let r = s.post_json("/usage/compute_events", &Value::Array(events));
+    assert_eq!(r.status, 200, "{}", r.text);
+    s.wait_flushed();
+    let r = s.admin("POST", "/admin/open_tables/publish", None);
+    assert_eq!(r.status, 404, "{}", r.text);
+    let org = std::fs::read_dir(data.join("store"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap();
+    assert!(!org.path().join("compute_events/_delta_log").exists());
+    let want = server_totals(&s);
+    s.terminate();
+    let mut s = Server::start(&data, &["--delta-commit-interval", "1h"]);
+    publish(&s);
+    let wrong = compare(
+        &table_root(&data),
+        None,
+        &want,
+        "after turning open tables on",
+    );
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    s.terminate();
+}
+
+#[test]
+fn an_object_store_outage_delays_publication_and_it_catches_up() {
+    let dir = tempdir();
+    let data = dir.path().join("d");
+    let s = Server::start(
+        &data,
+        &["--fault-injection", "--delta-commit-interval", "1h"],
+    );
+    s.create_compute_events();
+    let events: Vec<Value> = (0..300)
+        .map(|i| {
+            json!({"customer_id": format!("c{}", i % 5), "timestamp": T0 + i,
+                        "data": {"cpu_hours_consumed": 2, "region": "r"}})
+        })
+        .collect();
+    let r = s.post_json("/usage/compute_events", &Value::Array(events));
+    assert_eq!(r.status, 200, "{}", r.text);
+    s.wait_flushed();
+    let want = server_totals(&s);
+    let r = s.admin("POST", "/admin/faults", Some(&json!({"outage": true})));
+    assert!(r.status < 300, "{}", r.text);
+    let r = s.admin("POST", "/admin/open_tables/publish", None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.body["tables"][0]["error"].is_string(), "{}", r.text);
+    let r = s.admin("POST", "/admin/faults", Some(&json!({"outage": false})));
+    assert!(r.status < 300, "{}", r.text);
+    publish(&s);
+    let wrong = compare(&table_root(&data), None, &want, "after the outage");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
