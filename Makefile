@@ -4,7 +4,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./data
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run build test lint fmt-check clippy imports unit openapi soak bench bench-micro profile clean
+.PHONY: run build test lint fmt-check clippy imports unit openapi soak bench bench-micro profile delta-read clean
 
 ## Build (release) and start the server on a local data directory, no external services.
 run:
@@ -42,6 +42,13 @@ openapi:
 soak:
 	METERBASE_SOAK_CYCLES=$${METERBASE_SOAK_CYCLES:-200} $(CARGO) test --test crash -- --nocapture
 	METERBASE_POWER_LOSS_SEEDS=$${METERBASE_POWER_LOSS_SEEDS:-5000} $(CARGO) test -p meterbase-query --test power_loss -- --nocapture
+
+## What outside engines read of the open tables (Delta) under DATA_DIR: per table, rows and
+## the sum of SUM_COLUMN per customer through chDB, DuckDB and deltalake (docs/storage.md).
+SUM_COLUMN ?= cpu_hours_consumed
+delta-read:
+	scripts/venv.sh
+	for t in $(DATA_DIR)/store/*/*/; do if [ -d "$$t/_delta_log" ]; then echo "$$t"; .venv/bin/python scripts/delta_read.py "$$t" --sum $(SUM_COLUMN); fi; done
 
 ## Benchmarks (docs/benchmarks.md is rewritten from the run): installs DuckDB and chDB into
 ## .venv, builds release, generates SCALE events, runs everything side by side.

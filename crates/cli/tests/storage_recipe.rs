@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 fn documented_recipe() -> String {
     let doc = std::fs::read_to_string(repo().join("docs/storage.md")).unwrap();
     let section = &doc[doc
-        .find("## Reading the live data with DuckDB")
+        .find("## Reading the live data without Delta, with DuckDB")
         .expect("the section is in docs/storage.md")..];
     let start = section.find("```sql\n").expect("an sql block") + "```sql\n".len();
     let end = start + section[start..].find("```").unwrap();
