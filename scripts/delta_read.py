@@ -4,14 +4,15 @@
 Why: meterbase publishes every event type as a Delta table (issue 22): `_delta_log/` commits
 that point at our own Parquet files, with deletion vectors hiding superseded and deleted rows.
 The tests prove that publication by comparing, at one version, what outside engines read with
-the server's `/sql` answer. The readers are chDB (`deltaLakeLocal`, ClickHouse's
-delta-kernel-rs reader), DuckDB 1.5.5 with the `delta` extension (`delta_scan`, loaded by file
-path from the PyPI package `duckdb-extension-delta`, with no autoinstall) and `deltalake`
-(delta-rs for Python, through its SQL `QueryBuilder`: its `to_pyarrow_*` refuse tables with
-deletion vectors).
+the server's `/sql` answer. The readers are chDB (`deltaLakeLocal`, or `deltaLake` on S3:
+ClickHouse's delta-kernel-rs reader), DuckDB 1.5.5 with the `delta` extension (`delta_scan`,
+loaded by file path from the PyPI package `duckdb-extension-delta`, with no autoinstall) and
+`deltalake` (delta-rs for Python, through its SQL `QueryBuilder`: its `to_pyarrow_*` refuse
+tables with deletion vectors).
 
     .venv/bin/python scripts/delta_read.py TABLE_ROOT --sum COLUMN [--version N] [--key COL]
-    .venv/bin/python scripts/delta_read.py --selftest
+    .venv/bin/python scripts/delta_read.py s3://BUCKET/PREFIX/TO/TABLE --sum COLUMN [...]
+    .venv/bin/python scripts/delta_read.py --selftest [s3://BUCKET/PREFIX]
 
 prints one JSON object:
 
@@ -27,10 +28,24 @@ unless a reader failed or they disagree. All three readers support `--version` (
 deltalake `DeltaTable(path, version=N)`, DuckDB `delta_scan(path, version := N)`, chDB setting
 `delta_lake_snapshot_version`.
 
+TABLE may be an S3 URL (`s3://bucket/prefix/to/table`, any S3-compatible store: the tests use
+SeaweedFS). The endpoint, keys and region come from the flags `--s3-endpoint`, `--s3-key-id`,
+`--s3-secret` and `--s3-region`, or else from the environment `scripts/test-env.sh` exports:
+AWS_ENDPOINT_URL (e.g. http://127.0.0.1:8333; none means AWS itself), AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_REGION or AWS_DEFAULT_REGION (default us-east-1). Each reader is
+given them its own way: chDB `deltaLake('http://host:port/bucket/prefix/', key, secret)`
+(path-style URL), deltalake `storage_options` (AWS_ENDPOINT_URL, AWS_ALLOW_HTTP for an http
+endpoint, AWS_REGION, the keys), DuckDB an S3 secret (ENDPOINT host:port, URL_STYLE path,
+USE_SSL false for http) with the `httpfs` extension (without it DuckDB has no `s3` secret type
+and no S3 file system) loaded by file path from the PyPI package `duckdb-extension-httpfs`
+(pinned like the delta one: no extension can be downloaded here).
+
 `--selftest` writes a small hand-made table (file and inline deletion vectors, a second commit
 that replaces one file's vector, a data file under a `date=` folder, Parquet columns outside
 the Delta schema) into a temporary folder and checks that every reader returns the expected
 rows at versions 0 and 1: proof that the readers are installed and apply deletion vectors.
+With an S3 URL, the same table is uploaded under that prefix (with pyarrow's S3 file system)
+and read from there.
 """
 
 import argparse
@@ -70,6 +85,64 @@ def _query(key, col, source):
     )
 
 
+class S3:
+    """Where an `s3://bucket/prefix` table is and how to reach it."""
+
+    def __init__(self, url, endpoint=None, key_id=None, secret=None, region=None):
+        rest = url[len("s3://") :]
+        self.bucket, _, prefix = rest.partition("/")
+        if not self.bucket:
+            raise ValueError(f"no bucket in {url!r}")
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+        env = os.environ.get
+        endpoint = endpoint or env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL") or ""
+        self.endpoint = endpoint.rstrip("/")
+        self.key_id = key_id or env("AWS_ACCESS_KEY_ID") or ""
+        self.secret = secret or env("AWS_SECRET_ACCESS_KEY") or ""
+        self.region = region or env("AWS_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1"
+
+    @property
+    def http(self):
+        return self.endpoint.startswith("http://")
+
+    def host_port(self):
+        """The endpoint without its scheme: host:port."""
+        return self.endpoint.split("://", 1)[-1]
+
+    def http_url(self):
+        """The table as a path-style HTTP(S) URL, ending in "/" (what chDB's deltaLake takes)."""
+        base = self.endpoint or f"https://s3.{self.region}.amazonaws.com"
+        path = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
+        return f"{base}/{path}/"
+
+    def storage_options(self):
+        """deltalake's (object_store's) options."""
+        opts = {"AWS_REGION": self.region}
+        if self.endpoint:
+            opts["AWS_ENDPOINT_URL"] = self.endpoint
+            # Path-style requests: an endpoint other than AWS has no bucket subdomains.
+            opts["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"] = "false"
+        if self.http:
+            opts["AWS_ALLOW_HTTP"] = "true"
+        if self.key_id:
+            opts["AWS_ACCESS_KEY_ID"] = self.key_id
+            opts["AWS_SECRET_ACCESS_KEY"] = self.secret
+        return opts
+
+    def pyarrow_fs(self):
+        from pyarrow import fs
+
+        kw = {"region": self.region}
+        if self.endpoint:
+            kw["endpoint_override"] = self.host_port()
+            kw["scheme"] = "http" if self.http else "https"
+            kw["force_virtual_addressing"] = False
+        if self.key_id:
+            kw["access_key"], kw["secret_key"] = self.key_id, self.secret
+        return fs.S3FileSystem(**kw)
+
+
 def read_chdb(root, key, col, version):
     import chdb
 
@@ -78,8 +151,14 @@ def read_chdb(root, key, col, version):
     settings = ["optimize_trivial_count_query=0"]
     if version is not None:
         settings.append(f"delta_lake_snapshot_version={int(version)}")
-    sql = _query(key, col, f"deltaLakeLocal({_quote(str(root))})")
-    sql += " SETTINGS " + ", ".join(settings)
+    if isinstance(root, S3):
+        args = _quote(root.http_url())
+        if root.key_id:
+            args += f", {_quote(root.key_id)}, {_quote(root.secret)}"
+        source = f"deltaLake({args})"
+    else:
+        source = f"deltaLakeLocal({_quote(str(root))})"
+    sql = _query(key, col, source) + " SETTINGS " + ", ".join(settings)
     # chDB (26.9) refuses a Delta table outside its user_files_path, which is the current
     # directory, and no connection parameter changed that: read from "/".
     cwd = os.getcwd()
@@ -91,15 +170,15 @@ def read_chdb(root, key, col, version):
     return _rows(json.loads(res.bytes())["data"])
 
 
-def duckdb_extension_path():
-    """The delta.duckdb_extension shipped in the PyPI package duckdb-extension-delta."""
-    spec = importlib.util.find_spec("duckdb_extension_delta")
+def duckdb_extension_path(name="delta"):
+    """The <name>.duckdb_extension shipped in the PyPI package duckdb-extension-<name>."""
+    spec = importlib.util.find_spec(f"duckdb_extension_{name}")
     if spec is None:
-        raise RuntimeError("duckdb-extension-delta is not installed")
+        raise RuntimeError(f"duckdb-extension-{name} is not installed")
     for loc in spec.submodule_search_locations:
-        for p in pathlib.Path(loc).rglob("delta.duckdb_extension"):
+        for p in pathlib.Path(loc).rglob(f"{name}.duckdb_extension"):
             return p
-    raise RuntimeError("no delta.duckdb_extension in duckdb-extension-delta")
+    raise RuntimeError(f"no {name}.duckdb_extension in duckdb-extension-{name}")
 
 
 def read_duckdb(root, key, col, version):
@@ -108,8 +187,22 @@ def read_duckdb(root, key, col, version):
     con = duckdb.connect(
         config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
     )
+    if isinstance(root, S3):
+        # httpfs brings the `s3` secret type and DuckDB's S3 file system (without it, CREATE
+        # SECRET (TYPE s3 ...) is refused); the delta extension takes the secret from there.
+        con.execute(f"LOAD {_quote(str(duckdb_extension_path('httpfs')))}")
+        secret = ["TYPE s3", f"REGION {_quote(root.region)}"]
+        if root.key_id:
+            secret += [f"KEY_ID {_quote(root.key_id)}", f"SECRET {_quote(root.secret)}"]
+        if root.endpoint:
+            secret += [f"ENDPOINT {_quote(root.host_port())}", "URL_STYLE 'path'"]
+            secret.append(f"USE_SSL {'false' if root.http else 'true'}")
+        con.execute(f"CREATE SECRET meterbase_s3 ({', '.join(secret)})")
+        location = root.url
+    else:
+        location = str(root)
     con.execute(f"LOAD {_quote(str(duckdb_extension_path()))}")
-    args = _quote(str(root))
+    args = _quote(location)
     if version is not None:
         args += f", version := {int(version)}"
     return _rows(con.execute(_query(key, col, f"delta_scan({args})")).fetchall())
@@ -118,7 +211,12 @@ def read_duckdb(root, key, col, version):
 def read_deltalake(root, key, col, version):
     import deltalake
 
-    dt = deltalake.DeltaTable(str(root), version=version)
+    if isinstance(root, S3):
+        dt = deltalake.DeltaTable(
+            root.url, version=version, storage_options=root.storage_options()
+        )
+    else:
+        dt = deltalake.DeltaTable(str(root), version=version)
     batches = deltalake.QueryBuilder().register("t", dt).execute(_query(key, col, "t"))
     out = []
     for b in batches:
@@ -142,6 +240,7 @@ def _same(a, b):
 
 
 def read_all(root, col, version=None, key="customer_id"):
+    """root: a local folder or an S3 table."""
     readers = {}
     for name, fn in READERS.items():
         try:
@@ -150,7 +249,8 @@ def read_all(root, col, version=None, key="customer_id"):
             readers[name] = {"error": f"{type(e).__name__}: {e}"}
     answered = [r["rows"] for r in readers.values() if "rows" in r]
     agree = len(answered) == len(readers) and all(_same(answered[0], r) for r in answered)
-    return {"table": str(root), "version": version, "sum": col, "readers": readers, "agree": agree}
+    table = root.url if isinstance(root, S3) else str(root)
+    return {"table": table, "version": version, "sum": col, "readers": readers, "agree": agree}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,17 +510,32 @@ def build_selftest_table(root, prefix="0f3c9a7be5d04c1e9b2a6d8f4e1c7a35"):
     return {0: expect({0, 9}, {1}), 1: expect({0, 4, 9}, {1})}
 
 
-def selftest():
+def selftest(s3=None):
+    """s3: an S3 location to upload the table under and read it from (else a local folder)."""
     failed = []
-    with tempfile.TemporaryDirectory(prefix="delta-selftest-") as root:
-        expected = build_selftest_table(root)
-        for version, want in sorted(expected.items()):
-            got = read_all(root, "cpu_hours_consumed", version)
-            for name, r in got["readers"].items():
-                ok = "rows" in r and _same(r["rows"], want)
-                print(f"selftest: {name} at version {version}: {'ok' if ok else 'FAILED'}")
-                if not ok:
-                    failed.append((name, version, r, want))
+    with tempfile.TemporaryDirectory(prefix="delta-selftest-") as local:
+        expected = build_selftest_table(local)
+        root = local
+        if s3 is not None:
+            from pyarrow import fs
+
+            where = f"{s3.url}/selftest-{uuid.uuid4().hex}"
+            s3 = S3(where, s3.endpoint, s3.key_id, s3.secret, s3.region)
+            remote = s3.pyarrow_fs()
+            fs.copy_files(local, f"{s3.bucket}/{s3.prefix}", destination_filesystem=remote)
+            root = s3
+        try:
+            for version, want in sorted(expected.items()):
+                got = read_all(root, "cpu_hours_consumed", version)
+                for name, r in got["readers"].items():
+                    ok = "rows" in r and _same(r["rows"], want)
+                    print(f"selftest: {name} at version {version} on {got['table']}: "
+                          f"{'ok' if ok else 'FAILED'}")
+                    if not ok:
+                        failed.append((name, version, r, want))
+        finally:
+            if s3 is not None:
+                remote.delete_dir(f"{s3.bucket}/{s3.prefix}")
     for name, version, r, want in failed:
         print(f"{name} v{version}: got {json.dumps(r)}, want {json.dumps(want)}", file=sys.stderr)
     return 1 if failed else 0
@@ -428,17 +543,30 @@ def selftest():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("table", nargs="?", help="the Delta table's root folder")
+    ap.add_argument("table", nargs="?", help="the Delta table's root folder or s3:// URL")
     ap.add_argument("--sum", metavar="COLUMN", help="the numeric column to add up per customer")
     ap.add_argument("--key", default="customer_id", help="the column to group by")
     ap.add_argument("--version", type=int, help="read this Delta version (time travel)")
-    ap.add_argument("--selftest", action="store_true", help="check the readers on a made table")
+    ap.add_argument("--selftest", action="store_true",
+                    help="check the readers on a made table (under TABLE if it is an s3:// URL)")
+    ap.add_argument("--s3-endpoint", help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
+    ap.add_argument("--s3-key-id", help="S3 access key id (default: $AWS_ACCESS_KEY_ID)")
+    ap.add_argument("--s3-secret", help="S3 secret key (default: $AWS_SECRET_ACCESS_KEY)")
+    ap.add_argument("--s3-region",
+                    help="S3 region (default: $AWS_REGION, $AWS_DEFAULT_REGION, us-east-1)")
     a = ap.parse_args()
+    root = None
+    if a.table and a.table.startswith("s3://"):
+        root = S3(a.table, a.s3_endpoint, a.s3_key_id, a.s3_secret, a.s3_region)
+    elif a.table:
+        root = os.path.abspath(a.table)
     if a.selftest:
-        return selftest()
+        if root is not None and not isinstance(root, S3):
+            ap.error("--selftest takes no TABLE, or an s3:// URL to run it on")
+        return selftest(root)
     if not a.table or not a.sum:
         ap.error("TABLE and --sum COLUMN are required (or --selftest)")
-    out = read_all(os.path.abspath(a.table), a.sum, a.version, a.key)
+    out = read_all(root, a.sum, a.version, a.key)
     print(json.dumps(out))
     return 0 if out["agree"] else 1
 
