@@ -2,6 +2,8 @@
 //! HTTP to it.
 #![allow(dead_code)]
 
+pub mod delta;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
