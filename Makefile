@@ -54,8 +54,7 @@ delta-read:
 ## .venv, builds release, generates SCALE events, runs everything side by side.
 SCALE ?= 20000000
 bench:
-	test -x .venv/bin/python || python3 -m venv .venv
-	.venv/bin/pip install --quiet --disable-pip-version-check duckdb chdb
+	scripts/venv.sh
 	$(CARGO) build --release -p meterbase -p meterbase-bench
 	.venv/bin/python scripts/bench.py --scale $(SCALE) --bin $${CARGO_TARGET_DIR:-target}/release --command "make bench SCALE=$(SCALE)"
 

@@ -10,6 +10,7 @@ Run through `make bench [SCALE=20000000]`, which installs what this needs and bu
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -291,7 +292,8 @@ def query_server(a, data):
     # The default per-query memory cap (512 MiB) is a safety limit for a shared server; the
     # peers run uncapped here, so meterbase gets room to sort a month for Q4 too.
     srv = Server(a.bin, os.path.join(a.work, "query"), ["--query-threads", "2", "--compaction-interval-secs", "0",
-                                                        "--query-memory-bytes", str(4 << 30)])
+                                                        "--query-memory-bytes", str(4 << 30),
+                                                        "--pg-listen", "127.0.0.1:0"])
     srv.define_event_type()
     t = time.perf_counter()
     sh(os.path.join(a.bin, "meterbase"), "import", "--url", "http://" + srv.addr, "--api-key", srv.key,
@@ -396,6 +398,26 @@ def main():
     srv.stop()
     shutil.rmtree(srv.data_dir, ignore_errors=True)
 
+    # What publishing the open tables (Delta, on by default) costs batched ingest: the same
+    # run with it off and on, alternating, each on a fresh server.
+    log("batched ingest with open tables off and on, alternating")
+    delta_pairs = []
+    for _ in range(2):
+        pair = {}
+        for mode in ["off", "delta"]:
+            srv = Server(a.bin, os.path.join(a.work, "ingest-" + mode),
+                         ["--compaction-interval-secs", "0", "--open-tables", mode])
+            srv.define_event_type()
+            pair[mode] = bench_json(a.bin, "ingest", *srv.load_args(), "--batch", "1000",
+                                    "--connections", str(BATCH_CONNECTIONS), "--seconds", str(a.short_seconds))
+            srv.stop()
+            shutil.rmtree(srv.data_dir, ignore_errors=True)
+        delta_pairs.append(pair)
+    results["delta_pairs"] = delta_pairs
+
+    log("columnar ingest: the same rows as NDJSON, Parquet and an Arrow stream")
+    results["columnar"] = columnar_ingest(a, data)
+
     log("loading the data set for the queries")
     srv, results["load_seconds"], results["compaction"] = query_server(a, data)
 
@@ -427,6 +449,7 @@ def main():
             fns["meterbase_metric"] = metric[k]
         q[k] = timed_in_turns(fns, a.runs)
     results["queries"] = q
+    results.update(loaded_server_extras(a, srv, con, metric))
     # The files the newest manifest lists: the inputs compaction replaced stay on disk for
     # the grace period (for outside readers) but hold nothing a query reads.
     store = os.path.join(srv.data_dir, "store")
@@ -450,6 +473,151 @@ def main():
     log("wrote", a.out)
 
 
+def ok(reply):
+    st, body = reply
+    assert st == 200, body[:500]
+    return body
+
+
+def columnar_ingest(a, data, rows=2_000_000):
+    """`meterbase import` of the same rows as NDJSON, Parquet and an Arrow IPC stream, each
+    into a fresh server (new keys every time), alternating: rows/s of the whole import."""
+    import duckdb
+    rows = min(rows, a.scale)
+    sample = os.path.join(a.work, f"columnar-{rows}")
+    os.makedirs(sample, exist_ok=True)
+    ndjson = os.path.join(sample, "events.ndjson")
+    if not os.path.exists(ndjson):
+        with open(os.path.join(data, "events.ndjson")) as src, open(ndjson, "w") as dst:
+            for i, line in enumerate(src):
+                if i == rows:
+                    break
+                dst.write(line)
+    parquet, arrow = os.path.join(sample, "events.parquet"), os.path.join(sample, "events.arrow")
+    if not os.path.exists(parquet):
+        con = duckdb.connect()
+        flat = (f"SELECT customer_id, timestamp, data.cpu_hours_consumed AS cpu_hours_consumed, "
+                f"data.region AS region FROM read_json('{ndjson}', format = 'newline_delimited')")
+        con.execute(f"COPY ({flat}) TO '{parquet}' (FORMAT parquet)")
+        import pyarrow.ipc
+        import pyarrow.parquet as pq
+        table = pq.read_table(parquet)
+        with pyarrow.ipc.new_stream(arrow, table.schema) as w:
+            w.write_table(table, max_chunksize=100_000)
+    out = {"rows": rows, "runs": []}
+    for _ in range(2):
+        run = {}
+        for fmt, path in [("ndjson", ndjson), ("parquet", parquet), ("arrow", arrow)]:
+            srv = Server(a.bin, os.path.join(a.work, "columnar-" + fmt), ["--compaction-interval-secs", "0"])
+            srv.define_event_type()
+            t = time.perf_counter()
+            sh(os.path.join(a.bin, "meterbase"), "import", "--url", "http://" + srv.addr, "--api-key", srv.key,
+               "--event", "compute_events", "--batch-rows", "100000", path)
+            run[fmt] = rows / (time.perf_counter() - t)
+            srv.stop()
+            shutil.rmtree(srv.data_dir, ignore_errors=True)
+        out["runs"].append(run)
+    out["median"] = {fmt: statistics.median(r[fmt] for r in out["runs"]) for fmt in out["runs"][0]}
+    return out
+
+
+def loaded_server_extras(a, srv, con, metric):
+    """On the server holding the whole data set: explain and reconcile for one customer-month,
+    the console's page data, a million rows over the Postgres wire protocol against `/sql`
+    with Arrow output, and the open tables (Delta) after the load."""
+    out = {}
+    month = f"start_date={MONTH_START[:10]}&end_date={MONTH_END[:10]}"
+    log("explain and reconcile, one customer-month")
+    out["truth"] = timed_in_turns({
+        "usage": metric["Q2"],
+        "explain": lambda: ok(srv.get(f"/billable_metrics/cpu_sum/usage/explain?customer_id={CUSTOMER}&{month}&limit=100")),
+        "explain_excluded": lambda: ok(srv.get(f"/billable_metrics/cpu_sum/usage/explain?customer_id={CUSTOMER}&{month}&limit=100&show=excluded")),
+        "reconcile": lambda: ok(srv.get(f"/usage/compute_events/reconcile?from={MONTH_START}&to={MONTH_END}&customer_id={CUSTOMER}&by=day")),
+        "reconcile_all": lambda: ok(srv.get(f"/usage/compute_events/reconcile?from={MONTH_START}&to={MONTH_END}&by=day")),
+    }, a.runs)
+
+    log("the console's page data")
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+    rate = ("SELECT 0 AS i, date_trunc('minute', _ingested_at) AS t, count(*) AS n FROM \"compute_events\" "
+            "WHERE _ingested_at >= $since GROUP BY date_trunc('minute', _ingested_at)")
+    counts = 'SELECT 0 AS i, count(*) AS n, max(timestamp) AS last_ts, max(_ingested_at) AS last_in FROM "compute_events"'
+    out["console"] = timed_in_turns({
+        "overview: counts": lambda: ok(srv.request("POST", "/sql", {"sql": counts})),
+        "overview: events/s, last hour": lambda: ok(srv.request("POST", "/sql", {"sql": rate, "params": {"since": since}})),
+        "overview: storage stats": lambda: ok(srv.get("/rawmetrics/compute_events/stats")),
+        "events: first 100 of a customer": lambda: ok(srv.get(f"/usage/compute_events/events?customer_id={CUSTOMER}&limit=100")),
+        "events: first 100": lambda: ok(srv.get("/usage/compute_events/events?limit=100")),
+        "metrics: usage, all customers, a month by day": lambda: ok(srv.get(f"/billable_metrics/cpu_sum/usage?{month}&window=day")),
+        "metrics: preview a change, a month": lambda: ok(srv.request("POST", "/billable_metrics/cpu_sum/preview", {
+            "definition": {"name": "cpu_sum", "usage_event": "compute_events", "aggregation": "avg", "field": "cpu_hours_consumed"},
+            "periods": [{"start_date": MONTH_START[:10], "end_date": MONTH_END[:10]}]})),
+    }, a.runs)
+
+    log("a million rows over the Postgres wire protocol and through /sql as Arrow")
+    import psycopg
+    port = int(open(os.path.join(srv.data_dir, "pg-listen-addr")).read().strip().rsplit(":", 1)[1])
+    rows = min(1_000_000, a.scale)
+    million = f"SELECT customer_id, timestamp, cpu_hours_consumed, region FROM compute_events LIMIT {rows}"
+
+    def over_pg():
+        with psycopg.connect(host="127.0.0.1", port=port, user="bench", password=srv.key,
+                             dbname="meterbase", sslmode="disable") as c:
+            with c.cursor() as cur:
+                # Rows as they arrive (no DECLARE CURSOR: the sandbox runs SELECTs only).
+                try:
+                    n = sum(1 for _ in cur.stream(million, size=10_000))
+                except psycopg.NotSupportedError:
+                    n = sum(1 for _ in cur.stream(million))
+        assert n == rows, n
+
+    def over_http():
+        st, body = srv.request("POST", "/sql", {"sql": million}, {"accept": "application/vnd.apache.arrow.stream"})
+        assert st == 200, body[:300]
+        import pyarrow.ipc
+        assert pyarrow.ipc.open_stream(body).read_all().num_rows == rows
+
+    wire = timed_in_turns({"pgwire": over_pg, "sql_arrow": over_http}, 3)
+    out["wire"] = {k: rows / v for k, v in wire.items()}
+    out["wire"]["rows"] = rows
+
+    log("the open tables after the load")
+    st, body = srv.request("POST", "/admin/open_tables/publish?flush=true", admin=True)
+    assert st == 200, body
+    table = json.loads(body)["tables"][0]
+    store = os.path.join(srv.data_dir, "store")
+    root = next(os.path.join(store, org, "compute_events") for org in os.listdir(store)
+                if os.path.isdir(os.path.join(store, org, "compute_events", "_delta_log")))
+    log_dir = os.path.join(root, "_delta_log")
+    names = os.listdir(log_dir)
+    commits = [n for n in names if re.fullmatch(r"\d{20}\.json", n)]
+    out["delta"] = {
+        "version": table["version"], "files": table["files"], "commits": len(commits),
+        "checkpoints": sum(1 for n in names if n.endswith(".checkpoint.parquet")),
+        "log_bytes": sum(os.path.getsize(os.path.join(log_dir, n)) for n in names),
+        "largest_commit_bytes": max(os.path.getsize(os.path.join(log_dir, n)) for n in commits),
+    }
+    # An outside engine on our table: DuckDB's delta_scan for Q1, and the same totals.
+    spec = importlib.util.spec_from_file_location("delta_read", os.path.join(ROOT, "scripts", "delta_read.py"))
+    delta_read = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(delta_read)
+    duck = duckdb_connect_with_delta(delta_read)
+    q1 = SQL_DF["Q1"].replace("FROM compute_events", f"FROM delta_scan('{root}')")
+    out["delta"]["q1_duckdb_delta_scan"] = timed_in_turns({"q1": lambda: duck.sql(q1).to_arrow_table()}, a.runs)["q1"]
+    theirs = duck.sql(f"SELECT count(*), sum(cpu_hours_consumed) FROM delta_scan('{root}')").fetchone()
+    st, body = srv.request("POST", "/sql", {"sql": "SELECT count(*) AS n, sum(cpu_hours_consumed) AS v FROM compute_events"})
+    ours = json.loads(body)["rows"][0]
+    out["delta"]["same_answer"] = theirs[0] == ours["n"] and abs(theirs[1] - ours["v"]) <= 1e-9 * abs(ours["v"])
+    return out
+
+
+def duckdb_connect_with_delta(delta_read):
+    import duckdb
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con.execute("SET threads=2")
+    con.execute(f"LOAD '{delta_read.duckdb_extension_path()}'")
+    return con
+
+
 def column_bytes(paths):
     """Compressed bytes per column over Parquet files, from their footers."""
     import pyarrow.parquet as pq
@@ -465,6 +633,62 @@ def column_bytes(paths):
 
 def ratio(a, b):
     return a / b if b else float("nan")
+
+
+def extras_report(r):
+    """Billing truth, ecosystem, console and open tables rows (issues 21 to 24)."""
+    lines = []
+    t = r.get("truth")
+    if t:
+        lines += [
+            "",
+            f"## Billing truth: one customer ({CUSTOMER}), one month",
+            "",
+            "| Request | Median |",
+            "| --- | ---: |",
+            f"| `usage` (the number on the invoice) | {t['usage'] * 1000:,.1f} ms |",
+            f"| `usage/explain`, first 100 contributing events, with the counts of every exclusion | {t['explain'] * 1000:,.1f} ms |",
+            f"| `usage/explain?show=excluded`, first 100 events left out, with reasons | {t['explain_excluded'] * 1000:,.1f} ms |",
+            f"| `reconcile?by=day` for the customer (counts, sums, digests per day) | {t['reconcile'] * 1000:,.1f} ms |",
+            f"| `reconcile?by=day` for every customer | {t['reconcile_all'] * 1000:,.1f} ms |",
+        ]
+    c = r.get("console")
+    if c:
+        lines += ["", "## Console page data", "",
+                  "What each console page asks the API for, on the loaded server (the browser adds rendering).", "",
+                  "| Page: request | Median |", "| --- | ---: |"]
+        lines += [f"| {k} | {v * 1000:,.1f} ms |" for k, v in c.items()]
+    w = r.get("wire")
+    if w:
+        lines += ["", "## Postgres wire protocol", "",
+                  f"| {w['rows']:,} rows fetched | Rows/s |", "| --- | ---: |",
+                  f"| psycopg 3, `cursor.stream` (extended protocol, rows as they arrive) | {w['pgwire']:,.0f} |",
+                  f"| `POST /sql`, `Accept: application/vnd.apache.arrow.stream`, read by pyarrow | {w['sql_arrow']:,.0f} |",
+                  f"| Ratio wire / Arrow | {ratio(w['pgwire'], w['sql_arrow']):.3f} |"]
+    col = r.get("columnar")
+    if col:
+        m = col["median"]
+        lines += ["", f"## Columnar ingest: {col['rows']:,} rows through `meterbase import` (100k-row requests, fresh server each)", "",
+                  "| Body | Rows/s | Ratio to NDJSON |", "| --- | ---: | ---: |"]
+        for fmt, label in [("ndjson", "NDJSON"), ("parquet", "Parquet file (sent as Arrow IPC streams)"), ("arrow", "Arrow IPC stream file")]:
+            lines.append(f"| {label} | {m[fmt]:,.0f} | {ratio(m[fmt], m['ndjson']):.2f} |")
+    dp = r.get("delta_pairs")
+    if dp:
+        off = statistics.median(p["off"]["events_per_sec"] for p in dp)
+        on = statistics.median(p["delta"]["events_per_sec"] for p in dp)
+        lines += ["", "## Open tables (Delta Lake)", "",
+                  "| Measure | Value |", "| --- | ---: |",
+                  f"| Batched ingest, open tables off (median of {len(dp)} alternating {dp[0]['off']['seconds']:.0f} s runs) | {off:,.0f} events/s |",
+                  f"| Same, open tables on (a commit every 10 s) | {on:,.0f} events/s |",
+                  f"| Ratio on / off | {ratio(on, off):.3f} |"]
+        d = r.get("delta")
+        if d:
+            lines += [
+                f"| After loading {r['scale']:,} events in {r['load_seconds']:.0f} s and compacting: Delta version, live files | {d['version']}, {d['files']} |",
+                f"| Commits, checkpoints, log size (largest commit) | {d['commits']}, {d['checkpoints']}, {d['log_bytes']:,} bytes ({d['largest_commit_bytes']:,}) |",
+                f"| Q1 by DuckDB `delta_scan` on our table (same count and sum as `/sql`: {'yes' if d['same_answer'] else 'NO'}) | {d['q1_duckdb_delta_scan'] * 1000:,.1f} ms |",
+            ]
+    return lines
 
 
 def write_report(r, out):
@@ -547,6 +771,7 @@ def write_report(r, out):
             f"| DataFusion float `sum` | {sc['builtin_seconds'] * 1000:,.1f} ms | 1.00 | |",
             f"| meterbase exact `sum` | {sc['exact_seconds'] * 1000:,.1f} ms | {ratio(sc['exact_seconds'], sc['builtin_seconds']):.2f} | {sc['extra_ns_per_value']:.1f} ns (CPU) |",
         ]
+    lines += extras_report(r)
     mb, db = r["meterbase_bytes"], r["duckdb_bytes"]
     lines += [
         "",
