@@ -223,3 +223,73 @@ fn an_object_store_outage_delays_publication_and_it_catches_up() {
     let wrong = compare(&table_root(&data), None, &want, "after the outage");
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// Files a retained Delta version lists outlive the grace period, and go once the retention
+/// has passed too: the open tables must not keep replaced files forever.
+#[test]
+fn replaced_files_go_once_no_retained_version_lists_them() {
+    let dir = tempdir();
+    let data = dir.path().join("d");
+    let s = Server::start(
+        &data,
+        &[
+            "--compaction-interval-secs",
+            "0",
+            "--compaction-grace-secs",
+            "0",
+            "--delta-commit-interval",
+            "1h",
+            "--delta-retention",
+            "3s",
+            "--flush-age-ms",
+            "200",
+        ],
+    );
+    s.create_compute_events();
+    for round in 0..3 {
+        let events: Vec<Value> = (0..200)
+            .map(|i| {
+                json!({"customer_id": format!("c{}", i % 4), "timestamp": T0 + round * 1000 + i,
+                            "data": {"cpu_hours_consumed": 1, "region": "r"}})
+            })
+            .collect();
+        let r = s.post_json("/usage/compute_events", &Value::Array(events));
+        assert_eq!(r.status, 200, "{}", r.text);
+        s.wait_flushed();
+    }
+    publish(&s);
+    let before: Vec<PathBuf> = common::parquet_files(&data.join("store"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("date="))
+        .collect();
+    assert!(before.len() >= 3, "{before:?}");
+    compact(&s);
+    publish(&s);
+    // Within the retention the version before the compaction is readable: its files stay.
+    compact(&s);
+    let present = |files: &[PathBuf]| files.iter().filter(|f| f.exists()).count();
+    assert_eq!(
+        present(&before),
+        before.len(),
+        "deleted within the retention"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    // The next garbage collection (after a compaction pass) deletes them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while present(&before) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replaced files kept past the retention"
+        );
+        compact(&s);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let want = server_totals(&s);
+    let wrong = compare(
+        &table_root(&data),
+        None,
+        &want,
+        "after the replaced files went",
+    );
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
