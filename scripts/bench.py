@@ -547,7 +547,9 @@ def loaded_server_extras(a, srv, con, metric):
         "overview: storage stats": lambda: ok(srv.get("/rawmetrics/compute_events/stats")),
         "events: first 100 of a customer": lambda: ok(srv.get(f"/usage/compute_events/events?customer_id={CUSTOMER}&limit=100")),
         "events: first 100": lambda: ok(srv.get("/usage/compute_events/events?limit=100")),
-        "metrics: usage, all customers, a month by day": lambda: ok(srv.get(f"/billable_metrics/cpu_sum/usage?{month}&window=day")),
+        "metrics: usage, a month, one total per customer (the page's default)": lambda: ok(srv.get(f"/billable_metrics/cpu_sum/usage?{month}")),
+        "metrics: usage, a month, one customer by day (drill-down)": lambda: ok(srv.get(f"/billable_metrics/cpu_sum/usage?{month}&window=day&customer_id={CUSTOMER}")),
+        "metrics: usage, a month by day for every customer (chosen by hand; 300k rows)": lambda: ok(srv.get(f"/billable_metrics/cpu_sum/usage?{month}&window=day")),
         "metrics: preview a change, a month": lambda: ok(srv.request("POST", "/billable_metrics/cpu_sum/preview", {
             "definition": {"name": "cpu_sum", "usage_event": "compute_events", "aggregation": "avg", "field": "cpu_hours_consumed"},
             "periods": [{"start_date": MONTH_START[:10], "end_date": MONTH_END[:10]}]})),

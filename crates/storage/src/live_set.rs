@@ -36,25 +36,27 @@ pub struct LiveFile {
 }
 
 /// Columns of immutable files read for earlier versions, so a version that only adds files
-/// does not read the old ones again. Bounded by rows; emptied when full.
+/// does not read the old ones again. Bounded by bytes; emptied when full.
 #[derive(Default)]
 pub struct LiveSetCache {
     keys: HashMap<String, RecordBatch>,
     deletion_columns: HashMap<String, RecordBatch>,
-    rows: usize,
+    bytes: usize,
 }
 
-/// Rows of key and deletion columns held between versions (about 40 bytes each).
-const CACHED_ROWS: usize = 8_000_000;
+/// Key and deletion columns held between versions, per table: about a million rows. The
+/// server's memory budget (1 GiB under full ingest) has room for this, not for more.
+const CACHED_BYTES: usize = 48 << 20;
 
 impl LiveSetCache {
-    fn hold(&mut self, rows: usize) {
-        if self.rows + rows > CACHED_ROWS {
+    fn hold(&mut self, batch: &RecordBatch) {
+        let bytes = batch.get_array_memory_size();
+        if self.bytes + bytes > CACHED_BYTES {
             self.keys.clear();
             self.deletion_columns.clear();
-            self.rows = 0;
+            self.bytes = 0;
         }
-        self.rows += rows;
+        self.bytes += bytes;
     }
 
     /// Forgets files no longer live.
@@ -63,11 +65,11 @@ impl LiveSetCache {
         self.keys.retain(|p, _| live.contains(p.as_str()));
         self.deletion_columns
             .retain(|p, _| live.contains(p.as_str()));
-        self.rows = self
+        self.bytes = self
             .keys
             .values()
             .chain(self.deletion_columns.values())
-            .map(RecordBatch::num_rows)
+            .map(RecordBatch::get_array_memory_size)
             .sum();
     }
 }
@@ -101,7 +103,7 @@ pub async fn live_set(
             None => {
                 let bytes = handle.get_bytes(&Path::from(f.path.as_str())).await?;
                 let c = file_columns(bytes, &["customer_id", "timestamp", SEQ_COLUMN])?;
-                cache.hold(c.num_rows());
+                cache.hold(&c);
                 cache.deletion_columns.insert(f.path.clone(), c.clone());
                 c
             }
@@ -200,7 +202,7 @@ async fn resolve_unresolved(
         if !cache.keys.contains_key(&f.path) {
             let bytes = handle.get_bytes(&Path::from(f.path.as_str())).await?;
             let keys = file_key_columns(bytes, &def.unique_key)?;
-            cache.hold(keys.num_rows());
+            cache.hold(&keys);
             cache.keys.insert(f.path.clone(), keys);
         }
     }
