@@ -33,7 +33,9 @@ fn parquet_count(dir: &Path) -> usize {
     parquet_files(dir).len()
 }
 
-/// A server that compacts only when asked and deletes replaced files at once.
+/// A server that compacts only when asked and deletes replaced files at once. Without open
+/// tables: a Delta version would keep replaced files for its retention
+/// (`open_tables.rs` tests that).
 fn start(data: &Path, extra: &[&str]) -> Server {
     let mut args = vec![
         "--compaction-interval-secs",
@@ -42,6 +44,8 @@ fn start(data: &Path, extra: &[&str]) -> Server {
         "0",
         "--flush-age-ms",
         "100",
+        "--open-tables",
+        "off",
     ];
     args.extend_from_slice(extra);
     Server::start(data, &args)
