@@ -8,16 +8,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::delta::{Totals, apply, compare, iso, publish, server_totals, totals};
+use common::delta::{History, T0, Totals, compare, publish, server_totals};
 use common::{Server, compact, tempdir};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-const T0: i64 = 1_735_689_600; // 2025-01-01T00:00:00Z
 const DAYS: i64 = 20;
 const CUSTOMERS: usize = 8;
 
@@ -58,9 +54,7 @@ fn outside_readers_see_what_the_server_answers_at_every_version() {
         ],
     );
     s.create_compute_events();
-    let mut rng = StdRng::seed_from_u64(0x64_656c_7461);
-    let mut rows: BTreeMap<(String, i64), i64> = BTreeMap::new();
-    let mut keys: Vec<(String, i64)> = Vec::new();
+    let mut history = History::new(0x64_656c_7461, CUSTOMERS, DAYS);
     let mut versions: Vec<(i64, Totals)> = Vec::new();
     let mut wrong = Vec::new();
     let mut root = None;
@@ -69,44 +63,9 @@ fn outside_readers_see_what_the_server_answers_at_every_version() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
     for phase in 0..phases {
-        for _ in 0..rng.random_range(4..10) {
-            let mut events = Vec::new();
-            for _ in 0..rng.random_range(100..600) {
-                // A third re-send an earlier key (often a late event for a compacted day).
-                let key = if !keys.is_empty() && rng.random_bool(0.3) {
-                    keys[rng.random_range(0..keys.len())].clone()
-                } else {
-                    let k = (
-                        format!("c{}", rng.random_range(0..CUSTOMERS)),
-                        T0 + rng.random_range(0..DAYS * 86_400),
-                    );
-                    keys.push(k.clone());
-                    k
-                };
-                let v = rng.random_range(1..100);
-                rows.insert(key.clone(), v);
-                events.push(json!({"customer_id": key.0, "timestamp": key.1,
-                                   "data": {"cpu_hours_consumed": v, "region": "r"}}));
-            }
-            let r = s.post_json("/usage/compute_events", &Value::Array(events));
-            assert_eq!(r.status, 200, "{}", r.text);
-            if rng.random_bool(0.4) {
-                s.wait_flushed();
-            }
-        }
+        history.puts(&s, 4..10, 100..600, 0.4);
         if phase % 2 == 1 {
-            let from = T0 + rng.random_range(0..DAYS * 24) * 3600;
-            let to = from + rng.random_range(1..96) * 3600;
-            let customer = rng
-                .random_bool(0.6)
-                .then(|| format!("c{}", rng.random_range(0..CUSTOMERS)));
-            let mut q = format!("from={}&to={}", iso(from), iso(to));
-            if let Some(c) = &customer {
-                q.push_str(&format!("&customer_id={c}"));
-            }
-            let r = s.delete(&format!("/usage/compute_events/events?{q}"));
-            assert_eq!(r.status, 200, "{}", r.text);
-            apply(&mut rows, customer.as_deref(), from, to);
+            history.delete(&s, 96);
         }
         match phase {
             2 | 5 => {
@@ -121,7 +80,7 @@ fn outside_readers_see_what_the_server_answers_at_every_version() {
         }
         s.wait_flushed();
         let version = publish(&s);
-        let want = totals(&rows);
+        let want = history.totals();
         assert_eq!(server_totals(&s), want, "phase {phase}: the server itself");
         let r = root.get_or_insert_with(|| table_root(&data)).clone();
         wrong.extend(compare(

@@ -10,15 +10,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use common::delta::{Totals, apply, compare, iso, publish, server_totals, totals};
+use common::delta::{History, Totals, compare, publish, server_totals};
 use common::{Server, compact, tempdir};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use serde_json::{Value, json};
 
-const T0: i64 = 1_735_689_600; // 2025-01-01T00:00:00Z
 const DAYS: i64 = 10;
 const CUSTOMERS: usize = 6;
 const PHASES: usize = 6;
@@ -72,51 +66,13 @@ fn outside_readers_see_what_the_server_answers_on_s3() {
         .to_string();
     let table = format!("{url}/{org}/compute_events");
 
-    let mut rng = StdRng::seed_from_u64(0x5333_6465_6c74);
-    let mut rows: BTreeMap<(String, i64), i64> = BTreeMap::new();
-    let mut keys: Vec<(String, i64)> = Vec::new();
+    let mut history = History::new(0x5333_6465_6c74, CUSTOMERS, DAYS);
     let mut versions: Vec<(i64, Totals)> = Vec::new();
     let mut wrong = Vec::new();
     for phase in 0..PHASES {
-        for _ in 0..rng.random_range(3..6) {
-            let mut events = Vec::new();
-            for _ in 0..rng.random_range(100..400) {
-                // A third re-send an earlier key: a replacement, often of a flushed or
-                // compacted row (a late event).
-                let key = if !keys.is_empty() && rng.random_bool(0.3) {
-                    keys[rng.random_range(0..keys.len())].clone()
-                } else {
-                    let k = (
-                        format!("c{}", rng.random_range(0..CUSTOMERS)),
-                        T0 + rng.random_range(0..DAYS * 86_400),
-                    );
-                    keys.push(k.clone());
-                    k
-                };
-                let v = rng.random_range(1..100);
-                rows.insert(key.clone(), v);
-                events.push(json!({"customer_id": key.0, "timestamp": key.1,
-                                   "data": {"cpu_hours_consumed": v, "region": "r"}}));
-            }
-            let r = s.post_json("/usage/compute_events", &Value::Array(events));
-            assert_eq!(r.status, 200, "{}", r.text);
-            if rng.random_bool(0.5) {
-                s.wait_flushed();
-            }
-        }
+        history.puts(&s, 3..6, 100..400, 0.5);
         if phase % 2 == 1 {
-            let from = T0 + rng.random_range(0..DAYS * 24) * 3600;
-            let to = from + rng.random_range(1..72) * 3600;
-            let customer = rng
-                .random_bool(0.6)
-                .then(|| format!("c{}", rng.random_range(0..CUSTOMERS)));
-            let mut q = format!("from={}&to={}", iso(from), iso(to));
-            if let Some(c) = &customer {
-                q.push_str(&format!("&customer_id={c}"));
-            }
-            let r = s.delete(&format!("/usage/compute_events/events?{q}"));
-            assert_eq!(r.status, 200, "{}", r.text);
-            apply(&mut rows, customer.as_deref(), from, to);
+            history.delete(&s, 72);
         }
         match phase {
             2 | 4 => {
@@ -131,7 +87,7 @@ fn outside_readers_see_what_the_server_answers_on_s3() {
         }
         s.wait_flushed();
         let version = publish(&s);
-        let want = totals(&rows);
+        let want = history.totals();
         assert_eq!(server_totals(&s), want, "phase {phase}: the server itself");
         wrong.extend(compare(
             &table,

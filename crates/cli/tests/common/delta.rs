@@ -4,9 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
+use std::ops::Range;
 use std::process::Command;
 
-use serde_json::Value;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
 
 use super::{Server, customer_totals, num, repo};
 
@@ -98,6 +101,85 @@ pub fn compare<T: AsRef<OsStr> + ?Sized>(
         }
     }
     wrong
+}
+
+/// A random history sent to a server, and the reference rows it leaves: (customer,
+/// timestamp) → value, one per unique key, deletions applied.
+pub struct History {
+    rng: StdRng,
+    pub rows: BTreeMap<(String, i64), i64>,
+    keys: Vec<(String, i64)>,
+    customers: usize,
+    days: i64,
+}
+
+/// 2025-01-01T00:00:00Z, where the histories' events start.
+pub const T0: i64 = 1_735_689_600;
+
+impl History {
+    pub fn new(seed: u64, customers: usize, days: i64) -> History {
+        History {
+            rng: StdRng::seed_from_u64(seed),
+            rows: BTreeMap::new(),
+            keys: Vec::new(),
+            customers,
+            days,
+        }
+    }
+
+    /// `batches` requests of `per_batch` events; a third re-send an earlier key (a
+    /// replacement, often of a flushed or compacted row: a late event). After each request
+    /// the buffers are persisted with probability `flush`, so versions of a key end up in
+    /// the buffer, in one file, or across files.
+    pub fn puts(&mut self, s: &Server, batches: Range<usize>, per_batch: Range<usize>, flush: f64) {
+        for _ in 0..self.rng.random_range(batches) {
+            let mut events = Vec::new();
+            for _ in 0..self.rng.random_range(per_batch.clone()) {
+                let key = if !self.keys.is_empty() && self.rng.random_bool(0.3) {
+                    self.keys[self.rng.random_range(0..self.keys.len())].clone()
+                } else {
+                    let k = (
+                        format!("c{}", self.rng.random_range(0..self.customers)),
+                        T0 + self.rng.random_range(0..self.days * 86_400),
+                    );
+                    self.keys.push(k.clone());
+                    k
+                };
+                let v = self.rng.random_range(1..100);
+                self.rows.insert(key.clone(), v);
+                events.push(json!({"customer_id": key.0, "timestamp": key.1,
+                                   "data": {"cpu_hours_consumed": v, "region": "r"}}));
+            }
+            let r = s.post_json("/usage/compute_events", &Value::Array(events));
+            assert_eq!(r.status, 200, "{}", r.text);
+            if self.rng.random_bool(flush) {
+                s.wait_flushed();
+            }
+        }
+    }
+
+    /// A range deletion of one customer (or, 40% of the time, everyone) over 1 to
+    /// `max_hours` hours.
+    pub fn delete(&mut self, s: &Server, max_hours: i64) {
+        let from = T0 + self.rng.random_range(0..self.days * 24) * 3600;
+        let to = from + self.rng.random_range(1..max_hours) * 3600;
+        let customer = self
+            .rng
+            .random_bool(0.6)
+            .then(|| format!("c{}", self.rng.random_range(0..self.customers)));
+        let mut q = format!("from={}&to={}", iso(from), iso(to));
+        if let Some(c) = &customer {
+            q.push_str(&format!("&customer_id={c}"));
+        }
+        let r = s.delete(&format!("/usage/compute_events/events?{q}"));
+        assert_eq!(r.status, 200, "{}", r.text);
+        apply(&mut self.rows, customer.as_deref(), from, to);
+    }
+
+    /// The reference's per-customer totals.
+    pub fn totals(&self) -> Totals {
+        totals(&self.rows)
+    }
 }
 
 /// The reference after a range deletion of `customer` (or everyone) over `[from, to)`.
