@@ -143,16 +143,35 @@ fn plain_records(data: &[u8]) -> usize {
     n
 }
 
-/// Never panics; an accepted Arrow IPC stream has as many rows as its batches, as arrow reads
-/// them with nothing of ours in between; errors name rows that were read.
+/// Runs `f` with its panics caught instead of aborting the fuzzer (libFuzzer's panic hook
+/// aborts; fuzzing is single-threaded, so swapping the hook for the call is safe).
+fn caught<T>(f: impl FnOnce() -> T) -> Option<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
+    std::panic::set_hook(hook);
+    out
+}
+
+/// Never panics where arrow itself does not; an accepted Arrow IPC stream has as many rows
+/// as its batches, as arrow reads them with nothing of ours in between; errors name rows that
+/// were read. arrow-ipc 59 panics on some malformed streams (a buffer slice past the body's
+/// end, found by this target): the server catches that and answers 400
+/// (`server::columnar::decode`), so on those inputs only arrow's own panic is allowed.
 pub fn check_arrow_stream(dec: &EventDecoder, data: &[u8]) {
     let options = CsvOptions {
         field_columns: Vec::new(),
         ignore_unknown_columns: data.get(8).is_some_and(|b| b % 2 == 1),
     };
-    let rows: Option<usize> = arrow::ipc::reader::StreamReader::try_new(data, None)
-        .ok()
-        .map(|r| r.map_while(Result::ok).map(|b| b.num_rows()).sum());
+    let plain = caught(|| {
+        arrow::ipc::reader::StreamReader::try_new(data, None)
+            .ok()
+            .map(|r| r.map_while(Result::ok).map(|b| b.num_rows()).sum::<usize>())
+    });
+    let Some(rows) = plain else {
+        let _ = caught(|| decode_arrow_stream(dec, data, &options, limits()));
+        return;
+    };
     match decode_arrow_stream(dec, data, &options, limits()) {
         DecodeOutcome::Valid(batch) => assert_eq!(Some(batch.num_rows()), rows),
         DecodeOutcome::Invalid { errors, .. } => assert!(
