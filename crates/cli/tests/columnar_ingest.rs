@@ -263,10 +263,16 @@ fn an_invalid_columnar_body_stores_nothing_and_names_row_and_column() {
     let panics_arrow =
         std::fs::read(common::repo().join("testdata/fuzz/arrow_stream/arrow-ipc-buffer-past-end"))
             .expect("the fuzz finding");
+    // 50 bytes whose message declares 32 GiB of data: arrow-ipc would allocate that first and
+    // abort the process; refused by its framing.
+    let declares_32_gib =
+        std::fs::read(common::repo().join("testdata/fuzz/arrow_stream/arrow-ipc-declares-32-gib"))
+            .expect("the fuzz finding");
     for (content_type, body) in [
         (ARROW, &b""[..]),
         (PARQUET, b"PAR1 but not really"),
         (ARROW, &panics_arrow[..]),
+        (ARROW, &declares_32_gib[..]),
     ] {
         let r = post(
             &s,
@@ -285,6 +291,11 @@ fn an_invalid_columnar_body_stores_nothing_and_names_row_and_column() {
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.text.contains("map.FIELD=COLUMN"), "{}", r.text);
     assert_eq!(count(&s, "compute_events"), 0);
+    assert_eq!(
+        s.get("/healthz").status,
+        200,
+        "the server survived every body"
+    );
 }
 
 fn import(s: &Server, args: &[&str]) -> (bool, String) {

@@ -405,12 +405,61 @@ pub fn decode_arrow_stream(
     if body.is_empty() {
         return body_error("the body is empty: an Arrow IPC stream starts with its schema".into());
     }
+    if let Err(why) = check_framing(body) {
+        return body_error(format!("not an Arrow IPC stream: {why}"));
+    }
     let reader = match arrow::ipc::reader::StreamReader::try_new(body, None) {
         Ok(r) => r,
         Err(e) => return body_error(format!("not an Arrow IPC stream: {e}")),
     };
     let schema = reader.schema();
     decode_batches(dec, &schema, reader, opts, limits)
+}
+
+/// Walks the stream's messages (length-prefixed metadata, then `bodyLength` bytes) without
+/// decoding them, refusing one that claims more bytes than the body has. arrow-ipc 59
+/// allocates each message's declared body length before reading it: 50 bytes declaring
+/// 32 GiB made the allocation fail and abort the process (found by the `arrow_stream` fuzz
+/// target).
+pub(crate) fn check_framing(body: &[u8]) -> Result<(), String> {
+    let word = |at: usize| -> Result<i32, String> {
+        body.get(at..at + 4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| format!("truncated at byte {at}"))
+    };
+    let mut at = 0;
+    while at < body.len() {
+        let mut len = word(at)?;
+        at += 4;
+        if len == -1 {
+            // The continuation marker, then the metadata's length.
+            len = word(at)?;
+            at += 4;
+        }
+        if len == 0 {
+            return Ok(()); // end of stream
+        }
+        let len =
+            usize::try_from(len).map_err(|_| format!("negative length at byte {}", at - 4))?;
+        let meta = body
+            .get(at..at + len)
+            .ok_or_else(|| format!("message at byte {at} claims {len} bytes of metadata"))?;
+        let message =
+            arrow::ipc::root_as_message(meta).map_err(|e| format!("message at byte {at}: {e}"))?;
+        at += len;
+        let declared = message.bodyLength();
+        let fits = usize::try_from(declared)
+            .ok()
+            .filter(|&n| n <= body.len() - at);
+        let Some(n) = fits else {
+            return Err(format!(
+                "a message declares {declared} bytes of data, {} remain",
+                body.len() - at
+            ));
+        };
+        at += n;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

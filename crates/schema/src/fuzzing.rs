@@ -163,6 +163,16 @@ pub fn check_arrow_stream(dec: &EventDecoder, data: &[u8]) {
         field_columns: Vec::new(),
         ignore_unknown_columns: data.get(8).is_some_and(|b| b % 2 == 1),
     };
+    if crate::columnar::check_framing(data).is_err() {
+        // A message claiming more bytes than there are: refused before arrow reads it (arrow
+        // would allocate the claimed size first).
+        let outcome = decode_arrow_stream(dec, data, &options, limits());
+        assert!(
+            matches!(outcome, DecodeOutcome::Invalid { .. }),
+            "{outcome:?}"
+        );
+        return;
+    }
     let plain = caught(|| {
         arrow::ipc::reader::StreamReader::try_new(data, None)
             .ok()
