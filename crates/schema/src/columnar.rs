@@ -273,19 +273,6 @@ impl<'a> Cells<'a> {
     }
 }
 
-fn body_error(message: String) -> DecodeOutcome {
-    DecodeOutcome::Invalid {
-        errors: vec![EventError {
-            index: None,
-            line: None,
-            pointer: String::new(),
-            message,
-        }],
-        invalid_events: 0,
-        events: 0,
-    }
-}
-
 /// Decodes `batches` of `schema` (one body) into one batch of the event type, all or nothing.
 /// `limits.max_events` bounds the rows; an unreadable batch refuses the whole body.
 pub fn decode_batches<I>(
@@ -314,7 +301,11 @@ where
     for batch in batches {
         let batch = match batch {
             Ok(batch) => batch,
-            Err(e) => return body_error(format!("the body is unreadable after row {rows}: {e}")),
+            Err(e) => {
+                return DecodeOutcome::body_error(format!(
+                    "the body is unreadable after row {rows}: {e}"
+                ));
+            }
         };
         let n = batch.num_rows();
         if rows + n > limits.max_events {
@@ -329,7 +320,7 @@ where
                 .zip(&columns.types)
                 .all(|(a, t)| a.data_type() == t);
         if !types_match {
-            return body_error(format!(
+            return DecodeOutcome::body_error(format!(
                 "the batch after row {rows} has other columns than the body's schema"
             ));
         }
@@ -342,7 +333,11 @@ where
                 // plain column it stands for.
                 (DataType::Dictionary(_, values), _) => match arrow::compute::cast(a, values) {
                     Ok(plain) => plain,
-                    Err(e) => return body_error(format!("unreadable dictionary column: {e}")),
+                    Err(e) => {
+                        return DecodeOutcome::body_error(format!(
+                            "unreadable dictionary column: {e}"
+                        ));
+                    }
                 },
                 _ => a.clone(),
             });
@@ -355,7 +350,7 @@ where
             match Cells::new(a.as_ref()) {
                 Some(c) => cells.push((a.as_ref(), c, *target)),
                 None => {
-                    return body_error(format!(
+                    return DecodeOutcome::body_error(format!(
                         "column of Arrow type {} cannot be read",
                         a.data_type()
                     ));
@@ -403,14 +398,16 @@ pub fn decode_arrow_stream(
     limits: DecodeLimits,
 ) -> DecodeOutcome {
     if body.is_empty() {
-        return body_error("the body is empty: an Arrow IPC stream starts with its schema".into());
+        return DecodeOutcome::body_error(
+            "the body is empty: an Arrow IPC stream starts with its schema".into(),
+        );
     }
     if let Err(why) = check_framing(body) {
-        return body_error(format!("not an Arrow IPC stream: {why}"));
+        return DecodeOutcome::body_error(format!("not an Arrow IPC stream: {why}"));
     }
     let reader = match arrow::ipc::reader::StreamReader::try_new(body, None) {
         Ok(r) => r,
-        Err(e) => return body_error(format!("not an Arrow IPC stream: {e}")),
+        Err(e) => return DecodeOutcome::body_error(format!("not an Arrow IPC stream: {e}")),
     };
     let schema = reader.schema();
     decode_batches(dec, &schema, reader, opts, limits)

@@ -78,6 +78,23 @@ pub enum DecodeOutcome {
     },
 }
 
+impl DecodeOutcome {
+    /// The whole body refused before any event (unreadable, empty, a column that cannot
+    /// fit): one error naming no event.
+    pub fn body_error(message: String) -> DecodeOutcome {
+        DecodeOutcome::Invalid {
+            errors: vec![EventError {
+                index: None,
+                line: None,
+                pointer: String::new(),
+                message,
+            }],
+            invalid_events: 0,
+            events: 0,
+        }
+    }
+}
+
 /// A reusable decoder for one version of one event type.
 pub struct EventDecoder {
     schema: SchemaRef,

@@ -8,8 +8,7 @@ use std::panic::AssertUnwindSafe;
 
 use bytes::Bytes;
 use meterbase_schema::{
-    CsvOptions, DecodeLimits, DecodeOutcome, EventDecoder, EventError, decode_arrow_stream,
-    decode_batches,
+    CsvOptions, DecodeLimits, DecodeOutcome, EventDecoder, decode_arrow_stream, decode_batches,
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -44,19 +43,6 @@ impl Columnar {
     }
 }
 
-fn body_error(message: String) -> DecodeOutcome {
-    DecodeOutcome::Invalid {
-        errors: vec![EventError {
-            index: None,
-            line: None,
-            pointer: String::new(),
-            message,
-        }],
-        invalid_events: 0,
-        events: 0,
-    }
-}
-
 /// Decodes one (inflated) body, all or nothing.
 pub(crate) fn decode(
     decoder: &EventDecoder,
@@ -68,8 +54,9 @@ pub(crate) fn decode(
     // The Arrow and Parquet readers are large third-party parsers fed untrusted bytes: should
     // one panic on a malformed body, that is the body's fault (400), not the server's (500).
     let read = AssertUnwindSafe(|| read(decoder, format, body, options, limits));
-    std::panic::catch_unwind(read)
-        .unwrap_or_else(|_| body_error(format!("the body is not a readable {}", format.name())))
+    std::panic::catch_unwind(read).unwrap_or_else(|_| {
+        DecodeOutcome::body_error(format!("the body is not a readable {}", format.name()))
+    })
 }
 
 fn read(
@@ -83,12 +70,14 @@ fn read(
         Columnar::ArrowStream => decode_arrow_stream(decoder, &body, options, limits),
         Columnar::Parquet => {
             if body.is_empty() {
-                return body_error("the body is empty: send a Parquet file".into());
+                return DecodeOutcome::body_error("the body is empty: send a Parquet file".into());
             }
             // `Bytes` reads its column chunks in place: no copy of the body.
             let builder = match ParquetRecordBatchReaderBuilder::try_new(body) {
                 Ok(b) => b,
-                Err(e) => return body_error(format!("not a readable Parquet file: {e}")),
+                Err(e) => {
+                    return DecodeOutcome::body_error(format!("not a readable Parquet file: {e}"));
+                }
             };
             // The footer counts the rows: a body of too many is refused before any is read.
             let rows = builder.metadata().file_metadata().num_rows();
@@ -100,7 +89,7 @@ fn read(
             let schema = builder.schema().clone();
             match builder.with_batch_size(PARQUET_BATCH_ROWS).build() {
                 Ok(reader) => decode_batches(decoder, &schema, reader, options, limits),
-                Err(e) => body_error(format!("not a readable Parquet file: {e}")),
+                Err(e) => DecodeOutcome::body_error(format!("not a readable Parquet file: {e}")),
             }
         }
     }
