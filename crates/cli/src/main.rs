@@ -3,6 +3,7 @@
 //! in the library crates.
 //!
 //! Module map: `args` (the server, event type and events file `import` and `reconcile` share),
+//! `log_sink` (the server's log lines, buffered and written in batches),
 //! `client` (server URLs and the HTTP client the commands use), `import` (the `import`
 //! command: a reader thread cuts the file into batches, the main thread posts them; its
 //! readers are shared), `reconcile` (the `reconcile` command: a file's counts, sums and digests
@@ -16,6 +17,7 @@ use std::time::Duration;
 mod args;
 mod client;
 mod import;
+mod log_sink;
 mod reconcile;
 
 use clap::{Parser, Subcommand};
@@ -224,18 +226,21 @@ struct ServeArgs {
     delta_checkpoint_every: u32,
 }
 
-fn init_logging(json: bool) {
+/// Logging to stderr through `log_sink`'s buffer; the guard writes what is left at exit.
+fn init_logging(json: bool) -> log_sink::FlushOnDrop {
     let filter = tracing_subscriber::EnvFilter::try_from_env("METERBASE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (sink, guard) = log_sink::LogSink::start();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(sink);
     if json {
         builder.json().init();
     } else {
         builder.init();
     }
+    guard
 }
 
 // glibc's allocator kept freed buffer memory resident (peak RSS climbed to 3 GiB under
@@ -315,7 +320,7 @@ fn main() -> ExitCode {
         },
         Command::Serve(a) => {
             let a = *a;
-            init_logging(a.log_json);
+            let _log_flush = init_logging(a.log_json);
             let mut config = ServerConfig::new(a.data_dir);
             config.listen = a.listen;
             config.object_store = a.object_store;
