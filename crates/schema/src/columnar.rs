@@ -417,8 +417,9 @@ pub fn decode_arrow_stream(
 /// decoding them, refusing one that claims more bytes than the body has. arrow-ipc 59
 /// allocates each message's declared body length before reading it: 50 bytes declaring
 /// 32 GiB made the allocation fail and abort the process (found by the `arrow_stream` fuzz
-/// target).
-pub(crate) fn check_framing(body: &[u8]) -> Result<(), String> {
+/// target). The write-ahead log's older record form is such a stream too, and replay checks
+/// it the same way (found by the `wal_record` target).
+pub fn check_framing(body: &[u8]) -> Result<(), String> {
     let word = |at: usize| -> Result<i32, String> {
         body.get(at..at + 4)
             .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))

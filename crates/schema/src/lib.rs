@@ -30,7 +30,7 @@ pub mod scalar;
 pub mod timestamp;
 pub mod zuora;
 
-pub use columnar::{decode_arrow_stream, decode_batches};
+pub use columnar::{check_framing as check_ipc_framing, decode_arrow_stream, decode_batches};
 pub use columns::CsvOptions;
 pub use csv_input::{CsvChunk, CsvStream, CsvStreamError};
 pub use csv_lines::{CsvLines, Unterminated};

@@ -181,6 +181,11 @@ impl WalRecord {
                 let batch = if kind == KIND_COLUMNS {
                     columns::decode(&mut buf)?
                 } else {
+                    // arrow-ipc allocates a message's declared length before reading it: a
+                    // corrupt length must be a bad record, not an aborted replay.
+                    meterbase_schema::check_ipc_framing(buf).map_err(|why| {
+                        StorageError::BadRecord(format!("not an Arrow IPC stream: {why}"))
+                    })?;
                     StreamReader::try_new(Cursor::new(buf), None)?
                         .next()
                         .ok_or_else(|| StorageError::BadRecord("no rows in record".into()))??
