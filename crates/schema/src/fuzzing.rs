@@ -144,8 +144,9 @@ fn plain_records(data: &[u8]) -> usize {
 }
 
 /// Runs `f` with its panics caught instead of aborting the fuzzer (libFuzzer's panic hook
-/// aborts; fuzzing is single-threaded, so swapping the hook for the call is safe).
-fn caught<T>(f: impl FnOnce() -> T) -> Option<T> {
+/// aborts, even for a panic the code under test catches itself; fuzzing is single-threaded,
+/// so swapping the hook for the call is safe).
+pub fn caught<T>(f: impl FnOnce() -> T) -> Option<T> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();

@@ -31,6 +31,18 @@ pub fn snake_case(name: &str) -> String {
     out
 }
 
+/// A raw value on one line. JSON strings cannot hold a raw line break, so every CR or LF in
+/// a value is whitespace between tokens: a pretty-printed `data` object would otherwise
+/// split its event over several NDJSON lines (found by the `zuora_bulk` fuzz target).
+fn one_line(raw: &RawValue) -> std::borrow::Cow<'_, str> {
+    let text = raw.get();
+    if text.contains(['\n', '\r']) {
+        text.replace(['\n', '\r'], " ").into()
+    } else {
+        text.into()
+    }
+}
+
 /// One event's keys and raw values, in order, duplicates kept (the decoder reports them).
 struct Entries<'a>(Vec<(String, &'a RawValue)>);
 
@@ -110,7 +122,7 @@ pub fn to_ndjson(body: &[u8]) -> Result<Vec<u8>, SchemaError> {
                 }
                 out.extend_from_slice(json!(k).to_string().as_bytes());
                 out.push(b':');
-                out.extend_from_slice(v.get().as_bytes());
+                out.extend_from_slice(one_line(v).as_bytes());
             }
             out.extend_from_slice(b"}\n");
             continue;
@@ -124,8 +136,8 @@ pub fn to_ndjson(body: &[u8]) -> Result<Vec<u8>, SchemaError> {
                 _ => None,
             };
             match target {
-                Some(t) => top.push(format!("{}:{}", json!(t), v.get())),
-                None => data.push(format!("{}:{}", json!(snake_case(k)), v.get())),
+                Some(t) => top.push(format!("{}:{}", json!(t), one_line(v))),
+                None => data.push(format!("{}:{}", json!(snake_case(k)), one_line(v))),
             }
         }
         top.push(format!("\"data\":{{{}}}", data.join(",")));
@@ -164,5 +176,17 @@ mod tests {
             r#"{"customer_id":"c2","timestamp":1,"data":{"quantity":2}}"#
         );
         assert!(to_ndjson(b"[1,2]").is_err());
+    }
+
+    #[test]
+    fn pretty_printed_values_stay_on_their_event_line() {
+        let body = b"[{\"customer_id\":\"c1\",\"timestamp\":1,\"data\":{\r\n  \"q\": 2,\n  \"s\": \"a b\"\n}},\n {\"CustomerId\":\"C2\",\"UsageDate\":1,\"Tags\":[\n1,\n2]}]";
+        let out = String::from_utf8(to_ndjson(body).unwrap()).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(first["data"]["s"], "a b");
+        let second: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(second["data"]["tags"], json!([1, 2]));
     }
 }

@@ -186,9 +186,21 @@ impl WalRecord {
                     meterbase_schema::check_ipc_framing(buf).map_err(|why| {
                         StorageError::BadRecord(format!("not an Arrow IPC stream: {why}"))
                     })?;
-                    StreamReader::try_new(Cursor::new(buf), None)?
-                        .next()
-                        .ok_or_else(|| StorageError::BadRecord("no rows in record".into()))??
+                    // arrow-ipc 59 panics on some malformed schemas (an unknown type tag,
+                    // found by the `wal_record` fuzz target): that too is a bad record.
+                    let read = || {
+                        StreamReader::try_new(Cursor::new(buf), None)?
+                            .next()
+                            .ok_or_else(|| StorageError::BadRecord("no rows in record".into()))?
+                            .map_err(StorageError::from)
+                    };
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(
+                        |_| {
+                            Err(StorageError::BadRecord(
+                                "not a readable Arrow IPC stream".into(),
+                            ))
+                        },
+                    )?
                 };
                 Ok(WalRecord::Events {
                     org_id,
