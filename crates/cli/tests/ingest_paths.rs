@@ -192,7 +192,23 @@ fn zuora_bulk_ingestion() {
             "{bad_track}"
         );
     }
-    assert_eq!(num(&s.sql("SELECT count(*) AS n FROM meter")[0]["n"]), 4.0);
+    // A formatted file (line breaks inside an event) is one event per object, as on
+    // /usage/{slug}; it was split into lines and refused (the zuora_bulk fuzz target).
+    let pretty = serde_json::to_vec_pretty(&json!([
+        {"customer_id": "D", "timestamp": "2025-07-05T00:00:00Z", "data": {"usage_identifier": "x", "quantity": 2}}
+    ]))
+    .unwrap();
+    let json_type = [("content-type", "application/json")];
+    let r = s.request(
+        "POST",
+        "/usage/bulk/meter",
+        Some(&s.key),
+        &json_type,
+        Some(&pretty),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["message"], "1 events ingested");
+    assert_eq!(num(&s.sql("SELECT count(*) AS n FROM meter")[0]["n"]), 5.0);
 }
 
 #[test]
