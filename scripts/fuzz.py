@@ -5,7 +5,8 @@ CPU seconds, executions, coverage and findings in fuzz/results/<target>.json. Ne
 coverage are merged into the committed corpus (testdata/fuzz/<target>), which make test
 replays.
 
-    scripts/fuzz.py [--cpu-seconds 3600] [--nice 19] [TARGET ...]
+    scripts/fuzz.py [--cpu-seconds 3600] [--nice 19] [--stop-at UNIX_TIME] [TARGET ...]
+    scripts/fuzz.py --report      # the results as the Markdown table of docs/operations.md
 
 Needs cargo-fuzz (cargo install cargo-fuzz) and takes the toolchain's -Z flags through
 RUSTC_BOOTSTRAP=1, so the stable toolchain is enough.
@@ -60,7 +61,7 @@ def binary(target, nice):
     return os.path.join(env()["CARGO_TARGET_DIR"], "x86_64-unknown-linux-gnu", "release", target)
 
 
-def campaign(target, cpu_seconds, nice):
+def campaign(target, cpu_seconds, nice, stop_at=None):
     fuzzer = binary(target, nice)
     work = os.path.join(FUZZ, "corpus", target)
     seeds = os.path.join(ROOT, "testdata", "fuzz", target)
@@ -70,6 +71,11 @@ def campaign(target, cpu_seconds, nice):
     r = load(target)
     while r["cpu_seconds"] < cpu_seconds and not r["findings"]:
         wall = int(min(900, max(60, (cpu_seconds - r["cpu_seconds"]) * 1.2)))
+        if stop_at is not None:
+            # A campaign that must end by a given time ends its rounds there, and still merges.
+            wall = min(wall, int(stop_at - time.time()))
+            if wall < 30:
+                break
         before = children_cpu()
         artifacts = os.path.join(FUZZ, "artifacts", target) + "/"
         os.makedirs(artifacts, exist_ok=True)
@@ -104,16 +110,31 @@ def campaign(target, cpu_seconds, nice):
     save(target, r)
 
 
+def report(targets):
+    """The recorded campaign per target, as a Markdown table."""
+    print("| Target | CPU hours | Executions | Coverage (edges) | Committed corpus | Findings (fixed) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for t in targets:
+        r = load(t)
+        open_, fixed = len(r.get("findings", [])), len(r.get("fixed_findings", []))
+        print(f"| `{t}` | {r['cpu_seconds'] / 3600:.2f} | {r['executions']:,} | {r.get('coverage', 0):,} "
+              f"| {r.get('committed_corpus', 0):,} | {open_ + fixed} ({fixed}) |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cpu-seconds", type=float, default=3600)
     ap.add_argument("--nice", type=int, default=19)
+    ap.add_argument("--stop-at", type=float, help="Unix time by which to stop fuzzing (then merge)")
+    ap.add_argument("--report", action="store_true", help="print the recorded results and stop")
     ap.add_argument("targets", nargs="*", default=ALL)
     a = ap.parse_args()
+    if a.report:
+        return report(a.targets)
     if shutil.which("cargo-fuzz") is None:
         sys.exit("needs cargo-fuzz: cargo install cargo-fuzz")
     for t in a.targets:
-        campaign(t, a.cpu_seconds, a.nice)
+        campaign(t, a.cpu_seconds, a.nice, a.stop_at)
 
 
 if __name__ == "__main__":
