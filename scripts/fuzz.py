@@ -35,9 +35,10 @@ def children_cpu():
 
 
 def env():
-    e = dict(os.environ, RUSTC_BOOTSTRAP="1")
-    e.setdefault("CARGO_TARGET_DIR", os.path.join(FUZZ, "target"))
-    return e
+    # Its own build directory even when CARGO_TARGET_DIR is set (as .ci/run sets it): the
+    # sanitizer build shares nothing with the test build, and rebuilt everything there.
+    target = os.environ.get("METERBASE_FUZZ_TARGET_DIR", os.path.join(FUZZ, "target"))
+    return dict(os.environ, RUSTC_BOOTSTRAP="1", CARGO_TARGET_DIR=target)
 
 
 def load(target):
