@@ -11,9 +11,11 @@ pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
 /// mistake, and the upper bound keeps every value inside the text forms.
 const MIN_YEAR: i64 = 1970;
 const MAX_YEAR: i64 = 9999;
+/// The first instant past the accepted years, in microseconds.
+const END_MICROS: Micros = days_from_civil(MAX_YEAR + 1, 1, 1) * MICROS_PER_DAY;
 
 /// Days since 1970-01-01 of a proleptic Gregorian civil date (Howard Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+pub const fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = if y >= 0 { y } else { y - 399 } / 400;
     let yoe = y - era * 400;
@@ -155,7 +157,7 @@ pub fn parse_timestamp(text: &str) -> Result<Micros, &'static str> {
     let secs = days * 86_400 + h * 3600 + mi * 60 + s - offset_secs;
     // A negative offset on 9999-12-31 names an instant in the year 10000, which no text form
     // can write back (found by the `timestamp` fuzz target).
-    check_micros(secs.saturating_mul(MICROS_PER_SECOND) + micros)
+    check_micros(secs * MICROS_PER_SECOND + micros)
 }
 
 /// A JSON number read as Unix epoch seconds, fraction allowed (microsecond resolution).
@@ -164,7 +166,7 @@ pub fn parse_epoch_seconds(text: &str) -> Result<Micros, &'static str> {
     if !v.is_finite() {
         return Err("epoch seconds must be finite");
     }
-    let max = (days_from_civil(MAX_YEAR + 1, 1, 1) * 86_400) as f64;
+    let max = (END_MICROS / MICROS_PER_SECOND) as f64;
     if !(0.0..max).contains(&v) {
         return Err("epoch seconds out of range (1970 to 9999)");
     }
@@ -188,7 +190,7 @@ pub fn check_micros(us: Micros) -> Result<Micros, &'static str> {
     if us < 0 {
         return Err("instant is before 1970-01-01T00:00:00Z");
     }
-    if us >= days_from_civil(MAX_YEAR + 1, 1, 1) * MICROS_PER_DAY {
+    if us >= END_MICROS {
         return Err("instant is after the year 9999");
     }
     Ok(us)

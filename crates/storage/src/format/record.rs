@@ -254,11 +254,6 @@ impl WalRecord {
     }
 }
 
-/// A few rows, column by column, with the schema as (name, nullable, type tag) triples:
-/// `rows u32, columns u16`, then per column `name, nullable u8, type, has_nulls u8,
-/// [validity bitmap], values` where values are little-endian fixed-width slots, a bitmap for
-/// booleans, or `u32` lengths followed by the bytes for strings. Only the types an event
-/// schema produces are covered; anything else (or metadata) is logged as IPC instead.
 /// Whether `dt`, or a type nested in it, is a timestamp whose zone name is empty.
 fn names_an_empty_zone(dt: &DataType) -> bool {
     match dt {
@@ -279,6 +274,11 @@ fn names_an_empty_zone(dt: &DataType) -> bool {
     }
 }
 
+/// A few rows, column by column, with the schema as (name, nullable, type tag) triples:
+/// `rows u32, columns u16`, then per column `name, nullable u8, type, has_nulls u8,
+/// [validity bitmap], values` where values are little-endian fixed-width slots, a bitmap for
+/// booleans, or `u32` lengths followed by the bytes for strings. Only the types an event
+/// schema produces are covered; anything else (or metadata) is logged as IPC instead.
 mod columns {
     use std::sync::Arc;
 
