@@ -164,6 +164,19 @@ struct ServeArgs {
         default_value_t = meterbase_server::DEFAULT_COMPACTION_MAX_ROWS
     )]
     compaction_max_rows: usize,
+    /// A compaction pass also runs this many milliseconds after a persist that left files
+    /// every query must deduplicate (corrections of older days it did not compare itself),
+    /// and five times this long after the previous pass at the soonest.
+    #[arg(
+        long,
+        env = "METERBASE_COMPACTION_RESOLVE_DELAY_MS",
+        default_value_t = 2_000
+    )]
+    compaction_resolve_delay_ms: u64,
+    /// Older rows a persist always may read to compare their keys with its own (and mask
+    /// the versions it replaces); past this and twice its own rows, the pass above does it.
+    #[arg(long, env = "METERBASE_PERSIST_COMPARE_ROWS", default_value_t = meterbase_server::DEFAULT_PERSIST_COMPARE_ROWS)]
+    persist_compare_rows: u64,
     /// Seconds a file replaced by compaction stays once no query needs it (for outside readers).
     #[arg(long, env = "METERBASE_COMPACTION_GRACE_SECS", default_value_t = 300)]
     compaction_grace_secs: u64,
@@ -344,6 +357,8 @@ fn main() -> ExitCode {
             config.compaction.interval = Duration::from_secs(a.compaction_interval_secs);
             config.compaction.max_rows = a.compaction_max_rows.max(1);
             config.compaction.grace = Duration::from_secs(a.compaction_grace_secs);
+            config.compaction.resolve_delay = Duration::from_millis(a.compaction_resolve_delay_ms);
+            config.compaction.persist_compare_rows = a.persist_compare_rows;
             config.sync = a.sync == "data";
             config.wal_preallocate = a.wal_preallocate;
             config.skip_wal_corruption = a.wal_skip_corruption;

@@ -236,13 +236,20 @@ fn random_history(h: History) -> usize {
     let phases = 20;
     let per_phase = total_ops / phases;
     let dir = tempdir();
+    // Persists compare keys with at most a thousand older rows, so most corrections are
+    // left to the compaction passes they wake, which then run between (and while) the
+    // phases' writes, flushes and the explicit compactions; no timed pass runs.
     let mut args = vec![
         "--flush-bytes",
         "300000",
         "--flush-age-ms",
         "200",
         "--compaction-interval-secs",
-        "0",
+        "3600",
+        "--compaction-resolve-delay-ms",
+        "50",
+        "--persist-compare-rows",
+        "1000",
         "--compaction-grace-secs",
         "0",
     ];
@@ -251,6 +258,7 @@ fn random_history(h: History) -> usize {
     }
     let mut s = Server::start(&dir.path().join("d"), &args);
     let mut files_one_seq = 0;
+    let mut explicit_passes = 0;
     s.create_compute_events();
     let r = s.post_json(
         "/billable_metrics",
@@ -331,6 +339,7 @@ fn random_history(h: History) -> usize {
             1 => {
                 s.wait_flushed();
                 let r = compact(&s);
+                explicit_passes += 1;
                 eprintln!("phase {phase}: compaction {r}");
                 files_one_seq += r["files_one_seq"].as_u64().unwrap_or(0) as usize;
             }
@@ -386,7 +395,19 @@ fn random_history(h: History) -> usize {
     }
     // A last compaction over everything changes no answer, now or as of any phase.
     let r = compact(&s);
+    explicit_passes += 1;
     files_one_seq += r["files_one_seq"].as_u64().unwrap_or(0) as usize;
+    // Passes the persists woke ran too (each pass that merged something logs one line).
+    let log = std::fs::read_to_string(dir.path().join("d.log")).unwrap_or_default();
+    let passes = log
+        .lines()
+        .filter(|l| l.contains("compacted") && l.contains("files_in"))
+        .count();
+    assert!(
+        passes > explicit_passes,
+        "{passes} compaction passes logged, {explicit_passes} of them asked for"
+    );
+    eprintln!("{passes} compaction passes, {explicit_passes} of them asked for");
     for (p, t) in instants.iter().enumerate().filter(|_| h.keep_history) {
         let want = state_after(&ops, p);
         let got = server_state(&s, Some(t));

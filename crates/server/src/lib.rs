@@ -50,6 +50,7 @@ pub use error::ServerError;
 pub use meterbase_delta::{CHECKPOINT_EVERY as DELTA_CHECKPOINT_EVERY, DeltaConfig};
 pub use meterbase_pgwire::PgConfig;
 pub use meterbase_storage::{
-    DEFAULT_BUFFER_WAIT, DEFAULT_COMPACTION_MAX_ROWS, DEFAULT_FLUSH_BYTES, DEFAULT_MAX_BUFFER_BYTES,
+    DEFAULT_BUFFER_WAIT, DEFAULT_COMPACTION_MAX_ROWS, DEFAULT_FLUSH_BYTES,
+    DEFAULT_MAX_BUFFER_BYTES, DEFAULT_PERSIST_COMPARE_ROWS,
 };
 pub use serve::run;

@@ -52,10 +52,22 @@ impl StorageConfig {
 /// (read, sorted copy, encoded), so this bounds compaction's memory at a few hundred MiB.
 pub const DEFAULT_COMPACTION_MAX_ROWS: usize = 1_000_000;
 
+/// Key rows of older files a persist may always read: about 100 ms of decoding, so a
+/// correction batch into a table of up to this many rows is compared as it is persisted.
+pub const DEFAULT_PERSIST_COMPARE_ROWS: u64 = 1_000_000;
+
 #[derive(Debug, Clone)]
 pub struct CompactionConfig {
     /// How often the background pass runs; zero turns it off (`POST /admin/compact` still works).
     pub interval: Duration,
+    /// A pass also runs this long after a persist leaves files queries must deduplicate
+    /// (corrections of older days), and five times this long after the previous pass at the
+    /// soonest (`Store::run_compactor`).
+    pub resolve_delay: Duration,
+    /// Older rows a persist reads, at least, to compare keys with its own (it always may
+    /// read twice its own rows); past that its files are flagged by time overlap and the
+    /// pass `resolve_delay` later compares them.
+    pub persist_compare_rows: u64,
     /// Most rows merged into one output file.
     pub max_rows: usize,
     /// How long a replaced file stays after no snapshot needs it (readers outside the server).
@@ -82,6 +94,8 @@ impl Default for CompactionConfig {
     fn default() -> Self {
         CompactionConfig {
             interval: Duration::from_secs(60),
+            resolve_delay: Duration::from_secs(2),
+            persist_compare_rows: DEFAULT_PERSIST_COMPARE_ROWS,
             max_rows: DEFAULT_COMPACTION_MAX_ROWS,
             grace: Duration::from_secs(300),
             history_retention: Duration::from_secs(400 * 86_400),

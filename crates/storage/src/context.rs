@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use tokio::sync::Notify;
 use tracing::warn;
 
 use crate::config::StorageConfig;
@@ -24,6 +25,10 @@ pub(crate) struct Ctx {
     pub writer_id: String,
     /// Set on shutdown: a compaction pass stops after the group it is merging.
     pub stopping: AtomicBool,
+    /// Woken by a persist that left files every query must deduplicate (their keys were
+    /// not compared with the older files they overlap, e.g. corrections spread over the
+    /// whole history): the compactor compares them soon instead of at its next interval.
+    pub resolve_wanted: Notify,
 }
 
 impl Ctx {

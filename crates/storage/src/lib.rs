@@ -67,7 +67,7 @@ mod versions;
 pub use adapt::adapt_batch;
 pub use config::{
     CompactionConfig, CompactionMode, DEFAULT_BUFFER_WAIT, DEFAULT_COMPACTION_MAX_ROWS,
-    DEFAULT_FLUSH_BYTES, DEFAULT_MAX_BUFFER_BYTES, StorageConfig,
+    DEFAULT_FLUSH_BYTES, DEFAULT_MAX_BUFFER_BYTES, DEFAULT_PERSIST_COMPARE_ROWS, StorageConfig,
 };
 pub use error::StorageError;
 pub use faults::{Faults, FaultyStore};

@@ -10,7 +10,7 @@
 //! so a file that ended before the next one's day began cannot overlap it or any later one
 //! and its keys are let go.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use arrow::record_batch::RecordBatch;
 use meterbase_schema::EventTypeDef;
@@ -61,6 +61,11 @@ pub(crate) struct Masker<'a> {
     live_unread: Vec<bool>,
     /// Live files flagged as sharing keys with an added file nobody compared them with.
     live_revoked: Vec<bool>,
+    /// Live files whose every row took part in a comparison (their keys were read).
+    live_compared: Vec<bool>,
+    /// Pairs of live files `(a, b)`, `a < b`, that took part in one comparison: every row of
+    /// each was compared with every row of the other.
+    live_pairs: HashSet<(usize, usize)>,
     /// Old rows that may still be read.
     budget: u64,
     added: Vec<FileMeta>,
@@ -88,6 +93,8 @@ impl<'a> Masker<'a> {
             live_was_clean: live.iter().map(FileMeta::clean_now).collect(),
             live_unread: vec![false; live.len()],
             live_revoked: vec![false; live.len()],
+            live_compared: vec![false; live.len()],
+            live_pairs: HashSet::new(),
             live,
             live_keys: HashMap::new(),
             budget,
@@ -234,8 +241,18 @@ impl<'a> Masker<'a> {
         }
         // Compared with everything it overlaps: read without deduplication from now on.
         self.added[new].live_resolved = unresolved_live.is_empty() && unresolved_added.is_empty();
+        let compared_live: Vec<usize> = parts
+            .iter()
+            .filter_map(|(side, i)| matches!(side, Side::Live).then_some(*i))
+            .collect();
+        for (n, &a) in compared_live.iter().enumerate() {
+            for &b in &compared_live[n + 1..] {
+                self.live_pairs.insert((a.min(b), a.max(b)));
+            }
+        }
         for (side, i) in &parts[1..] {
             if let Side::Live = side {
+                self.live_compared[*i] = true;
                 // Compared with this file; clean before, so with nothing else to compare.
                 let f = &mut self.live[*i];
                 f.live_resolved =
@@ -272,6 +289,33 @@ impl<'a> Masker<'a> {
         self.added_masks.push(None);
     }
 
+    /// A live file flagged before (an earlier persist overlapped it without comparing keys)
+    /// becomes `live_resolved` once comparisons covered everything it overlaps: every added
+    /// file overlapping it was compared with it (it is not revoked), and every other live
+    /// file overlapping it either took part in one comparison with it here or is clean (it
+    /// was compared with this one when it became so: a file added later without comparison
+    /// would have revoked that). Both masks then hold every row a newer version in the other
+    /// replaces. This is what lets a compaction pass, woken by corrections a persist left
+    /// unresolved, make the older files clean without rewriting them.
+    fn resolve_compared_live(&mut self) {
+        let live = &self.live;
+        let clean_other = |i: usize| {
+            (0..live.len())
+                .filter(|&j| j != i && file_overlaps(&live[j], live[i].min_ts, live[i].max_ts))
+                .all(|j| {
+                    (self.live_was_clean[j] && !self.live_revoked[j])
+                        || self.live_pairs.contains(&(i.min(j), i.max(j)))
+                })
+        };
+        let upgraded: Vec<usize> = (0..live.len())
+            .filter(|&i| self.live_compared[i] && !self.live_revoked[i] && !live[i].clean_now())
+            .filter(|&i| clean_other(i))
+            .collect();
+        for i in upgraded {
+            self.live[i].live_resolved = true;
+        }
+    }
+
     async fn read_live(&self, i: usize) -> Result<LiveKeys, StorageError> {
         let f = &self.live[i];
         let bytes = self
@@ -291,7 +335,8 @@ impl<'a> Masker<'a> {
         Ok(LiveKeys { keys, mask })
     }
 
-    pub(crate) fn finish(self) -> Masked {
+    pub(crate) fn finish(mut self) -> Masked {
+        self.resolve_compared_live();
         Masked {
             added: self.added,
             added_masks: self.added_masks,

@@ -68,7 +68,12 @@ pub(crate) async fn flush_table(ctx: &Ctx, table: &Arc<Table>) -> Result<usize, 
         // Decided before encoding, from the whole chunk's time range (a superset of its
         // day files' overlaps, so never more than the masker's budget).
         let old_rows = overlapping_rows(&manifest.files, chunk.min_ts, chunk.max_ts);
-        let key_rows = def.key_has_time() && old_keys_worth_reading(old_rows, chunk.rows as u64);
+        let key_rows = def.key_has_time()
+            && old_keys_worth_reading(
+                old_rows,
+                chunk.rows as u64,
+                ctx.config.compaction.persist_compare_rows,
+            );
         let encoded =
             tokio::task::spawn_blocking(move || encode_chunk(&p, &d, &schema, &c, key_rows))
                 .await
@@ -129,6 +134,11 @@ pub(crate) async fn flush_table(ctx: &Ctx, table: &Arc<Table>) -> Result<usize, 
         ctx.stats.flushes.fetch_add(1, Ordering::Relaxed);
         match committed {
             Some(next) => {
+                // Without the timestamp in the key no pass short of a whole-table merge
+                // compares them: the interval's passes are enough.
+                if def.key_has_time() && next.files.iter().any(|f| !f.clean_now()) {
+                    ctx.resolve_wanted.notify_one();
+                }
                 table.complete_persist(&chunk, next);
                 table.retire(released, table.published_readers());
             }
@@ -165,9 +175,10 @@ pub(crate) async fn flush_table(ctx: &Ctx, table: &Arc<Table>) -> Result<usize, 
 }
 
 /// Reading old files' keys pays off while they are small next to what is being written; past
-/// that (a backfill over days that already hold much more, or a busy table flushing into
-/// days it flushed into a moment ago) files are flagged by time overlap alone, which is
-/// always correct, and compaction later makes them clean.
-fn old_keys_worth_reading(old_rows: u64, new_rows: u64) -> bool {
-    old_rows <= new_rows.saturating_mul(2).max(1_000_000)
+/// that (a backfill over days that already hold much more, corrections spread over a large
+/// table, or a busy table flushing into days it flushed into a moment ago) files are flagged
+/// by time overlap alone, which is always correct, and the compaction pass this persist
+/// wakes (`Store::run_compactor`) compares them off the write path.
+fn old_keys_worth_reading(old_rows: u64, new_rows: u64, always: u64) -> bool {
+    old_rows <= new_rows.saturating_mul(2).max(always)
 }

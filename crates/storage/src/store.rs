@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::commit::load_latest;
 use crate::compaction::execute::compact_table;
-use crate::config::{CompactionMode, StorageConfig};
+use crate::config::{CompactionConfig, CompactionMode, StorageConfig};
 use crate::context::Ctx;
 use crate::error::StorageError;
 use crate::format::manifest::Manifest;
@@ -84,6 +84,7 @@ impl Store {
                 stats: StorageStats::default(),
                 writer_id: writer_id(),
                 stopping: Default::default(),
+                resolve_wanted: Default::default(),
             },
             tables,
             buffered_bytes,
@@ -479,14 +480,34 @@ impl Store {
     /// Runs background compaction until `stop` fires. A task of its own: a pass can take
     /// long (it runs at low CPU priority) and flushes must never wait for it, or the buffer
     /// fills and writes are refused.
+    ///
+    /// A pass runs every `interval`, and also `resolve_delay` after a persist or upload that
+    /// left files every query must deduplicate: until a pass compares their keys, a
+    /// month-by-customer sum over a table that received corrections deduplicates every row
+    /// it reads. Such early passes start at least five `resolve_delay`s after the previous
+    /// pass ended, so that a busy table whose flushes overlap in time (every one of them
+    /// asks) is compacted every ten seconds or so, not back to back.
     pub async fn run_compactor(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let interval = self.ctx.config.compaction.interval;
+        let CompactionConfig {
+            interval,
+            resolve_delay,
+            ..
+        } = self.ctx.config.compaction;
         if interval.is_zero() {
             return;
         }
+        let mut last_pass_ended = tokio::time::Instant::now();
         loop {
+            let asked = async {
+                self.ctx.resolve_wanted.notified().await;
+                // A burst of persists (a correction file spans several chunks) is one pass.
+                let soonest = (tokio::time::Instant::now() + resolve_delay)
+                    .max(last_pass_ended + resolve_delay * 5);
+                tokio::time::sleep_until(soonest).await;
+            };
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
+                _ = asked => {}
                 _ = stop.changed() => break,
             }
             let pass = self.compact_all(CompactionMode::Tiered);
@@ -502,6 +523,7 @@ impl Store {
             if let Err(e) = result {
                 warn!("compaction pass failed (it is retried; no data is affected): {e}");
             }
+            last_pass_ended = tokio::time::Instant::now();
         }
     }
 

@@ -167,6 +167,9 @@ pub(crate) async fn publish(
     // On failure the files stay: the commit may have landed after all (they are then
     // live), and if not, the next start removes them as unlisted.
     if let Some(next) = committed? {
+        if table.def().key_has_time() && next.files.iter().any(|f| !f.clean_now()) {
+            ctx.resolve_wanted.notify_one();
+        }
         table.publish_manifest(next);
     }
     Ok(())
