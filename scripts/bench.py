@@ -290,8 +290,10 @@ def query_server(a, data):
     """A server holding the whole data set, flushed and compacted, with the two billable
     metrics the queries use: (server, load seconds, compaction answer)."""
     # The default per-query memory cap (512 MiB) is a safety limit for a shared server; the
-    # peers run uncapped here, so meterbase gets room to sort a month for Q4 too.
-    srv = Server(a.bin, os.path.join(a.work, "query"), ["--query-threads", "2", "--compaction-interval-secs", "0",
+    # peers run uncapped here, so meterbase gets room to sort a month for Q4 too. No timed
+    # compaction pass runs during the queries (a day's interval); the passes a persist wakes
+    # when it leaves corrections to compare (`--compaction-resolve-delay-ms`) do.
+    srv = Server(a.bin, os.path.join(a.work, "query"), ["--query-threads", "2", "--compaction-interval-secs", "86400",
                                                         "--query-memory-bytes", str(4 << 30),
                                                         "--pg-listen", "127.0.0.1:0"])
     srv.define_event_type()
@@ -481,10 +483,18 @@ def main():
 CORRECTION_EVERY, CORRECTION_OFFSET = 100, 37
 
 
+def deduplicating(srv):
+    """Whether Q1 of the current data runs a deduplication (a `row_number` in its plan)."""
+    st, body = srv.request("POST", "/sql", {"sql": "EXPLAIN " + SQL_DF["Q1"]})
+    assert st == 200, body[:500]
+    return b"row_number" in body
+
+
 def corrections(a, srv, data, fns):
     """Q1 (SQL and metric endpoint) on the loaded server with unique keys, then after 1% of
-    the events were re-sent with a changed value: once they are persisted, and again after the
-    compaction pass that follows. The storage figures are taken before this, on unique keys."""
+    the events were re-sent with a changed value: once the compaction pass their persist woke
+    has compared them with the older rows (timed from the import's end), and again after a
+    full compaction. The storage figures are taken before this, on unique keys."""
     path = os.path.join(a.work, "corrections.ndjson")
     sent = 0
     with open(os.path.join(data, "events.ndjson")) as events, open(path, "w") as out:
@@ -497,13 +507,19 @@ def corrections(a, srv, data, fns):
     stages = {"unique": timed_in_turns(fns, a.runs)}
     sh(os.path.join(a.bin, "meterbase"), "import", "--url", "http://" + srv.addr, "--api-key", srv.key,
        "--event", "compute_events", "--batch-rows", "100000", path)
+    acknowledged = time.perf_counter()
     srv.wait_flushed()
-    stages["persisted"] = timed_in_turns(fns, a.runs)
+    while deduplicating(srv):
+        assert time.perf_counter() - acknowledged < 3600, "no compaction pass compared the corrections"
+        time.sleep(0.2)
+    resolved_after = time.perf_counter() - acknowledged
+    stages["resolved"] = timed_in_turns(fns, a.runs)
     st, body = srv.request("POST", "/admin/compact", admin=True)
     assert st == 200, body
     stages["compacted"] = timed_in_turns(fns, a.runs)
     os.remove(path)
-    return {"events": sent, "stages": stages, "compaction": json.loads(body)}
+    return {"events": sent, "stages": stages, "resolved_after_s": resolved_after,
+            "compaction": json.loads(body)}
 
 
 def ok(reply):
@@ -737,14 +753,16 @@ def corrections_report(r):
         "## Corrections: 1% of the events re-sent with a new value",
         "",
         f"Q1 on the loaded server, then after {c['events']:,} events (every {CORRECTION_EVERY}th, spread over the whole",
-        "history) were sent again with a changed value: once they were persisted, and after the compaction pass",
-        f"that followed ({c['compaction'].get('files_in')} files into {c['compaction'].get('files_out')}). Ratios are to the same query on unique keys, measured just before.",
+        "history) were sent again with a changed value: once the compaction pass their persist woke had compared",
+        f"them with the older rows ({c['resolved_after_s']:.1f} s after the import's last acknowledgement, until which Q1",
+        "deduplicated every row it read), and after a full compaction",
+        f"({c['compaction'].get('files_in')} files into {c['compaction'].get('files_out')}). Ratios are to the same query on unique keys, measured just before.",
         "",
-        "| Q1 through | unique keys | corrections persisted | ratio | after compaction | ratio | Goal |",
+        "| Q1 through | unique keys | after the woken pass | ratio | after full compaction | ratio | Goal |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for k, name in [("meterbase_sql", "`/sql`"), ("meterbase_metric", "metric endpoint")]:
-        u, p, k2 = base[k], st["persisted"][k], st["compacted"][k]
+        u, p, k2 = base[k], st["resolved"][k], st["compacted"][k]
         lines.append(f"| {name} | {u * 1000:,.1f} ms | {p * 1000:,.1f} ms | {ratio(p, u):.2f} | {k2 * 1000:,.1f} ms | {ratio(k2, u):.2f} | ≤ 1.3 |")
     return lines
 
