@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FUZZ = os.path.join(ROOT, "fuzz")
 RESULTS = os.path.join(FUZZ, "results")
 ALL = ["json_events", "ndjson_events", "csv_rows", "timestamp", "zuora_bulk", "wal_record",
-       "manifest", "usage_params", "arrow_stream"]
+       "manifest", "usage_params", "arrow_stream", "parquet_body"]
 STATS = re.compile(r"#(\d+)\s+(?:DONE|pulse|NEW|REDUCE|INITED)\s+cov: (\d+) ft: (\d+) corp: (\d+)")
 
 

@@ -1,4 +1,4 @@
-//! Columnar bodies: Arrow record batches (an Arrow IPC stream here, Parquet read by the server)
+//! Columnar bodies: Arrow record batches (an Arrow IPC stream or a Parquet file)
 //! → one validated batch of the event type. Column names are matched to fields by
 //! `columns::Layout`, exactly as a CSV header is, and every cell goes through the same
 //! `BatchBuilder` as a JSON value, so the rules (types, required fields, limits, timestamps)
@@ -411,6 +411,40 @@ pub fn decode_arrow_stream(
     };
     let schema = reader.schema();
     decode_batches(dec, &schema, reader, opts, limits)
+}
+
+/// Rows per batch read from a Parquet body: large enough to keep per-batch costs small,
+/// small enough that a batch of wide rows stays a few MiB.
+const PARQUET_BATCH_ROWS: usize = 8192;
+
+/// A Parquet file body (`application/vnd.apache.parquet`): its footer says where everything
+/// is, so the body is whole in memory; row groups are decoded a batch at a time, in place.
+pub fn decode_parquet(
+    dec: &EventDecoder,
+    body: bytes::Bytes,
+    opts: &CsvOptions,
+    limits: DecodeLimits,
+) -> DecodeOutcome {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    if body.is_empty() {
+        return DecodeOutcome::body_error("the body is empty: send a Parquet file".into());
+    }
+    let builder = match ParquetRecordBatchReaderBuilder::try_new(body) {
+        Ok(b) => b,
+        Err(e) => return DecodeOutcome::body_error(format!("not a readable Parquet file: {e}")),
+    };
+    // The footer counts the rows: a body of too many is refused before any is read.
+    let rows = builder.metadata().file_metadata().num_rows();
+    if usize::try_from(rows).map_or(true, |r| r > limits.max_events) {
+        return DecodeOutcome::TooManyEvents {
+            limit: limits.max_events,
+        };
+    }
+    let schema = builder.schema().clone();
+    match builder.with_batch_size(PARQUET_BATCH_ROWS).build() {
+        Ok(reader) => decode_batches(dec, &schema, reader, opts, limits),
+        Err(e) => DecodeOutcome::body_error(format!("not a readable Parquet file: {e}")),
+    }
 }
 
 /// Walks the stream's messages (length-prefixed metadata, then `bodyLength` bytes) without

@@ -196,3 +196,41 @@ pub fn check_arrow_stream(dec: &EventDecoder, data: &[u8]) {
         }
     }
 }
+
+/// A Parquet body on arbitrary bytes. Like the server, a panic inside parquet-rs is the
+/// body's fault (the server answers 400); what must never happen is an abort (an allocation
+/// sized by a corrupt header), a hang, or an answer that disagrees with what a plain reader
+/// of the same bytes finds: all rows stored or a row number within the file.
+pub fn check_parquet(dec: &EventDecoder, data: &[u8]) {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let options = CsvOptions {
+        field_columns: Vec::new(),
+        ignore_unknown_columns: data.len() % 2 == 1,
+    };
+    let body = bytes::Bytes::copy_from_slice(data);
+    let plain = caught(|| {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(body.clone())
+            .ok()?
+            .build()
+            .ok()?;
+        let mut rows = 0;
+        for batch in reader {
+            rows += batch.ok()?.num_rows();
+        }
+        Some(rows)
+    })
+    .flatten();
+    let Some(outcome) = caught(|| crate::decode_parquet(dec, body, &options, limits())) else {
+        return;
+    };
+    match outcome {
+        DecodeOutcome::Valid(batch) => assert_eq!(Some(batch.num_rows()), plain),
+        DecodeOutcome::Invalid { errors, .. } => assert!(
+            errors.iter().all(|e| e
+                .line
+                .is_none_or(|l| l >= 1 && plain.is_none_or(|n| l <= n))),
+            "{errors:?} with {plain:?} rows"
+        ),
+        DecodeOutcome::TooManyEvents { .. } => {}
+    }
+}

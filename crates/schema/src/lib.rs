@@ -30,7 +30,9 @@ pub mod scalar;
 pub mod timestamp;
 pub mod zuora;
 
-pub use columnar::{check_framing as check_ipc_framing, decode_arrow_stream, decode_batches};
+pub use columnar::{
+    check_framing as check_ipc_framing, decode_arrow_stream, decode_batches, decode_parquet,
+};
 pub use columns::CsvOptions;
 pub use csv_input::{CsvChunk, CsvStream, CsvStreamError};
 pub use csv_lines::{CsvLines, Unterminated};

@@ -6,7 +6,8 @@
 mod replay;
 
 use meterbase_schema::fuzzing::{
-    check_arrow_stream, check_csv, check_json, check_ndjson, check_timestamp, check_zuora, decoder,
+    check_arrow_stream, check_csv, check_json, check_ndjson, check_parquet, check_timestamp,
+    check_zuora, decoder,
 };
 use replay::corpus;
 
@@ -55,4 +56,41 @@ fn arrow_stream_corpus() {
     corpus("arrow_stream")
         .iter()
         .for_each(|input| check_arrow_stream(&dec, input));
+}
+
+#[test]
+fn parquet_body_corpus() {
+    let dec = decoder();
+    corpus("parquet_body")
+        .iter()
+        .for_each(|input| check_parquet(&dec, input));
+}
+
+/// The valid seeds decode, whatever their codec: a Parquet body written by pyarrow, DuckDB or
+/// Spark (snappy by default; zstd, gzip, lz4 often) is read, not refused for its compression.
+#[test]
+fn parquet_seeds_of_every_codec_decode() {
+    let dec = decoder();
+    for name in [
+        "seed-minimal-snappy.parquet",
+        "seed-all-fields-zstd.parquet",
+        "seed-all-fields-none-dict.parquet",
+        "seed-lz4-v1-pages.parquet",
+        "seed-gzip-rowgroups.parquet",
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../testdata/fuzz/parquet_body")
+            .join(name);
+        let body = bytes::Bytes::from(std::fs::read(&path).unwrap());
+        let outcome = meterbase_schema::decode_parquet(
+            &dec,
+            body,
+            &meterbase_schema::CsvOptions::default(),
+            meterbase_schema::fuzzing::limits(),
+        );
+        assert!(
+            matches!(outcome, meterbase_schema::DecodeOutcome::Valid(_)),
+            "{name}: {outcome:?}"
+        );
+    }
 }
