@@ -429,10 +429,16 @@ pub fn decode_parquet(
     if body.is_empty() {
         return DecodeOutcome::body_error("the body is empty: send a Parquet file".into());
     }
-    let builder = match ParquetRecordBatchReaderBuilder::try_new(body) {
+    if let Err(why) = crate::parquet_framing::check_footer(&body) {
+        return DecodeOutcome::body_error(format!("not a readable Parquet file: {why}"));
+    }
+    let builder = match ParquetRecordBatchReaderBuilder::try_new(body.clone()) {
         Ok(b) => b,
         Err(e) => return DecodeOutcome::body_error(format!("not a readable Parquet file: {e}")),
     };
+    if let Err(why) = crate::parquet_framing::check_pages(&body, builder.metadata()) {
+        return DecodeOutcome::body_error(format!("not a readable Parquet file: {why}"));
+    }
     // The footer counts the rows: a body of too many is refused before any is read.
     let rows = builder.metadata().file_metadata().num_rows();
     if usize::try_from(rows).map_or(true, |r| r > limits.max_events) {

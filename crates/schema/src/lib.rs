@@ -11,8 +11,9 @@
 //! `timestamp` (every accepted time format, civil dates), `decode` (JSON/NDJSON → Arrow,
 //! every bad event listed), `columns` (column names → fields, `map.FIELD=COLUMN`, shared by
 //! CSV and columnar bodies), `csv_lines` + `csv_input` (CSV split into records with their line
-//! numbers, then decoded in chunks), `columnar` (Arrow IPC streams and record batches, e.g.
-//! read from Parquet, → one validated batch), `zuora` (the bulk shape → NDJSON), `digest` (the
+//! numbers, then decoded in chunks), `columnar` (Arrow IPC streams, Parquet files and record
+//! batches → one validated batch), `parquet_framing` (a Parquet body's Thrift footer and page
+//! headers walked before parquet-rs reads them), `zuora` (the bulk shape → NDJSON), `digest` (the
 //! reconciliation digest of events: canonical bytes, per-event hash, order-independent sum),
 //! `error`, `fuzzing` (the properties fuzz targets and corpus tests check).
 
@@ -26,6 +27,7 @@ pub mod digest;
 mod error;
 mod field_type;
 pub mod fuzzing;
+mod parquet_framing;
 pub mod scalar;
 pub mod timestamp;
 pub mod zuora;
