@@ -285,6 +285,19 @@ fn an_invalid_columnar_body_stores_nothing_and_names_row_and_column() {
         "{}",
         r.text
     );
+    // The same map of booleans, reached only by reading a field by its schema type.
+    let confuses_parquet = std::fs::read(
+        common::repo().join("testdata/fuzz/parquet_body/finding-type-confused-map-spin"),
+    )
+    .expect("the fuzz finding");
+    let r = post(
+        &s,
+        "/usage/compute_events",
+        &[("content-type", PARQUET)],
+        &confuses_parquet,
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("its footer: "), "{}", r.text);
     for (content_type, body) in [
         (ARROW, &b""[..]),
         (PARQUET, b"PAR1 but not really"),

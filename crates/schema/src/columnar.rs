@@ -432,6 +432,9 @@ pub fn decode_parquet(
     if let Err(why) = crate::parquet_framing::check_footer(&body) {
         return DecodeOutcome::body_error(format!("not a readable Parquet file: {why}"));
     }
+    if let Err(why) = crate::parquet_framing::check_with_parquet_60(&body) {
+        return DecodeOutcome::body_error(format!("not a readable Parquet file: {why}"));
+    }
     let builder = match ParquetRecordBatchReaderBuilder::try_new(body.clone()) {
         Ok(b) => b,
         Err(e) => return DecodeOutcome::body_error(format!("not a readable Parquet file: {e}")),
