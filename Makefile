@@ -56,7 +56,7 @@ SCALE ?= 20000000
 bench:
 	scripts/venv.sh
 	$(CARGO) build --release -p meterbase -p meterbase-bench
-	.venv/bin/python scripts/bench.py --scale $(SCALE) --bin $${CARGO_TARGET_DIR:-target}/release --command "make bench SCALE=$(SCALE)"
+	scripts/test-env.sh .venv/bin/python scripts/bench.py --scale $(SCALE) --bin $${CARGO_TARGET_DIR:-target}/release --command "make bench SCALE=$(SCALE)"
 
 ## Where the release server's time goes: perf (Debian's linux-perf) during batched ingest
 ## (PROFILE=ingest) or a loop of one billing query over SCALE events (PROFILE=q1 … q4).

@@ -62,16 +62,19 @@ def machine():
 
 
 class Server:
-    def __init__(self, bin_dir, data_dir, extra=()):
+    def __init__(self, bin_dir, data_dir, extra=(), keep=False):
         self.data_dir = data_dir
-        shutil.rmtree(data_dir, ignore_errors=True)
-        os.makedirs(data_dir)
+        if not keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        os.makedirs(data_dir, exist_ok=True)
+        addr_file = os.path.join(data_dir, "listen-addr")
+        if os.path.exists(addr_file):
+            os.remove(addr_file)
         self.log = open(data_dir + ".log", "w")
         self.proc = subprocess.Popen(
             [os.path.join(bin_dir, "meterbase"), "serve", "--data-dir", data_dir,
              "--listen", "127.0.0.1:0", "--admin-token", ADMIN, *extra],
             stdout=subprocess.DEVNULL, stderr=self.log)
-        addr_file = os.path.join(data_dir, "listen-addr")
         for _ in range(600):
             if os.path.exists(addr_file):
                 self.addr = open(addr_file).read().strip()
@@ -286,16 +289,18 @@ def profile(a):
     log("perf data in", perf_data, "and this summary in", summary)
 
 
-def query_server(a, data):
+QUERY_SERVER_ARGS = ["--query-threads", "2", "--compaction-interval-secs", "86400",
+                     "--query-memory-bytes", str(4 << 30)]
+
+
+def query_server(a, data, name="query", extra=("--pg-listen", "127.0.0.1:0")):
     """A server holding the whole data set, flushed and compacted, with the two billable
     metrics the queries use: (server, load seconds, compaction answer)."""
     # The default per-query memory cap (512 MiB) is a safety limit for a shared server; the
     # peers run uncapped here, so meterbase gets room to sort a month for Q4 too. No timed
     # compaction pass runs during the queries (a day's interval); the passes a persist wakes
     # when it leaves corrections to compare (`--compaction-resolve-delay-ms`) do.
-    srv = Server(a.bin, os.path.join(a.work, "query"), ["--query-threads", "2", "--compaction-interval-secs", "86400",
-                                                        "--query-memory-bytes", str(4 << 30),
-                                                        "--pg-listen", "127.0.0.1:0"])
+    srv = Server(a.bin, os.path.join(a.work, name), [*QUERY_SERVER_ARGS, *extra])
     srv.define_event_type()
     t = time.perf_counter()
     sh(os.path.join(a.bin, "meterbase"), "import", "--url", "http://" + srv.addr, "--api-key", srv.key,
@@ -314,6 +319,84 @@ def query_server(a, data):
     return srv, load_seconds, compaction
 
 
+def metric_queries(srv):
+    """Q1, Q2 and Q4 through the metric endpoint, as billing asks them."""
+    def usage(metric, **params):
+        st, body = srv.get(f"/billable_metrics/{metric}/usage?" + urllib.parse.urlencode(params))
+        assert st == 200, body[:500]
+
+    return {
+        "Q1": lambda: usage("cpu_sum", start_date="2025-01-01", end_date="2025-04-01", window="month"),
+        "Q2": lambda: usage("cpu_sum", start_date="2025-02-01", end_date="2025-03-01", customer_id=CUSTOMER),
+        "Q4": lambda: usage("cpu_tw", start_date="2025-02-01", end_date="2025-03-01"),
+    }
+
+
+# Real S3 answers a ranged GET in 10-50 ms; SeaweedFS on loopback in well under one.
+S3_LATENCY_MS = 20
+
+
+def s3_queries(a, data, local):
+    """Q1-Q4 on a server whose object store is SeaweedFS on loopback (`make bench` runs under
+    scripts/test-env.sh, which starts it) with S3_LATENCY_MS added to every request by the
+    fault-injection store, warm, taking turns with the same queries on `local` (the loaded
+    local-store server): once with the read cache (the default) and once restarted with
+    `--cache-bytes 0`. None when no S3 store is set up."""
+    base = os.environ.get("METERBASE_TEST_S3_URL")
+    if not base:
+        log("METERBASE_TEST_S3_URL is not set: no S3 column")
+        return None
+    extra = ["--object-store", f"{base.rstrip('/')}/bench-{os.getpid()}", "--fault-injection"]
+    srv, load_seconds, _ = query_server(a, data, "query-s3", extra)
+    out = {"latency_ms": S3_LATENCY_MS, "load_seconds": load_seconds}
+    for mode, more in [("cache", []), ("no_cache", ["--cache-bytes", "0"])]:
+        if more:
+            srv.stop()
+            srv = Server(a.bin, srv.data_dir, [*QUERY_SERVER_ARGS, *extra, *more], keep=True)
+        st, body = srv.request("POST", "/admin/faults", {"latency_ms": S3_LATENCY_MS}, admin=True)
+        assert st == 204, body
+        local_metric, s3_metric = metric_queries(local), metric_queries(srv)
+        times = {}
+        for k in SQL_DF:
+            fns = {"local_sql": lambda k=k: local.sql(SQL_DF[k]), "s3_sql": lambda k=k: srv.sql(SQL_DF[k])}
+            if k in s3_metric:
+                fns["local_metric"], fns["s3_metric"] = local_metric[k], s3_metric[k]
+            times[k] = timed_in_turns(fns, a.runs)
+        out[mode] = times
+        _, m = srv.request("GET", "/metrics")
+        out[mode + "_metrics"] = {l.split()[0]: float(l.split()[1]) for l in m.decode().splitlines()
+                                  if l.startswith("meterbase_read_cache_")}
+    srv.stop()
+    shutil.rmtree(srv.data_dir, ignore_errors=True)
+    return out
+
+
+def s3_report(r):
+    s = r.get("s3")
+    if not s:
+        return []
+    lines = [
+        "",
+        f"## S3: the data in an object store {s['latency_ms']} ms away",
+        "",
+        f"The same data loaded into SeaweedFS on loopback, with {s['latency_ms']} ms added to every request by the",
+        "fault-injection store (real S3 answers in 10-50 ms), queried warm and in turns with the local-store server",
+        "above. With the read cache (`--cache-bytes`, default 256 MiB) and, after a restart, without it.",
+        "",
+        "| Query | local | S3, cached | ratio | S3, `--cache-bytes 0` | ratio | Goal |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    c, n = s["cache"], s["no_cache"]
+    for k in SQL_DF:
+        for via, local, remote in [("`/sql`", "local_sql", "s3_sql"), ("metric endpoint", "local_metric", "s3_metric")]:
+            if remote not in c[k]:
+                continue
+            base = c[k][local]
+            lines.append(f"| {k} through {via} | {base * 1000:,.1f} ms | {c[k][remote] * 1000:,.1f} ms | {ratio(c[k][remote], base):.2f} "
+                         f"| {n[k][remote] * 1000:,.1f} ms | {ratio(n[k][remote], n[k][local]):.2f} | ≤ 1.5 cached |")
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=int, default=20_000_000)
@@ -329,6 +412,8 @@ def main():
     ap.add_argument("--profile", choices=["ingest", "q1", "q2", "q3", "q4"],
                     help="instead of the benchmarks, record the server with perf during batched ingest or a loop of one query and print where its time goes")
     ap.add_argument("--profile-seconds", type=int, default=20)
+    ap.add_argument("--only-s3", action="store_true",
+                    help="load the data set and measure only the S3 column; print its numbers, write nothing")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite --out from the last run's results.json in --work, measuring nothing")
     a = ap.parse_args()
@@ -344,6 +429,11 @@ def main():
 
     data, results["gen"] = dataset(a)
     parquet = os.path.join(data, "events.parquet")
+    if a.only_s3:
+        srv, _, _ = query_server(a, data)
+        print(json.dumps(s3_queries(a, data, srv), indent=1))
+        srv.stop()
+        return
 
     log("parse-only ceiling")
     results["parse"] = bench_json(a.bin, "parse", "--events", "2000000")
@@ -423,10 +513,6 @@ def main():
     log("loading the data set for the queries")
     srv, results["load_seconds"], results["compaction"] = query_server(a, data)
 
-    def usage(metric, **params):
-        st, body = srv.get(f"/billable_metrics/{metric}/usage?" + urllib.parse.urlencode(params))
-        assert st == 200, body[:500]
-
     import chdb
     import duckdb
     con = duckdb.connect()
@@ -434,11 +520,7 @@ def main():
     results["duckdb_version"] = duckdb.__version__
     results["chdb_version"] = getattr(chdb, "__version__", "?")
     duck, ch = duckdb_queries(parquet), chdb_queries(parquet)
-    metric = {
-        "Q1": lambda: usage("cpu_sum", start_date="2025-01-01", end_date="2025-04-01", window="month"),
-        "Q2": lambda: usage("cpu_sum", start_date="2025-02-01", end_date="2025-03-01", customer_id=CUSTOMER),
-        "Q4": lambda: usage("cpu_tw", start_date="2025-02-01", end_date="2025-03-01"),
-    }
+    metric = metric_queries(srv)
     q = {}
     for k in SQL_DF:
         log(f"{k}: meterbase, DuckDB and chDB in turns")
@@ -452,6 +534,8 @@ def main():
         q[k] = timed_in_turns(fns, a.runs)
     results["queries"] = q
     results.update(loaded_server_extras(a, srv, con, metric))
+    log("S3: the same queries with the data in SeaweedFS behind 20 ms per request")
+    results["s3"] = s3_queries(a, data, srv)
     # The files the newest manifest lists: the inputs compaction replaced stay on disk for
     # the grace period (for outside readers) but hold nothing a query reads.
     store = os.path.join(srv.data_dir, "store")
@@ -848,6 +932,7 @@ def write_report(r, out):
             f"| meterbase exact `sum` | {sc['exact_seconds'] * 1000:,.1f} ms | {ratio(sc['exact_seconds'], sc['builtin_seconds']):.2f} | {sc['extra_ns_per_value']:.1f} ns (CPU) |",
         ]
     lines += corrections_report(r)
+    lines += s3_report(r)
     lines += extras_report(r)
     mb, db = r["meterbase_bytes"], r["duckdb_bytes"]
     lines += [

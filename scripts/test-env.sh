@@ -32,6 +32,12 @@ AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KE
 weed_pid=$!
 stop() {
   kill "$weed_pid" 2>/dev/null || true
+  # SeaweedFS stopped while still starting can log every service stopped and never exit.
+  for _ in $(seq 1 100); do
+    kill -0 "$weed_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -9 "$weed_pid" 2>/dev/null || true
   wait "$weed_pid" 2>/dev/null || true
   rm -rf "$dir"
 }

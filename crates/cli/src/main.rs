@@ -148,6 +148,10 @@ struct ServeArgs {
     /// Memory cap per SQL query, in bytes.
     #[arg(long, env = "METERBASE_QUERY_MEMORY_BYTES", default_value_t = 512 << 20)]
     query_memory_bytes: usize,
+    /// Bytes of Parquet data kept in memory after queries read it from the object store, so
+    /// warm queries on S3 make no requests; 0 turns the cache off.
+    #[arg(long, env = "METERBASE_CACHE_BYTES", default_value_t = meterbase_server::DEFAULT_CACHE_BYTES)]
+    cache_bytes: u64,
     /// Time cap per SQL query, in milliseconds.
     #[arg(long, env = "METERBASE_QUERY_TIMEOUT_MS", default_value_t = 60_000)]
     query_timeout_ms: u64,
@@ -348,6 +352,7 @@ fn main() -> ExitCode {
             config.max_buffer_bytes = a.max_buffer_bytes;
             config.buffer_wait = Duration::from_millis(a.buffer_wait_ms);
             config.query.memory_limit = a.query_memory_bytes;
+            config.query.cache_bytes = a.cache_bytes;
             config.query.timeout = Duration::from_millis(a.query_timeout_ms);
             config.query.threads = a.query_threads;
             config.query.concurrency = a.query_concurrency;

@@ -1,10 +1,11 @@
 //! The whole server on a real S3-compatible store (`METERBASE_TEST_S3_URL`, set by
 //! `make test` through `scripts/test-env.sh`): ingest, flush, staged CSV upload, deletion,
-//! compaction, a crash, and the same answers throughout.
+//! compaction, a crash, and the same answers throughout; warm queries served by the read
+//! cache.
 
 mod common;
 
-use common::{Server, compact, customer_totals, num, tempdir};
+use common::{Server, compact, customer_totals, metric, num, tempdir};
 use serde_json::{Value, json};
 
 #[test]
@@ -65,4 +66,14 @@ fn the_server_works_the_same_on_s3() {
     assert_eq!(customer_totals(&s, None), expect);
     s.restart();
     assert_eq!(customer_totals(&s, None), expect);
+    // Warm, the same query reads every byte from the cache: no request reaches the store.
+    let misses = metric(&s, "meterbase_read_cache_misses_total");
+    let hits = metric(&s, "meterbase_read_cache_hits_total");
+    assert!(
+        misses > 0.0,
+        "the first query after a restart fetched nothing"
+    );
+    assert_eq!(customer_totals(&s, None), expect);
+    assert_eq!(metric(&s, "meterbase_read_cache_misses_total"), misses);
+    assert!(metric(&s, "meterbase_read_cache_hits_total") > hits);
 }

@@ -26,6 +26,7 @@ use crate::admission::{Admission, Load, Permit};
 use crate::cancel::{CancelToken, Stop, cancellable, stop_of};
 use crate::exact_aggregates::exact_aggregates;
 use crate::provider::STORE_URL;
+use crate::read_cache::{CacheStats, ReadCache};
 use crate::versions::{Versions, versions_table, versions_view};
 use crate::view::table_view;
 
@@ -146,6 +147,9 @@ pub struct QueryConfig {
     /// Queries of one organisation running at once: below `concurrency`, so another tenant
     /// always finds room.
     pub concurrency_per_org: usize,
+    /// Bytes of Parquet data files kept in memory after queries read them (`read_cache`); 0
+    /// turns the cache off.
+    pub cache_bytes: u64,
 }
 
 impl Default for QueryConfig {
@@ -156,9 +160,14 @@ impl Default for QueryConfig {
             threads: 2,
             concurrency: 4,
             concurrency_per_org: 3,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
+
+/// Enough for the page indexes and hot column chunks of a month of a busy table, little next
+/// to the query memory cap.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
 
 /// A deletion's count is a courtesy next to a deletion already applied: it must not hold
 /// the reply long, whatever the queries ahead of it.
@@ -274,6 +283,7 @@ pub struct QueryEngine {
     runtime: Option<tokio::runtime::Runtime>,
     registry: Arc<dyn ObjectStoreRegistry>,
     metadata_cache: Arc<FileMetadataCache>,
+    read_cache: Option<Arc<ReadCache>>,
     observer: Arc<dyn QueryObserver>,
     admission: Arc<Admission>,
 }
@@ -314,11 +324,17 @@ impl QueryEngine {
             .map_err(|e| QueryError::Execution(format!("cannot start the query runtime: {e}")))?;
         let registry: Arc<dyn ObjectStoreRegistry> = Arc::new(DefaultObjectStoreRegistry::new());
         let url = Url::parse(STORE_URL).map_err(|e| QueryError::Execution(e.to_string()))?;
-        registry.register_store(&url, store);
+        let read_cache = (config.cache_bytes > 0)
+            .then(|| Arc::new(ReadCache::new(store.clone(), config.cache_bytes)));
+        match &read_cache {
+            Some(cache) => registry.register_store(&url, cache.clone()),
+            None => registry.register_store(&url, store),
+        };
         Ok(QueryEngine {
             runtime: Some(runtime),
             registry,
             metadata_cache: Arc::new(DefaultCache::new(256 << 20)),
+            read_cache,
             observer,
             admission: Admission::new(config.concurrency, config.concurrency_per_org),
             config,
@@ -327,6 +343,11 @@ impl QueryEngine {
 
     pub fn config(&self) -> &QueryConfig {
         &self.config
+    }
+
+    /// What the cache of data file bytes has done; `None` when it is off.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.read_cache.as_ref().map(|c| c.stats())
     }
 
     /// Queries running and waiting now, and how many could not start in time so far.

@@ -6,7 +6,8 @@
 //! It must not write anything: no storage mutation, no catalog change, no file or URL access.
 //!
 //! Module map: `time_filter` (the time range a query's filters allow), `provider`
-//! (`RawSource`: one snapshot's files and buffer as a table, every version), `view` (the
+//! (`RawSource`: one snapshot's files and buffer as a table, every version), `read_cache` (the
+//! Parquet bytes queries read, kept in memory in front of the object store), `view` (the
 //! deduplicated, `as_of`-aware view of one event type over its raw sources), `versions`
 //! (every stored version of one event type, to explain what the view leaves out), `utc_trunc`
 //! (`date_trunc` for UTC timestamps), `exact_sum` (an exact, order-independent float sum),
@@ -26,6 +27,7 @@ mod exact_aggregates;
 mod exact_sum;
 pub mod format;
 mod provider;
+mod read_cache;
 pub mod reconcile;
 pub mod statement;
 mod time_filter;
@@ -35,10 +37,12 @@ mod view;
 
 pub use admission::Load;
 pub use engine::{
-    Caller, QueryConfig, QueryEngine, QueryError, QueryKind, QueryObserver, QueryOutput,
+    Caller, DEFAULT_CACHE_BYTES, QueryConfig, QueryEngine, QueryError, QueryKind, QueryObserver,
+    QueryOutput,
 };
 pub use exact_aggregates::exact_aggregates;
 pub use exact_sum::ExactSum;
 pub use provider::STORE_URL;
+pub use read_cache::{CacheStats, ReadCache};
 pub use versions::{Versions, versions_table};
 pub use view::table_view;

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use meterbase_query::{Load, QueryError, QueryKind, QueryObserver};
+use meterbase_query::{CacheStats, Load, QueryError, QueryKind, QueryObserver};
 use meterbase_storage::Store;
 use prometheus::{
     CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -189,7 +189,12 @@ impl Metrics {
 
     /// The Prometheus text: the server's own series, then the query engine's, the store's and
     /// the log's.
-    pub(crate) fn render(&self, load: Option<Load>, store: Option<&Store>) -> String {
+    pub(crate) fn render(
+        &self,
+        load: Option<Load>,
+        cache: Option<CacheStats>,
+        store: Option<&Store>,
+    ) -> String {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         let mut out = String::from_utf8(out).unwrap_or_default();
@@ -212,6 +217,9 @@ impl Metrics {
                 "Queries that could not start within their time cap (answered 503).",
                 load.refused,
             );
+        }
+        if let Some(cache) = cache {
+            render_cache(&mut out, cache);
         }
         if let Some(store) = store {
             render_store(&mut out, store);
@@ -259,6 +267,40 @@ fn legacy_counter(out: &mut String, name: &str, help: &str, v: u64) {
 
 fn gauge(out: &mut String, name: &str, help: &str, v: u64) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+/// The query layer's cache of data file bytes (`--cache-bytes`).
+fn render_cache(out: &mut String, cache: CacheStats) {
+    legacy_counter(
+        out,
+        "meterbase_read_cache_hits_total",
+        "Blocks of data files queries read from the memory cache.",
+        cache.hits,
+    );
+    legacy_counter(
+        out,
+        "meterbase_read_cache_misses_total",
+        "Blocks of data files queries fetched from the object store.",
+        cache.misses,
+    );
+    legacy_counter(
+        out,
+        "meterbase_read_cache_fetched_bytes_total",
+        "Bytes the cache fetched from the object store.",
+        cache.fetched_bytes,
+    );
+    gauge(
+        out,
+        "meterbase_read_cache_bytes",
+        "Bytes of data files held in the cache now.",
+        cache.held_bytes,
+    );
+    gauge(
+        out,
+        "meterbase_read_cache_capacity_bytes",
+        "The cache's bound (--cache-bytes).",
+        cache.capacity_bytes,
+    );
 }
 
 /// Storage and log series, read from their own counters when scraped.
@@ -391,7 +433,7 @@ mod tests {
             Err(&QueryError::Cancelled),
         );
         m.record_request("/sql", "POST", 200, Duration::from_millis(3));
-        let text = m.render(None, None);
+        let text = m.render(None, None, None);
         assert!(
             text.contains("meterbase_query_seconds_total{kind=\"sql\"} 1.5"),
             "{text}"
