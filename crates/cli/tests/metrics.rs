@@ -1,5 +1,6 @@
 //! Billable metrics through the HTTP API: golden files, the cookbook in docs/metrics.md, the
-//! seed scenario, injection attempts, and a differential test of every builder aggregation.
+//! seed scenario, injection attempts, and a differential test of every builder aggregation
+//! (and of SQL metrics' windows, in one query and one per window).
 
 mod common;
 
@@ -406,46 +407,36 @@ fn every_builder_aggregation_matches_an_independent_reference() {
                     got.insert((c, d), if row["value"].is_null() { None } else { Some(num(&row["value"])) });
                 }
                 let want = reference(&evs, agg, start, end);
-                let ok = got.len() == want.len()
-                    && got.iter().zip(&want).all(|((gk, gv), (wk, wv))| {
-                        gk == wk
-                            && match (gv, wv) {
-                                (Some(g), Some(w)) => (g - w).abs() <= 1e-6 * w.abs().max(1.0),
-                                (None, None) => true,
-                                _ => false,
-                            }
-                    });
-                prop_assert!(ok, "{agg} over [{start}, {end}): got {got:?}, want {want:?}, events {evs:?}");
+                prop_assert!(close(&got, &want), "{agg} over [{start}, {end}): got {got:?}, want {want:?}, events {evs:?}");
                 // Hour windows (Berlin's hours are UTC's), answered in one query: every
                 // window's value is the reference's for that window alone.
-                let r = s.get(&format!("/billable_metrics/{mslug}/usage?start_date={}&end_date={}&window=hour&tz=Europe/Berlin", fmt(start), fmt(end)));
-                assert_eq!(r.status, 200, "{}", r.text);
-                let mut got: BTreeMap<(i64, u8, u8), Option<f64>> = BTreeMap::new();
-                for row in r.body["rows"].as_array().unwrap() {
-                    let ws = chrono::DateTime::parse_from_rfc3339(row["window_start"].as_str().unwrap()).unwrap().timestamp();
-                    let c: u8 = row["customer_id"].as_str().unwrap()[1..].parse().unwrap();
-                    let d: u8 = row["dim"].as_str().unwrap()[1..].parse().unwrap();
-                    got.insert((ws, c, d), if row["value"].is_null() { None } else { Some(num(&row["value"])) });
-                }
-                let mut want: BTreeMap<(i64, u8, u8), Option<f64>> = BTreeMap::new();
-                let mut ws = start;
-                while ws < end {
-                    let we = ((ws.div_euclid(3600) + 1) * 3600).min(end);
-                    for ((c, d), v) in reference(&evs, agg, ws, we) {
-                        want.insert((ws, c, d), v);
-                    }
-                    ws = we;
-                }
-                let ok = got.len() == want.len()
-                    && got.iter().zip(&want).all(|((gk, gv), (wk, wv))| {
-                        gk == wk
-                            && match (gv, wv) {
-                                (Some(g), Some(w)) => (g - w).abs() <= 1e-6 * w.abs().max(1.0),
-                                (None, None) => true,
-                                _ => false,
-                            }
-                    });
-                prop_assert!(ok, "{agg} by hour over [{start}, {end}): got {got:?}, want {want:?}, events {evs:?}");
+                let (got, how) = hourly(&s, &mslug, start, end);
+                prop_assert_eq!(how.as_deref(), Some("one-query"));
+                let want = hourly_reference(&evs, agg, start, end);
+                prop_assert!(close(&got, &want), "{agg} by hour over [{start}, {end}): got {got:?}, want {want:?}, events {evs:?}");
+            }
+            // SQL metrics by hour: in one query where the shape allows (a grouped aggregate
+            // over the half-open period), one per window where it does not (the same
+            // statement with a LIMIT); both are the reference's per window.
+            for (agg, expr, tail, how) in [
+                ("sum", "sum(amount)", "", "one-query"),
+                ("count", "count(*)", "", "one-query"),
+                ("unique_count", "count(DISTINCT amount)", "", "one-query"),
+                ("max", "max(amount)", "", "one-query"),
+                ("sum", "sum(amount)", " LIMIT 1000000", "per-window"),
+            ] {
+                let sql = format!(
+                    "SELECT customer_id, dim, {expr} AS value FROM \"{slug}\" \
+                     WHERE timestamp >= '{{{{start_date}}}}' AND timestamp < '{{{{end_date}}}}' \
+                     GROUP BY customer_id, dim{tail}"
+                );
+                let r = s.post_json("/billable_metrics", &json!({"name": format!("{slug} sql {agg}{tail}"), "sql": sql}));
+                assert_eq!(r.status, 201, "{}", r.text);
+                let mslug = r.body["slug"].as_str().unwrap().to_string();
+                let (got, answered) = hourly(&s, &mslug, start, end);
+                prop_assert_eq!(answered.as_deref(), Some(how), "{}", sql);
+                let want = hourly_reference(&evs, agg, start, end);
+                prop_assert!(close(&got, &want), "{sql} by hour over [{start}, {end}): got {got:?}, want {want:?}, events {evs:?}");
             }
             // DST-crossing day windows in Berlin: the windows partition the period.
             let m = json!({"name": format!("{slug} daily"), "usage_event": slug, "aggregation": "count"});
@@ -460,6 +451,60 @@ fn every_builder_aggregation_matches_an_independent_reference() {
             Ok(())
         })
         .unwrap();
+}
+
+type Hourly = BTreeMap<(i64, u8, u8), Option<f64>>;
+
+/// A metric's usage by hour (Berlin), and how the server says it answered the windows.
+fn hourly(s: &Server, mslug: &str, start: i64, end: i64) -> (Hourly, Option<String>) {
+    let fmt = meterbase_schema_format;
+    let r = s.get(&format!(
+        "/billable_metrics/{mslug}/usage?start_date={}&end_date={}&window=hour&tz=Europe/Berlin",
+        fmt(start),
+        fmt(end)
+    ));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut got = Hourly::new();
+    for row in r.body["rows"].as_array().unwrap() {
+        let ws = chrono::DateTime::parse_from_rfc3339(row["window_start"].as_str().unwrap())
+            .unwrap()
+            .timestamp();
+        let c: u8 = row["customer_id"].as_str().unwrap()[1..].parse().unwrap();
+        let d: u8 = row["dim"].as_str().unwrap()[1..].parse().unwrap();
+        let v = if row["value"].is_null() {
+            None
+        } else {
+            Some(num(&row["value"]))
+        };
+        got.insert((ws, c, d), v);
+    }
+    (got, r.header("x-meterbase-windows").map(str::to_string))
+}
+
+/// The reference for each hour window of `[start, end)` on its own.
+fn hourly_reference(evs: &[Ev], agg: &str, start: i64, end: i64) -> Hourly {
+    let mut want = Hourly::new();
+    let mut ws = start;
+    while ws < end {
+        let we = ((ws.div_euclid(3600) + 1) * 3600).min(end);
+        for ((c, d), v) in reference(evs, agg, ws, we) {
+            want.insert((ws, c, d), v);
+        }
+        ws = we;
+    }
+    want
+}
+
+fn close<K: PartialEq>(got: &BTreeMap<K, Option<f64>>, want: &BTreeMap<K, Option<f64>>) -> bool {
+    got.len() == want.len()
+        && got.iter().zip(want).all(|((gk, gv), (wk, wv))| {
+            gk == wk
+                && match (gv, wv) {
+                    (Some(g), Some(w)) => (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+                    (None, None) => true,
+                    _ => false,
+                }
+        })
 }
 
 fn decimal_text(hundredths: i64) -> String {

@@ -7,7 +7,8 @@
 //!
 //! Module map: `error`, `windows` (calendar windows of an IANA zone), `window_functions`
 //! (SQL functions bound to a request's windows), `builder` (builder form → SQL, also every
-//! window in one query), `fields` (which member of a builder definition is wrong, as a JSON
+//! window in one query), `sql_windows` (a SQL metric's statement answering every window in one
+//! query, where its shape allows), `fields` (which member of a builder definition is wrong, as a JSON
 //! pointer), `decimal` (exact subtraction of decimal texts), `compare` (a preview's two
 //! answers matched row by row, with their difference), `explain` (one customer's events
 //! classified as included, with contributions, or left out and why), this file (definitions,
@@ -23,6 +24,7 @@ mod error;
 mod explain;
 mod fields;
 pub mod fuzzing;
+mod sql_windows;
 mod window_functions;
 mod windows;
 
@@ -295,6 +297,41 @@ pub struct UsageRequest<'a> {
     pub as_of: Option<i64>,
 }
 
+/// `sql`'s rows of one customer when one is asked for.
+fn for_customer(sql: String, customer: Option<&str>) -> String {
+    match customer {
+        Some(_) => {
+            format!("SELECT * FROM ({sql}) AS metric WHERE metric.customer_id = ${CUSTOMER}")
+        }
+        None => sql,
+    }
+}
+
+/// Every window of `req` in one query of `windowed` (SQL that groups by
+/// `meterbase_window_start`).
+async fn in_one_query(
+    engine: &QueryEngine,
+    org: &str,
+    tables: Vec<TableSnapshot>,
+    windowed: String,
+    req: &UsageRequest<'_>,
+    periods: &[(i64, i64)],
+) -> Result<QueryOutput, QueryError> {
+    engine
+        .execute_with(
+            Caller {
+                org,
+                kind: QueryKind::MetricUsage,
+            },
+            tables,
+            for_customer(windowed, req.customer_id),
+            params(req.start, req.end, req.customer_id),
+            req.as_of,
+            window_functions(periods),
+        )
+        .await
+}
+
 pub async fn evaluate(
     engine: &QueryEngine,
     org: &str,
@@ -323,12 +360,6 @@ pub async fn evaluate(
             "this metric's SQL uses {{customer_id}}: give customer_id".into(),
         ));
     }
-    let sql = match req.customer_id {
-        Some(_) => {
-            format!("SELECT * FROM ({bound}) AS metric WHERE metric.customer_id = ${CUSTOMER}")
-        }
-        None => bound,
-    };
     let periods = match req.window {
         None => vec![(req.start, req.end)],
         Some(w) => windows(req.start, req.end, w, req.tz)?,
@@ -340,7 +371,25 @@ pub async fn evaluate(
         )));
     }
     // A builder metric answers every window in one query: its windowed SQL says each row's
-    // window. SQL metrics run once per window (their SQL binds one period).
+    // window. So does a SQL metric whose shape allows it (`sql_windows`); other SQL metrics
+    // run once per window (their SQL binds one period).
+    if let (None, Some(_)) = (&metric.builder, req.window)
+        && let Some(windowed) = sql_windows::windowed(&bound)
+    {
+        match in_one_query(engine, org, tables.clone(), windowed, req, &periods).await {
+            Ok(output) => {
+                return Ok(vec![Evaluation {
+                    window_start: None,
+                    output,
+                }]);
+            }
+            // The planner refused what the parser's shape allowed (a bound column that is no
+            // timestamp): one query per window, as before, which says what is wrong if
+            // anything is.
+            Err(QueryError::Invalid(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     if let (Some(builder), Some(_)) = (&metric.builder, req.window) {
         let def = tables
             .iter()
@@ -353,30 +402,13 @@ pub async fn evaluate(
                 ))
             })?;
         let windowed = bind_placeholders(&compile_windowed(builder, &def)?)?.sql;
-        let sql = match req.customer_id {
-            Some(_) => format!(
-                "SELECT * FROM ({windowed}) AS metric WHERE metric.customer_id = ${CUSTOMER}"
-            ),
-            None => windowed,
-        };
-        let output = engine
-            .execute_with(
-                Caller {
-                    org,
-                    kind: QueryKind::MetricUsage,
-                },
-                tables,
-                sql,
-                params(req.start, req.end, req.customer_id),
-                req.as_of,
-                window_functions(&periods),
-            )
-            .await?;
+        let output = in_one_query(engine, org, tables, windowed, req, &periods).await?;
         return Ok(vec![Evaluation {
             window_start: None,
             output,
         }]);
     }
+    let sql = for_customer(bound, req.customer_id);
     let mut out = Vec::with_capacity(periods.len());
     for (ws, we) in periods {
         let output = engine

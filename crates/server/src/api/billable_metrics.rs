@@ -363,12 +363,23 @@ pub(crate) async fn usage(
         body.push_str(row);
     }
     body.push_str("]}");
-    Ok(bytes_response(
-        StatusCode::OK,
-        "application/json",
-        Bytes::from(body),
-    ))
+    let mut response = bytes_response(StatusCode::OK, "application/json", Bytes::from(body));
+    if window.is_some() {
+        // How the windows were answered: all in one query, or one query each (a SQL metric
+        // whose shape does not allow one; see docs/metrics.md).
+        let how = match evaluations.as_slice() {
+            [one] if one.window_start.is_none() => "one-query",
+            _ => "per-window",
+        };
+        response
+            .headers_mut()
+            .insert(WINDOWS_HEADER, axum::http::HeaderValue::from_static(how));
+    }
+    Ok(response)
 }
+
+/// Says how a windowed usage answer was computed.
+const WINDOWS_HEADER: &str = "x-meterbase-windows";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

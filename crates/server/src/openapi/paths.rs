@@ -400,6 +400,10 @@ fn billable_metrics() -> Vec<Op> {
             .query("tz", false, json!({ "type": "string", "example": "Europe/Berlin" }), "IANA time zone where days and months begin (default UTC).")
             .query("as_of", false, string(), "Reproduce the answer as it was at that instant.")
             .json(200, "One row per customer (and window and dimension).", "Usage")
+            .response_header(200, "x-meterbase-windows", json!({
+                "description": "With `window`: `one-query` when one query answered every window, `per-window` when a SQL metric's shape needed one query per window (docs/metrics.md).",
+                "schema": { "type": "string", "enum": ["one-query", "per-window"] },
+            }))
             .problems(&[400, 404, 422]),
         metric_slug(op("get", "/billable_metrics/{slug}/usage/explain", "explainUsage", "billable metrics", "Which events made one customer's value", Tenant))
             .describe("The usage endpoint's value for one customer and period, with a page of the events included (and each one's contribution) or of those left out (`show=excluded`) and why.")
