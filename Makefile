@@ -4,7 +4,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./data
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run build test lint fmt-check clippy imports unit openapi soak bench bench-micro profile delta-read clean
+.PHONY: run build test lint fmt-check clippy imports unit openapi soak bench bench-scale bench-micro profile delta-read clean
 
 ## Build (release) and start the server on a local data directory, no external services.
 run:
@@ -57,6 +57,14 @@ bench:
 	scripts/venv.sh
 	$(CARGO) build --release -p meterbase -p meterbase-bench
 	scripts/test-env.sh .venv/bin/python scripts/bench.py --scale $(SCALE) --bin $${CARGO_TARGET_DIR:-target}/release --command "make bench SCALE=$(SCALE)"
+
+## The scale table of docs/benchmarks.md: one row per SCALES entry, each data set streamed into
+## a fresh server (no NDJSON written above 20M events), with DuckDB and chDB on its Parquet.
+SCALES ?= 20000000 100000000 200000000
+bench-scale:
+	scripts/venv.sh
+	$(CARGO) build --release -p meterbase -p meterbase-bench
+	for n in $(SCALES); do .venv/bin/python scripts/bench.py --only scale --scale $$n --bin $${CARGO_TARGET_DIR:-target}/release || exit 1; done
 
 ## Where the release server's time goes: perf (Debian's linux-perf) during batched ingest
 ## (PROFILE=ingest) or a loop of one billing query over SCALE events (PROFILE=q1 … q4).

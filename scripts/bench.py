@@ -211,14 +211,28 @@ def log(*m):
     print("bench:", *m, file=sys.stderr, flush=True)
 
 
-def dataset(a):
+# Larger data sets are not written out as text (200M events are about 25 GB of NDJSON and
+# as much CSV): the peers read the Parquet file and meterbase is loaded by `meterbase-bench
+# stream`, which makes the same events as it sends them.
+TEXT_MAX_EVENTS = 20_000_000
+
+
+def dataset(a, scale=None):
     """The generated data set's folder under --work, made if missing, and the generator's
     answer (None when the files were already there)."""
-    data = os.path.join(a.work, f"data-{a.scale}")
+    scale = scale or a.scale
+    data = os.path.join(a.work, f"data-{scale}")
     if os.path.exists(os.path.join(data, "events.parquet")):
         return data, None
-    log(f"generating {a.scale} events")
-    return data, bench_json(a.bin, "gen", "--events", str(a.scale), "--out", data)
+    log(f"generating {scale} events")
+    text = [] if scale <= TEXT_MAX_EVENTS else ["--parquet-only"]
+    return data, bench_json(a.bin, "gen", "--events", str(scale), "--out", data, *text)
+
+
+def stream(a, srv, *extra):
+    """The data set sent to `srv` as `meterbase-bench stream` makes it: the tool's answer."""
+    return bench_json(a.bin, "stream", "--addr", srv.addr, "--api-key", srv.key,
+                      "--events", str(a.scale), "--server-pid", str(srv.proc.pid), *extra)
 
 
 # Frames every sample passes through (thread start, runtime loops, future adapters): they
@@ -238,8 +252,7 @@ def profile(a):
     if a.profile == "ingest":
         srv = Server(a.bin, os.path.join(a.work, "profile-ingest"), ["--compaction-interval-secs", "0"])
     else:
-        data, _ = dataset(a)
-        srv, _, _ = query_server(a, data)
+        srv, _, _ = query_server(a)
     # A failed recording or query must not leave the server (or its load) running.
     try:
         if a.profile == "ingest":
@@ -293,7 +306,7 @@ QUERY_SERVER_ARGS = ["--query-threads", "2", "--compaction-interval-secs", "8640
                      "--query-memory-bytes", str(4 << 30)]
 
 
-def query_server(a, data, name="query", extra=("--pg-listen", "127.0.0.1:0")):
+def query_server(a, name="query", extra=("--pg-listen", "127.0.0.1:0")):
     """A server holding the whole data set, flushed and compacted, with the two billable
     metrics the queries use: (server, load seconds, compaction answer)."""
     # The default per-query memory cap (512 MiB) is a safety limit for a shared server; the
@@ -303,8 +316,7 @@ def query_server(a, data, name="query", extra=("--pg-listen", "127.0.0.1:0")):
     srv = Server(a.bin, os.path.join(a.work, name), [*QUERY_SERVER_ARGS, *extra])
     srv.define_event_type()
     t = time.perf_counter()
-    sh(os.path.join(a.bin, "meterbase"), "import", "--url", "http://" + srv.addr, "--api-key", srv.key,
-       "--event", "compute_events", "--batch-rows", "100000", os.path.join(data, "events.ndjson"))
+    srv.loaded = stream(a, srv)
     srv.wait_flushed()
     load_seconds = time.perf_counter() - t
     st, body = srv.request("POST", "/admin/compact", admin=True)
@@ -317,6 +329,100 @@ def query_server(a, data, name="query", extra=("--pg-listen", "127.0.0.1:0")):
         st, body = srv.request("POST", "/billable_metrics", spec)
         assert st == 201, body
     return srv, load_seconds, compaction
+
+
+def billing_queries(a, srv, parquet):
+    """Q1-Q4 through `/sql` and (Q1, Q2, Q4) the metric endpoint, with DuckDB and chDB on the
+    generator's Parquet, in turns: (the DuckDB connection, the peers' versions, medians)."""
+    import chdb
+    import duckdb
+    con = duckdb.connect()
+    con.execute("SET threads=2")
+    versions = {"duckdb_version": duckdb.__version__, "chdb_version": getattr(chdb, "__version__", "?")}
+    duck, ch = duckdb_queries(parquet), chdb_queries(parquet)
+    metric = metric_queries(srv)
+    q = {}
+    for k in SQL_DF:
+        log(f"{k}: meterbase, DuckDB and chDB in turns")
+        fns = {
+            "meterbase_sql": lambda k=k: srv.sql(SQL_DF[k]),
+            "duckdb": lambda k=k: con.sql(duck[k]).to_arrow_table(),
+            "chdb": lambda k=k: chdb.query(ch[k], "ArrowTable"),
+        }
+        if k in metric:
+            fns["meterbase_metric"] = metric[k]
+        q[k] = timed_in_turns(fns, a.runs)
+    return con, versions, q
+
+
+def live_files(srv):
+    """The paths of the files the newest manifest lists: the inputs compaction replaced stay
+    on disk for the grace period (for outside readers) but hold nothing a query reads."""
+    store = os.path.join(srv.data_dir, "store")
+    newest = max((os.path.join(d, f) for d, _, fs in os.walk(store) if "_manifest" in d
+                  for f in fs if f.endswith(".json")), key=lambda p: int(os.path.basename(p)[:-5]))
+    return [os.path.join(store, f["path"]) for f in json.load(open(newest))["files"]]
+
+
+def peak_rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
+
+
+def scale_run(a, parquet):
+    """One row of the scale table: the data set streamed into a fresh server and compacted,
+    its bytes per event, Q1-Q4 with the peers, then 1% corrections; the server's peak RSS
+    over all of it. Saved as scale-<N>.json under --work, where the report finds it."""
+    srv, load_seconds, compaction = query_server(a)
+    out = {"scale": a.scale, "load_seconds": load_seconds, "stream": srv.loaded, "compaction": compaction}
+    live = live_files(srv)
+    out["meterbase_bytes"], out["meterbase_files"] = sum(os.path.getsize(f) for f in live), len(live)
+    _, versions, out["queries"] = billing_queries(a, srv, parquet)
+    out.update(versions)
+    metric = metric_queries(srv)
+    out["corrections"] = corrections(a, srv, {"meterbase_sql": lambda: srv.sql(SQL_DF["Q1"]),
+                                              "meterbase_metric": metric["Q1"]})
+    out["peak_rss_bytes"] = peak_rss(srv.proc.pid)
+    srv.stop()
+    shutil.rmtree(srv.data_dir, ignore_errors=True)
+    with open(os.path.join(a.work, f"scale-{a.scale}.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    return out
+
+
+def scale_report(a):
+    """The scale table, from every scale-<N>.json under --work."""
+    runs = []
+    for name in os.listdir(a.work) if os.path.isdir(a.work) else []:
+        if re.fullmatch(r"scale-\d+\.json", name):
+            with open(os.path.join(a.work, name)) as f:
+                runs.append(json.load(f))
+    if not runs:
+        return []
+    runs.sort(key=lambda r: r["scale"])
+    lines = [
+        "",
+        "## Scale",
+        "",
+        "Each row is its own run of `make bench-scale` (the data set streamed into a fresh server by",
+        "`meterbase-bench stream`, 100k events per request on 2 connections, then compacted; the peers on the",
+        "generator's Parquet file; queries in turns as above). Peak RSS is the server's over the whole run, load",
+        "and queries and corrections included. Q1 with corrections: after the pass the corrections woke.",
+        "",
+        "| Events | Load | Peak RSS | Bytes/event | Q1 `/sql` / metric | Q2 `/sql` / metric | Q3 `/sql` | Q4 `/sql` / metric | DuckDB Q1–Q4 | chDB Q1–Q4 | Q1 with 1% corrections `/sql` / metric |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    ms = lambda x: f"{x * 1000:,.0f}" if x >= 0.1 else f"{x * 1000:,.1f}"
+    for r in runs:
+        q, c = r["queries"], r["corrections"]["stages"]["resolved"]
+        both = lambda k: f"{ms(q[k]['meterbase_sql'])} / {ms(q[k]['meterbase_metric'])} ms"
+        peers = lambda name: " / ".join(ms(q[k][name]) for k in SQL_DF) + " ms"
+        lines.append(
+            f"| {r['scale']:,} | {r['stream']['events_per_sec']:,.0f} events/s | {r['peak_rss_bytes'] / 2**20:,.0f} MiB "
+            f"| {r['meterbase_bytes'] / r['scale']:.2f} | {both('Q1')} | {both('Q2')} | {ms(q['Q3']['meterbase_sql'])} ms "
+            f"| {both('Q4')} | {peers('duckdb')} | {peers('chdb')} "
+            f"| {ms(c['meterbase_sql'])} / {ms(c['meterbase_metric'])} ms |")
+    return lines
 
 
 def metric_queries(srv):
@@ -336,7 +442,7 @@ def metric_queries(srv):
 S3_LATENCY_MS = 20
 
 
-def s3_queries(a, data, local):
+def s3_queries(a, local):
     """Q1-Q4 on a server whose object store is SeaweedFS on loopback (`make bench` runs under
     scripts/test-env.sh, which starts it) with S3_LATENCY_MS added to every request by the
     fault-injection store, warm, taking turns with the same queries on `local` (the loaded
@@ -347,7 +453,7 @@ def s3_queries(a, data, local):
         log("METERBASE_TEST_S3_URL is not set: no S3 column")
         return None
     extra = ["--object-store", f"{base.rstrip('/')}/bench-{os.getpid()}", "--fault-injection"]
-    srv, load_seconds, _ = query_server(a, data, "query-s3", extra)
+    srv, load_seconds, _ = query_server(a, "query-s3", extra)
     out = {"latency_ms": S3_LATENCY_MS, "load_seconds": load_seconds}
     for mode, more in [("cache", []), ("no_cache", ["--cache-bytes", "0"])]:
         if more:
@@ -412,8 +518,10 @@ def main():
     ap.add_argument("--profile", choices=["ingest", "q1", "q2", "q3", "q4"],
                     help="instead of the benchmarks, record the server with perf during batched ingest or a loop of one query and print where its time goes")
     ap.add_argument("--profile-seconds", type=int, default=20)
-    ap.add_argument("--only-s3", action="store_true",
-                    help="load the data set and measure only the S3 column; print its numbers, write nothing")
+    ap.add_argument("--only", choices=["s3", "scale"],
+                    help="s3: load the data set and measure only the S3 column, print its numbers; "
+                         "scale: one row of the scale table (saved under --work, then --out is rewritten "
+                         "from the last full run's results.json with every saved row)")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite --out from the last run's results.json in --work, measuring nothing")
     a = ap.parse_args()
@@ -422,17 +530,24 @@ def main():
         return
     if a.report_only:
         with open(os.path.join(a.work, "results.json")) as f:
-            write_report(json.load(f), a.out)
+            write_report(json.load(f), a.out, a)
         return
     os.makedirs(a.work, exist_ok=True)
     results = {"machine": machine(), "scale": a.scale, "command": a.command}
 
     data, results["gen"] = dataset(a)
     parquet = os.path.join(data, "events.parquet")
-    if a.only_s3:
-        srv, _, _ = query_server(a, data)
-        print(json.dumps(s3_queries(a, data, srv), indent=1))
+    if a.only == "s3":
+        srv, _, _ = query_server(a)
+        print(json.dumps(s3_queries(a, srv), indent=1))
         srv.stop()
+        return
+    if a.only == "scale":
+        print(json.dumps(scale_run(a, parquet), indent=1))
+        last = os.path.join(a.work, "results.json")
+        if os.path.exists(last):
+            with open(last) as f:
+                write_report(json.load(f), a.out, a)
         return
 
     log("parse-only ceiling")
@@ -511,42 +626,21 @@ def main():
     results["columnar"] = columnar_ingest(a, data)
 
     log("loading the data set for the queries")
-    srv, results["load_seconds"], results["compaction"] = query_server(a, data)
+    srv, results["load_seconds"], results["compaction"] = query_server(a)
 
-    import chdb
-    import duckdb
-    con = duckdb.connect()
-    con.execute("SET threads=2")
-    results["duckdb_version"] = duckdb.__version__
-    results["chdb_version"] = getattr(chdb, "__version__", "?")
-    duck, ch = duckdb_queries(parquet), chdb_queries(parquet)
-    metric = metric_queries(srv)
-    q = {}
-    for k in SQL_DF:
-        log(f"{k}: meterbase, DuckDB and chDB in turns")
-        fns = {
-            "meterbase_sql": lambda: srv.sql(SQL_DF[k]),
-            "duckdb": lambda: con.sql(duck[k]).to_arrow_table(),
-            "chdb": lambda: chdb.query(ch[k], "ArrowTable"),
-        }
-        if k in metric:
-            fns["meterbase_metric"] = metric[k]
-        q[k] = timed_in_turns(fns, a.runs)
+    con, versions, q = billing_queries(a, srv, parquet)
+    results.update(versions)
     results["queries"] = q
+    metric = metric_queries(srv)
     results.update(loaded_server_extras(a, srv, con, metric))
     log("S3: the same queries with the data in SeaweedFS behind 20 ms per request")
-    results["s3"] = s3_queries(a, data, srv)
-    # The files the newest manifest lists: the inputs compaction replaced stay on disk for
-    # the grace period (for outside readers) but hold nothing a query reads.
-    store = os.path.join(srv.data_dir, "store")
-    newest = max((os.path.join(d, f) for d, _, fs in os.walk(store) if "_manifest" in d
-                  for f in fs if f.endswith(".json")), key=lambda p: int(os.path.basename(p)[:-5]))
-    live = json.load(open(newest))["files"]
-    results["meterbase_bytes"] = sum(os.path.getsize(os.path.join(store, f["path"])) for f in live)
+    results["s3"] = s3_queries(a, srv)
+    live = live_files(srv)
+    results["meterbase_bytes"] = sum(os.path.getsize(f) for f in live)
     results["meterbase_files"] = len(live)
-    results["meterbase_columns"] = column_bytes([os.path.join(store, f["path"]) for f in live])
+    results["meterbase_columns"] = column_bytes(live)
     log("corrections: Q1 with unique keys, then with 1% of the events re-sent with a new value")
-    results["corrections"] = corrections(a, srv, data, {"meterbase_sql": lambda: srv.sql(SQL_DF["Q1"]),
+    results["corrections"] = corrections(a, srv, {"meterbase_sql": lambda: srv.sql(SQL_DF["Q1"]),
                                                          "meterbase_metric": metric["Q1"]})
     srv.stop()
 
@@ -558,7 +652,7 @@ def main():
 
     with open(os.path.join(a.work, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    write_report(results, a.out)
+    write_report(results, a.out, a)
     log("wrote", a.out)
 
 
@@ -574,23 +668,13 @@ def deduplicating(srv):
     return b"row_number" in body
 
 
-def corrections(a, srv, data, fns):
+def corrections(a, srv, fns):
     """Q1 (SQL and metric endpoint) on the loaded server with unique keys, then after 1% of
     the events were re-sent with a changed value: once the compaction pass their persist woke
     has compared them with the older rows (timed from the import's end), and again after a
     full compaction. The storage figures are taken before this, on unique keys."""
-    path = os.path.join(a.work, "corrections.ndjson")
-    sent = 0
-    with open(os.path.join(data, "events.ndjson")) as events, open(path, "w") as out:
-        for i, line in enumerate(events):
-            if i % CORRECTION_EVERY == CORRECTION_OFFSET:
-                e = json.loads(line)
-                e["data"]["cpu_hours_consumed"] = round(e["data"]["cpu_hours_consumed"] + 1.0, 3)
-                out.write(json.dumps(e, separators=(",", ":")) + "\n")
-                sent += 1
     stages = {"unique": timed_in_turns(fns, a.runs)}
-    sh(os.path.join(a.bin, "meterbase"), "import", "--url", "http://" + srv.addr, "--api-key", srv.key,
-       "--event", "compute_events", "--batch-rows", "100000", path)
+    sent = stream(a, srv, "--every", str(CORRECTION_EVERY), "--offset", str(CORRECTION_OFFSET))["events"]
     acknowledged = time.perf_counter()
     srv.wait_flushed()
     while deduplicating(srv):
@@ -601,7 +685,6 @@ def corrections(a, srv, data, fns):
     st, body = srv.request("POST", "/admin/compact", admin=True)
     assert st == 200, body
     stages["compacted"] = timed_in_turns(fns, a.runs)
-    os.remove(path)
     return {"events": sent, "stages": stages, "resolved_after_s": resolved_after,
             "compaction": json.loads(body)}
 
@@ -621,6 +704,8 @@ def columnar_ingest(a, data, rows=2_000_000):
     os.makedirs(sample, exist_ok=True)
     ndjson = os.path.join(sample, "events.ndjson")
     if not os.path.exists(ndjson):
+        if not os.path.exists(os.path.join(data, "events.ndjson")):
+            data, _ = dataset(a, rows)
         with open(os.path.join(data, "events.ndjson")) as src, open(ndjson, "w") as dst:
             for i, line in enumerate(src):
                 if i == rows:
@@ -851,7 +936,7 @@ def corrections_report(r):
     return lines
 
 
-def write_report(r, out):
+def write_report(r, out, a=None):
     m = r["machine"]
     q = r["queries"]
     lines = [
@@ -897,7 +982,7 @@ def write_report(r, out):
                          f"{ratio(p['meterbase']['requests_per_sec'], p['noop']['requests_per_sec']):.3f}" for p in pairs)
         lines += [f"Single-event runs in the order measured, no-op / meterbase req/s: {each}.", ""]
     lines += [
-        f"Loading the {r['scale']:,}-event data set through `meterbase import` (100k-row batches) and",
+        f"Loading the {r['scale']:,}-event data set (streamed by `meterbase-bench stream`, 100k events per request) and",
         f"persisting it took {r['load_seconds']:.1f} s; compaction then merged {r['compaction'].get('files_in')} files into {r['compaction'].get('files_out')}.",
         "",
         "## Billing queries",
@@ -933,6 +1018,7 @@ def write_report(r, out):
         ]
     lines += corrections_report(r)
     lines += s3_report(r)
+    lines += scale_report(a) if a else []
     lines += extras_report(r)
     mb, db = r["meterbase_bytes"], r["duckdb_bytes"]
     lines += [

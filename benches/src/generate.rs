@@ -109,17 +109,24 @@ fn schema() -> Arc<Schema> {
     ]))
 }
 
-/// Writes `n` events as `events.ndjson`, `events.csv` and `events.parquet` (sorted by time,
-/// zstd) under `dir`, one million at a time.
-pub fn write_all(dir: &Path, seed: u64, n: u64) -> Result<(), BenchError> {
+/// Writes `n` events as `events.parquet` (sorted by time, zstd) under `dir`, one million at
+/// a time, and with `text` also as `events.ndjson` and `events.csv`.
+pub fn write_all(dir: &Path, seed: u64, n: u64, text: bool) -> Result<(), BenchError> {
     std::fs::create_dir_all(dir)?;
-    let mut nd = std::io::BufWriter::with_capacity(
-        1 << 20,
-        std::fs::File::create(dir.join("events.ndjson"))?,
-    );
-    let mut csv =
-        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(dir.join("events.csv"))?);
-    writeln!(csv, "customer_id,timestamp,cpu_hours_consumed,region")?;
+    let text_file = |name: &str| -> Result<Option<std::io::BufWriter<std::fs::File>>, BenchError> {
+        Ok(match text {
+            true => Some(std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(dir.join(name))?,
+            )),
+            false => None,
+        })
+    };
+    let mut nd = text_file("events.ndjson")?;
+    let mut csv = text_file("events.csv")?;
+    if let Some(csv) = &mut csv {
+        writeln!(csv, "customer_id,timestamp,cpu_hours_consumed,region")?;
+    }
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .build();
@@ -139,12 +146,14 @@ pub fn write_all(dir: &Path, seed: u64, n: u64) -> Result<(), BenchError> {
         let mut line = String::with_capacity(160);
         for i in from..to {
             let e = event(seed, i, n);
-            line.clear();
-            ndjson_line(&mut line, &e);
-            nd.write_all(line.as_bytes())?;
             let id = customer_id(e.customer);
-            let ts = rfc3339(e.timestamp_micros);
-            writeln!(csv, "{id},{ts},{},{}", e.cpu_hours, e.region)?;
+            if let (Some(nd), Some(csv)) = (&mut nd, &mut csv) {
+                line.clear();
+                ndjson_line(&mut line, &e);
+                nd.write_all(line.as_bytes())?;
+                let ts = rfc3339(e.timestamp_micros);
+                writeln!(csv, "{id},{ts},{},{}", e.cpu_hours, e.region)?;
+            }
             c.append_value(&id);
             t.append_value(e.timestamp_micros);
             v.append_value(e.cpu_hours);
@@ -163,8 +172,9 @@ pub fn write_all(dir: &Path, seed: u64, n: u64) -> Result<(), BenchError> {
         from = to;
     }
     pq.close()?;
-    nd.flush()?;
-    csv.flush()?;
+    for file in [nd, csv].iter_mut().flatten() {
+        file.flush()?;
+    }
     Ok(())
 }
 

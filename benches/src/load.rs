@@ -76,7 +76,7 @@ impl LoadReport {
 }
 
 /// The status and, for a refusal, how long the server asked the client to wait.
-fn read_response(
+pub(crate) fn read_response(
     r: &mut BufReader<TcpStream>,
     line: &mut String,
 ) -> Result<(u16, Option<Duration>), BenchError> {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use meterbase_bench::generate::{self, EVENT_TYPE};
 use meterbase_bench::load::{self, LoadConfig};
+use meterbase_bench::stream::{self, StreamConfig};
 use meterbase_bench::{BenchError, noop, proc_stats};
 use meterbase_schema::{DecodeLimits, DecodeOutcome, EventDecoder, EventTypeDef, InputFormat};
 use serde_json::json;
@@ -31,6 +32,37 @@ enum Command {
         seed: u64,
         #[arg(long)]
         out: PathBuf,
+        /// Only the Parquet file (what the peers read); load meterbase with `stream`.
+        #[arg(long)]
+        parquet_only: bool,
+    },
+    /// Send the N events `gen` makes to a server, generated on the fly, and wait for every
+    /// acknowledgement.
+    Stream {
+        /// `host:port`.
+        #[arg(long)]
+        addr: String,
+        #[arg(long, default_value = "")]
+        api_key: String,
+        #[arg(long, default_value = "compute_events")]
+        slug: String,
+        #[arg(long)]
+        events: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Events of the data set per request.
+        #[arg(long, default_value_t = 100_000)]
+        batch: u64,
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
+        /// Send only every EVERY-th event (from --offset), its value raised by one.
+        #[arg(long)]
+        every: Option<u64>,
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// The server's pid, to report its peak RSS.
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
     /// Run the no-op HTTP server (the ceiling for single-event POSTs).
     Noop {
@@ -105,10 +137,52 @@ fn decoder() -> Result<EventDecoder, BenchError> {
 
 fn run(cli: Cli) -> Result<serde_json::Value, BenchError> {
     match cli.command {
-        Command::Gen { events, seed, out } => {
+        Command::Gen {
+            events,
+            seed,
+            out,
+            parquet_only,
+        } => {
             let started = Instant::now();
-            generate::write_all(&out, seed, events)?;
+            generate::write_all(&out, seed, events, !parquet_only)?;
             Ok(json!({"events": events, "seconds": started.elapsed().as_secs_f64()}))
+        }
+        Command::Stream {
+            addr,
+            api_key,
+            slug,
+            events,
+            seed,
+            batch,
+            connections,
+            every,
+            offset,
+            server_pid,
+        } => {
+            let cpu_before = server_pid.map(proc_stats::cpu_seconds);
+            let report = stream::run(&StreamConfig {
+                addr,
+                api_key,
+                slug,
+                seed,
+                events,
+                batch: batch.max(1),
+                connections,
+                corrections: every.map(|e| (e.max(1), offset)),
+            })?;
+            let cpu = match (server_pid, cpu_before) {
+                (Some(pid), Some(before)) => proc_stats::cpu_seconds(pid) - before,
+                _ => f64::NAN,
+            };
+            Ok(json!({
+                "events": report.events,
+                "requests": report.requests,
+                "refused": report.refused,
+                "seconds": report.seconds,
+                "events_per_sec": report.events as f64 / report.seconds,
+                "server_cpu_seconds": cpu,
+                "server_peak_rss_bytes": server_pid.map(proc_stats::peak_rss_bytes),
+            }))
         }
         Command::Noop { listen } => {
             let rt = tokio::runtime::Runtime::new()?;
