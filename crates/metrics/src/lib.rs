@@ -373,7 +373,10 @@ pub async fn evaluate(
     // A builder metric answers every window in one query: its windowed SQL says each row's
     // window. So does a SQL metric whose shape allows it (`sql_windows`); other SQL metrics
     // run once per window (their SQL binds one period).
-    if let (None, Some(_)) = (&metric.builder, req.window)
+    // One window is one query either way, and the plain statement skips the window lookup
+    // per row (about 15% of a month's query).
+    let several = periods.len() > 1;
+    if let (None, true) = (&metric.builder, several)
         && let Some(windowed) = sql_windows::windowed(&bound)
     {
         match in_one_query(engine, org, tables.clone(), windowed, req, &periods).await {
@@ -390,7 +393,7 @@ pub async fn evaluate(
             Err(e) => return Err(e.into()),
         }
     }
-    if let (Some(builder), Some(_)) = (&metric.builder, req.window) {
+    if let (Some(builder), true) = (&metric.builder, several) {
         let def = tables
             .iter()
             .find(|t| t.def.api_slug == builder.usage_event)

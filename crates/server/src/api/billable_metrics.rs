@@ -365,10 +365,11 @@ pub(crate) async fn usage(
     body.push_str("]}");
     let mut response = bytes_response(StatusCode::OK, "application/json", Bytes::from(body));
     if window.is_some() {
-        // How the windows were answered: all in one query, or one query each (a SQL metric
-        // whose shape does not allow one; see docs/metrics.md).
-        let how = match evaluations.as_slice() {
-            [one] if one.window_start.is_none() => "one-query",
+        // How the windows were answered: all in one query (a single window is one query
+        // too), or one query each (a SQL metric whose shape does not allow one; see
+        // docs/metrics.md).
+        let how = match evaluations.len() {
+            1 => "one-query",
             _ => "per-window",
         };
         response
