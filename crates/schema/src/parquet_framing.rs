@@ -81,6 +81,21 @@ impl Walk<'_> {
         Ok(n)
     }
 
+    /// Booleans as elements of a list, set or map: the compact protocol gives each a byte, and
+    /// parquet-rs 59 skips them without reading it, so from there on it reads every byte at
+    /// another place than the protocol (and this walk) does; no structure of the footer or a
+    /// page header holds one. A count of them is also what made 59 spin (it reads nothing
+    /// per element).
+    fn no_booleans(&self, element: u8) -> Result<(), String> {
+        match element {
+            code::BOOL_TRUE | code::BOOL_FALSE => Err(format!(
+                "holds a collection of booleans at byte {}, which parquet-rs 59 cannot skip",
+                self.at
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// One value of type `code`; `in_field`: a boolean field's value is in its header.
     fn value(&mut self, code: u8, in_field: bool, depth: u32) -> Result<(), String> {
         if depth > MAX_DEPTH {
@@ -103,6 +118,9 @@ impl Walk<'_> {
                 let header = self.byte()?;
                 let short = u64::from(header >> 4);
                 let n = if short == 15 { self.varint()? } else { short };
+                if n > 0 {
+                    self.no_booleans(header & 0x0f)?;
+                }
                 for _ in 0..self.count(n)? {
                     self.value(header & 0x0f, false, depth + 1)?;
                 }
@@ -114,6 +132,8 @@ impl Walk<'_> {
                     return Ok(());
                 }
                 let types = self.byte()?;
+                self.no_booleans(types >> 4)?;
+                self.no_booleans(types & 0x0f)?;
                 for _ in 0..self.count(n)? {
                     self.value(types >> 4, false, depth + 1)?;
                     self.value(types & 0x0f, false, depth + 1)?;
@@ -128,6 +148,17 @@ impl Walk<'_> {
     /// A structure's fields up to its stop byte; `seen` gets each top-level i32 field (id,
     /// value) of this structure.
     fn fields(&mut self, depth: u32, mut seen: impl FnMut(i16, i64)) -> Result<(), String> {
+        self.typed_fields(depth, &[], &mut seen)
+    }
+
+    /// `fields` of a structure whose known fields (`shape`) must be on the wire as parquet-rs
+    /// reads them.
+    fn typed_fields(
+        &mut self,
+        depth: u32,
+        shape: &[(i16, Expect)],
+        seen: &mut dyn FnMut(i16, i64),
+    ) -> Result<(), String> {
         let mut id: i16 = 0;
         loop {
             let header = self.byte()?;
@@ -141,15 +172,105 @@ impl Walk<'_> {
             } else {
                 id.saturating_add(i16::from(delta))
             };
-            if kind == code::I32 {
-                let raw = self.varint()?;
-                seen(id, (raw >> 1) as i64 ^ -((raw & 1) as i64));
-            } else {
-                self.value(kind, true, depth)?;
+            let expected = shape.iter().find(|(known, _)| *known == id).map(|k| k.1);
+            if let Some(expected) = expected
+                && !expected.admits(kind)
+            {
+                return Err(format!(
+                    "has field {id} of type code {kind} at byte {} where parquet-rs reads {}",
+                    self.at,
+                    expected.name()
+                ));
+            }
+            match (kind, expected) {
+                (code::STRUCT, Some(Expect::Struct(inner))) => {
+                    self.typed_fields(depth + 1, inner, &mut |_, _| {})?
+                }
+                (code::I32, _) => {
+                    let raw = self.varint()?;
+                    seen(id, (raw >> 1) as i64 ^ -((raw & 1) as i64));
+                }
+                _ => self.value(kind, true, depth)?,
             }
         }
     }
 }
+
+/// What a known field must be on the wire. parquet-rs reads a known field by the type the
+/// Parquet format gives it, whatever the wire says: a field of another type makes it read
+/// the rest of the header from a different byte than a walk by wire types does, so the walk
+/// would not see what it then skips.
+#[derive(Clone, Copy)]
+enum Expect {
+    I32,
+    I64,
+    Bool,
+    Binary,
+    Struct(&'static [(i16, Expect)]),
+}
+
+impl Expect {
+    fn name(self) -> &'static str {
+        match self {
+            Expect::I32 => "an i32",
+            Expect::I64 => "an i64",
+            Expect::Bool => "a boolean",
+            Expect::Binary => "a binary",
+            Expect::Struct(_) => "a structure",
+        }
+    }
+
+    fn admits(self, kind: u8) -> bool {
+        match self {
+            Expect::I32 => kind == code::I32,
+            Expect::I64 => kind == code::I64,
+            Expect::Bool => kind == code::BOOL_TRUE || kind == code::BOOL_FALSE,
+            Expect::Binary => kind == code::BINARY,
+            Expect::Struct(_) => kind == code::STRUCT,
+        }
+    }
+}
+
+/// `PageHeader` and the structures in it, as parquet.thrift defines them.
+const STATISTICS: &[(i16, Expect)] = &[
+    (1, Expect::Binary),
+    (2, Expect::Binary),
+    (3, Expect::I64),
+    (4, Expect::I64),
+    (5, Expect::Binary),
+    (6, Expect::Binary),
+    (7, Expect::Bool),
+    (8, Expect::Bool),
+];
+const DATA_PAGE_HEADER: &[(i16, Expect)] = &[
+    (1, Expect::I32),
+    (2, Expect::I32),
+    (3, Expect::I32),
+    (4, Expect::I32),
+    (5, Expect::Struct(STATISTICS)),
+];
+const DICTIONARY_PAGE_HEADER: &[(i16, Expect)] =
+    &[(1, Expect::I32), (2, Expect::I32), (3, Expect::Bool)];
+const DATA_PAGE_HEADER_V2: &[(i16, Expect)] = &[
+    (1, Expect::I32),
+    (2, Expect::I32),
+    (3, Expect::I32),
+    (4, Expect::I32),
+    (5, Expect::I32),
+    (6, Expect::I32),
+    (7, Expect::Bool),
+    (8, Expect::Struct(STATISTICS)),
+];
+const PAGE_HEADER: &[(i16, Expect)] = &[
+    (1, Expect::I32),
+    (2, Expect::I32),
+    (3, Expect::I32),
+    (4, Expect::I32),
+    (5, Expect::Struct(DATA_PAGE_HEADER)),
+    (6, Expect::Struct(&[])),
+    (7, Expect::Struct(DICTIONARY_PAGE_HEADER)),
+    (8, Expect::Struct(DATA_PAGE_HEADER_V2)),
+];
 
 /// The footer: the last 8 bytes are its length and `PAR1`; the footer (a `FileMetaData`
 /// structure) ends where they begin.
@@ -194,7 +315,7 @@ pub fn check_pages(body: &[u8], metadata: &ParquetMetaData) -> Result<(), String
                 };
                 // PageHeader: 3 is compressed_page_size.
                 let mut page_bytes = None;
-                walk.fields(0, |id, v| {
+                walk.typed_fields(0, PAGE_HEADER, &mut |id, v| {
                     if id == 3 {
                         page_bytes = Some(v);
                     }
@@ -252,16 +373,50 @@ mod tests {
     }
 
     #[test]
-    fn a_list_of_booleans_takes_a_byte_per_element() {
+    fn collections_of_booleans_are_refused_and_counts_bounded_by_bytes() {
         // Field 1, a list (0x19) of 2^31 - 1 booleans (0xF1, then the varint), then stop.
         let huge = footer_of(&[0x19, 0xF1, 0xFF, 0xFF, 0xFF, 0xFF, 0x07, 0x00]);
         let why = check_footer(&huge).unwrap_err();
+        assert!(why.contains("collection of booleans"), "{why}");
+        // Three booleans, three bytes, still: parquet-rs 59 would read on from the wrong byte.
+        let why = check_footer(&footer_of(&[0x19, 0x31, 1, 2, 1, 0x00])).unwrap_err();
+        assert!(why.contains("collection of booleans"), "{why}");
+        // A map of booleans to i32s, and an empty list of booleans (nothing to skip).
+        assert!(check_footer(&footer_of(&[0x1B, 0x01, 0x15, 1, 2, 0x00])).is_err());
+        assert_eq!(check_footer(&footer_of(&[0x19, 0x01, 0x00])), Ok(()));
+        // A list of 2^31 - 1 i32s in a few bytes.
+        let huge = footer_of(&[0x19, 0xF5, 0xFF, 0xFF, 0xFF, 0xFF, 0x07, 0x00]);
+        let why = check_footer(&huge).unwrap_err();
         assert!(why.contains("2147483647 elements"), "{why}");
-        // Three booleans, three bytes: fine.
-        assert_eq!(
-            check_footer(&footer_of(&[0x19, 0x31, 1, 2, 1, 0x00])),
-            Ok(())
-        );
+    }
+
+    #[test]
+    fn a_page_headers_known_fields_must_have_their_types() {
+        let walk = |bytes: &[u8]| {
+            let mut page = None;
+            Walk { bytes, at: 0 }
+                .typed_fields(0, PAGE_HEADER, &mut |id, v| {
+                    if id == 3 {
+                        page = Some(v);
+                    }
+                })
+                .map(|()| page)
+        };
+        // type DATA_PAGE, sizes 10 and 12, a DataPageHeader of 3 values, an unknown i64.
+        let fine = [
+            0x15, 0x00, 0x15, 0x14, 0x15, 0x18, 0x2c, 0x15, 0x06, 0x00, 0x66, 0x02, 0x00,
+        ];
+        assert_eq!(walk(&fine), Ok(Some(12)));
+        // compressed_page_size as a binary: parquet-rs would read an i32 from its length byte.
+        let binary = [0x15, 0x00, 0x15, 0x14, 0x18, 0x02, b'a', b'b', 0x00];
+        let why = walk(&binary).unwrap_err();
+        assert!(why.contains("field 3") && why.contains("an i32"), "{why}");
+        // Statistics' null_count (an i64) as an i32, two structures down.
+        let nested = [
+            0x15, 0x00, 0x4c, 0x15, 0x06, 0x4c, 0x35, 0x02, 0x00, 0x00, 0x00,
+        ];
+        let why = walk(&nested).unwrap_err();
+        assert!(why.contains("field 3") && why.contains("an i64"), "{why}");
     }
 
     #[test]
