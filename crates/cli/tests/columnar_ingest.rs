@@ -313,7 +313,8 @@ fn an_invalid_columnar_body_stores_nothing_and_names_row_and_column() {
     );
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(
-        r.text.contains("the page header at byte 215 holds a collection of booleans"),
+        r.text
+            .contains("the page header at byte 215 holds a collection of booleans"),
         "{}",
         r.text
     );
