@@ -59,7 +59,7 @@ bench:
 	scripts/test-env.sh .venv/bin/python scripts/bench.py --scale $(SCALE) --bin $${CARGO_TARGET_DIR:-target}/release --command "make bench SCALE=$(SCALE)"
 
 ## The scale table of docs/benchmarks.md: one row per SCALES entry, each data set streamed into
-## a fresh server (no NDJSON written above 20M events), with DuckDB and chDB on its Parquet.
+## a fresh server (no NDJSON written above 2M events), with DuckDB and chDB on its Parquet.
 SCALES ?= 20000000 100000000 200000000
 bench-scale:
 	scripts/venv.sh
