@@ -274,15 +274,18 @@ fn time_weighted_windowed(table: &str, field: &str, keys: &str, extra: &str) -> 
 }
 
 /// Each value counts for the hours until the next event of the same customer and dimensions,
-/// or the period end; the last value before the period start carries into it.
+/// or the period end; the last value before the period start carries into it. That value is
+/// an aggregate per group, not a window: numbering all of history before the period to keep
+/// each group's last row sorted every earlier event (34M rows for a month of a 100M-event
+/// table, past the 4 GiB query cap).
 fn time_weighted(table: &str, field: &str, keys: &str, extra: &str) -> String {
     format!(
         "WITH points AS (\
  SELECT {keys}, timestamp AS t, 1 AS src, {field} AS v FROM {table} WHERE timestamp >= {{{{start_date}}}} AND timestamp < {{{{end_date}}}}{extra} \
  UNION ALL \
  SELECT {keys}, {{{{start_date}}}} AS t, 0 AS src, v FROM (\
- SELECT {keys}, {field} AS v, row_number() OVER (PARTITION BY {keys} ORDER BY timestamp DESC, _ingested_at DESC) AS rn \
- FROM {table} WHERE timestamp < {{{{start_date}}}}{extra}) AS before_start WHERE rn = 1), \
+ SELECT {keys}, last_value({field} ORDER BY timestamp, _ingested_at) AS v \
+ FROM {table} WHERE timestamp < {{{{start_date}}}}{extra} GROUP BY {keys}) AS before_start), \
  spans AS (\
  SELECT {keys}, v, t, coalesce(lead(t) OVER (PARTITION BY {keys} ORDER BY t, src), {{{{end_date}}}}) AS t_next FROM points) \
  SELECT {keys}, meterbase_time_weighted_hours(CAST(v AS DOUBLE), CAST(t_next AS BIGINT) - CAST(t AS BIGINT)) AS value \
