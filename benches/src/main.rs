@@ -22,6 +22,18 @@ struct Cli {
     command: Command,
 }
 
+/// The server a load is aimed at.
+#[derive(clap::Args)]
+struct Target {
+    /// `host:port`.
+    #[arg(long)]
+    addr: String,
+    #[arg(long, default_value = "")]
+    api_key: String,
+    #[arg(long, default_value = "compute_events")]
+    slug: String,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Write N events as NDJSON, CSV and sorted Parquet.
@@ -39,13 +51,8 @@ enum Command {
     /// Send the N events `gen` makes to a server, generated on the fly, and wait for every
     /// acknowledgement.
     Stream {
-        /// `host:port`.
-        #[arg(long)]
-        addr: String,
-        #[arg(long, default_value = "")]
-        api_key: String,
-        #[arg(long, default_value = "compute_events")]
-        slug: String,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         events: u64,
         #[arg(long, default_value_t = 42)]
@@ -71,13 +78,8 @@ enum Command {
     },
     /// Drive POST load at a server for a while.
     Ingest {
-        /// `host:port`.
-        #[arg(long)]
-        addr: String,
-        #[arg(long, default_value = "")]
-        api_key: String,
-        #[arg(long, default_value = "compute_events")]
-        slug: String,
+        #[command(flatten)]
+        target: Target,
         /// Events per request: 1 sends one JSON object, more send NDJSON.
         #[arg(long, default_value_t = 1)]
         batch: u64,
@@ -148,9 +150,12 @@ fn run(cli: Cli) -> Result<serde_json::Value, BenchError> {
             Ok(json!({"events": events, "seconds": started.elapsed().as_secs_f64()}))
         }
         Command::Stream {
-            addr,
-            api_key,
-            slug,
+            target:
+                Target {
+                    addr,
+                    api_key,
+                    slug,
+                },
             events,
             seed,
             batch,
@@ -190,9 +195,12 @@ fn run(cli: Cli) -> Result<serde_json::Value, BenchError> {
             Ok(json!({}))
         }
         Command::Ingest {
-            addr,
-            api_key,
-            slug,
+            target:
+                Target {
+                    addr,
+                    api_key,
+                    slug,
+                },
             batch,
             connections,
             seconds,
