@@ -152,6 +152,11 @@ struct ServeArgs {
     /// warm queries on S3 make no requests; 0 turns the cache off.
     #[arg(long, env = "METERBASE_CACHE_BYTES", default_value_t = meterbase_server::DEFAULT_CACHE_BYTES)]
     cache_bytes: u64,
+    /// Bytes of per-file partial aggregates of billable metrics kept in memory, so a usage
+    /// answer merges a few rows per customer and day of each file instead of reading its
+    /// events again; 0 keeps none (every usage answer reads raw rows).
+    #[arg(long, env = "METERBASE_PARTIALS_BYTES", default_value_t = meterbase_server::DEFAULT_PARTIALS_BYTES)]
+    partials_bytes: u64,
     /// Time cap per SQL query, in milliseconds.
     #[arg(long, env = "METERBASE_QUERY_TIMEOUT_MS", default_value_t = 60_000)]
     query_timeout_ms: u64,
@@ -353,6 +358,7 @@ fn main() -> ExitCode {
             config.buffer_wait = Duration::from_millis(a.buffer_wait_ms);
             config.query.memory_limit = a.query_memory_bytes;
             config.query.cache_bytes = a.cache_bytes;
+            config.query.partials_bytes = a.partials_bytes;
             config.query.timeout = Duration::from_millis(a.query_timeout_ms);
             config.query.threads = a.query_threads;
             config.query.concurrency = a.query_concurrency;

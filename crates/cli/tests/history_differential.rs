@@ -253,7 +253,10 @@ fn random_history(h: History) -> usize {
         "--compaction-grace-secs",
         "0",
     ];
-    if !h.keep_history {
+    if h.keep_history {
+        // Several compacted files per month, whose partials a usage answer combines.
+        args.extend(["--compaction-max-rows", "20000"]);
+    } else {
         args.extend(["--history-retention-days", "0"]);
     }
     let mut s = Server::start(&dir.path().join("d"), &args);
@@ -273,6 +276,7 @@ fn random_history(h: History) -> usize {
     let mut instants: Vec<String> = Vec::new();
     let mut mismatches = Vec::new();
     let mut done = 0usize;
+    let (mut partial_answers, mut kept_partials, mut combined_partials) = (0usize, false, false);
     for phase in 0..phases {
         let mut n = 0;
         while n < per_phase {
@@ -378,6 +382,60 @@ fn random_history(h: History) -> usize {
                 state_after(&ops, past),
             );
         }
+        // The metric endpoint for every customer over a random whole-hour period: files the
+        // current view reads straight answer from their per-file partial aggregates, the
+        // rest raw; the sums must be the reference's.
+        let ps = T0 + rng.random_range(0..DAYS * 24) * 3600;
+        let pe = (ps + rng.random_range(1..DAYS * 24) * 3600).min(T0 + DAYS * 86_400);
+        let r = s.get(&format!(
+            "/billable_metrics/cpu/usage?start_date={}&end_date={}",
+            iso(ps),
+            iso(pe)
+        ));
+        assert_eq!(r.status, 200, "{}", r.text);
+        let served = r.header("x-meterbase-partials").map(str::to_string);
+        partial_answers += usize::from(served.is_some());
+        // Asked again, files answer from the partials the first answer kept (unless a
+        // compaction pass the persists woke changed them in between), with the same rows.
+        let again = s.get(&format!(
+            "/billable_metrics/cpu/usage?start_date={}&end_date={}",
+            iso(ps),
+            iso(pe)
+        ));
+        let served_again = again.header("x-meterbase-partials").unwrap_or_default();
+        if again.body["rows"] != r.body["rows"] {
+            mismatches.push(format!(
+                "phase {phase}: asked again ({served_again}), {} instead of {}",
+                again.body["rows"], r.body["rows"]
+            ));
+        }
+        kept_partials |=
+            served_again.contains("computed=0;") && !served_again.starts_with("kept=0;");
+        combined_partials |= !served_again.contains("combined=0;");
+        let got: BTreeMap<String, i64> = r.body["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                (
+                    row["customer_id"].as_str().unwrap().to_string(),
+                    num(&row["value"]) as i64,
+                )
+            })
+            .collect();
+        let mut want: BTreeMap<String, i64> = BTreeMap::new();
+        for ((c, ts), v) in current.range(..) {
+            if (ps..pe).contains(ts) {
+                *want.entry(c.clone()).or_default() += v;
+            }
+        }
+        if got != want {
+            mismatches.push(format!(
+                "phase {phase}: usage over [{}, {}) ({served:?}): server {got:?}\n reference {want:?}",
+                iso(ps),
+                iso(pe)
+            ));
+        }
         // Explain and reconcile for one customer over ten days, now or as of a past phase.
         let customer = format!("c{}", rng.random_range(0..CUSTOMERS));
         let from = T0 + rng.random_range(0..DAYS - 10) * 86_400;
@@ -414,6 +472,19 @@ fn random_history(h: History) -> usize {
         assert_eq!(got, want, "after the final compaction, as_of phase {p}");
     }
     assert_eq!(server_state(&s, None), state_after(&ops, phases - 1));
+    assert_eq!(
+        partial_answers, phases,
+        "every usage answer came from partials"
+    );
+    assert!(
+        kept_partials,
+        "no usage answer used partials kept from an earlier one"
+    );
+    // Without history, compaction leaves one file per day range: nothing to combine.
+    assert!(
+        combined_partials || !h.keep_history,
+        "no usage answer combined the partials of compacted files"
+    );
     eprintln!("{done} operations in {phases} phases, zero mismatches");
     files_one_seq
 }

@@ -8,7 +8,8 @@
 //! Module map: `error`, `windows` (calendar windows of an IANA zone), `window_functions`
 //! (SQL functions bound to a request's windows), `builder` (builder form → SQL, also every
 //! window in one query), `sql_windows` (a SQL metric's statement answering every window in one
-//! query, where its shape allows), `fields` (which member of a builder definition is wrong, as a JSON
+//! query, where its shape allows), `partial_form` (a builder metric as partial states per
+//! bucket and their merge, answered from per-file partial aggregates), `fields` (which member of a builder definition is wrong, as a JSON
 //! pointer), `decimal` (exact subtraction of decimal texts), `compare` (a preview's two
 //! answers matched row by row, with their difference), `explain` (one customer's events
 //! classified as included, with contributions, or left out and why), this file (definitions,
@@ -24,6 +25,7 @@ mod error;
 mod explain;
 mod fields;
 pub mod fuzzing;
+mod partial_form;
 mod sql_windows;
 mod window_functions;
 mod windows;
@@ -32,7 +34,9 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use datafusion::common::ScalarValue;
-use meterbase_query::{Caller, QueryEngine, QueryError, QueryKind, QueryOutput};
+use meterbase_query::{
+    Caller, Decomposed, QueryEngine, QueryError, QueryKind, QueryOutput, Served,
+};
 use meterbase_schema::EventTypeDef;
 use meterbase_storage::TableSnapshot;
 use serde::{Deserialize, Serialize};
@@ -44,6 +48,7 @@ pub use error::MetricError;
 pub use explain::{
     ExplainRequest, ExplainTarget, Explanation, MAX_EXPLAIN_LIMIT, REASONS, Show, explain,
 };
+pub use partial_form::{Bucket, decompose};
 pub use window_functions::window_functions;
 pub use windows::{MAX_WINDOWS, Window, parse_instant, windows};
 
@@ -286,6 +291,8 @@ pub async fn create(
 pub struct Evaluation {
     pub window_start: Option<i64>,
     pub output: QueryOutput,
+    /// Set when the answer came from per-file partial aggregates (and the raw rest).
+    pub served: Option<Served>,
 }
 
 pub struct UsageRequest<'a> {
@@ -332,6 +339,73 @@ async fn in_one_query(
         .await
 }
 
+/// A builder metric's answer from per-file partial aggregates and the raw rest, where its
+/// aggregation splits (`partial_form`), the period and windows fall on hour edges, it reads
+/// the current data (no `as_of`) and partials are kept at all; `None` otherwise.
+async fn from_partials(
+    engine: &QueryEngine,
+    org: &str,
+    tables: &[TableSnapshot],
+    metric: &Metric,
+    req: &UsageRequest<'_>,
+    periods: &[(i64, i64)],
+) -> Result<Option<Evaluation>, MetricError> {
+    let (Some(builder), None) = (&metric.builder, req.as_of) else {
+        return Ok(None);
+    };
+    let Some(bucket) = Bucket::fitting(periods.iter().flat_map(|&(s, e)| [s, e])) else {
+        return Ok(None);
+    };
+    let Some(def) = tables
+        .iter()
+        .find(|t| t.def.api_slug == builder.usage_event)
+        .map(|t| t.def.clone())
+    else {
+        return Ok(None);
+    };
+    let several = periods.len() > 1;
+    let Some(d) = decompose(builder, &def, bucket, several) else {
+        return Ok(None);
+    };
+    if engine.config().partials_bytes == 0 {
+        return Ok(None);
+    }
+    let bound = |sql: &str| bind_placeholders(sql).map(|b| b.sql);
+    let d = Decomposed {
+        partial_sql: bound(&d.partial_sql)?,
+        combine_sql: d.combine_sql,
+        rest_sql: for_customer(bound(&d.rest_sql)?, req.customer_id),
+        final_sql: for_customer(bound(&d.final_sql)?, req.customer_id),
+        slug: d.slug,
+    };
+    let functions = if several {
+        window_functions(periods)
+    } else {
+        Vec::new()
+    };
+    let (output, served) = engine
+        .execute_decomposed(
+            Caller {
+                org,
+                kind: QueryKind::MetricUsage,
+            },
+            tables.to_vec(),
+            &d,
+            params(req.start, req.end, req.customer_id),
+            (req.start, req.end),
+            functions,
+        )
+        .await?;
+    Ok(Some(Evaluation {
+        window_start: match (several, req.window) {
+            (false, Some(_)) => periods.first().map(|p| p.0),
+            _ => None,
+        },
+        output,
+        served: Some(served),
+    }))
+}
+
 pub async fn evaluate(
     engine: &QueryEngine,
     org: &str,
@@ -376,6 +450,9 @@ pub async fn evaluate(
     // One window is one query either way, and the plain statement skips the window lookup
     // per row (about 15% of a month's query).
     let several = periods.len() > 1;
+    if let Some(answer) = from_partials(engine, org, &tables, metric, req, &periods).await? {
+        return Ok(vec![answer]);
+    }
     if let (None, true) = (&metric.builder, several)
         && let Some(windowed) = sql_windows::windowed(&bound)
     {
@@ -384,6 +461,7 @@ pub async fn evaluate(
                 return Ok(vec![Evaluation {
                     window_start: None,
                     output,
+                    served: None,
                 }]);
             }
             // The planner refused what the parser's shape allowed (a bound column that is no
@@ -409,6 +487,7 @@ pub async fn evaluate(
         return Ok(vec![Evaluation {
             window_start: None,
             output,
+            served: None,
         }]);
     }
     let sql = for_customer(bound, req.customer_id);
@@ -429,6 +508,7 @@ pub async fn evaluate(
         out.push(Evaluation {
             window_start: req.window.map(|_| ws),
             output,
+            served: None,
         });
     }
     Ok(out)

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::datasource::TableProvider;
 use datafusion::datasource::view::ViewTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
@@ -25,6 +26,8 @@ use url::Url;
 use crate::admission::{Admission, Load, Permit};
 use crate::cancel::{CancelToken, Stop, cancellable, stop_of};
 use crate::exact_aggregates::exact_aggregates;
+use crate::partial_states::partial_state_aggregates;
+use crate::partials::PartialsCache;
 use crate::provider::STORE_URL;
 use crate::read_cache::{CacheStats, ReadCache};
 use crate::versions::{Versions, versions_table, versions_view};
@@ -150,6 +153,9 @@ pub struct QueryConfig {
     /// Bytes of Parquet data files kept in memory after queries read them (`read_cache`); 0
     /// turns the cache off.
     pub cache_bytes: u64,
+    /// Bytes of per-file partial aggregates of billable metrics kept in memory (`partials`);
+    /// 0 keeps none, and every usage answer reads raw rows.
+    pub partials_bytes: u64,
 }
 
 impl Default for QueryConfig {
@@ -161,6 +167,7 @@ impl Default for QueryConfig {
             concurrency: 4,
             concurrency_per_org: 3,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            partials_bytes: DEFAULT_PARTIALS_BYTES,
         }
     }
 }
@@ -169,17 +176,23 @@ impl Default for QueryConfig {
 /// to the query memory cap.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
 
+/// A day's partials of every customer of a busy table take about 1 MB; this keeps a year of
+/// them for a few metrics.
+pub const DEFAULT_PARTIALS_BYTES: u64 = 256 << 20;
+
 /// A deletion's count is a courtesy next to a deletion already applied: it must not hold
 /// the reply long, whatever the queries ahead of it.
 const DELETION_COUNT_CAP: Duration = Duration::from_secs(5);
 
 /// What a session offers beyond the caller's tables and the built-in functions.
-#[derive(Clone, Copy)]
-struct Extras<'a> {
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Extras<'a> {
     /// Functions bound to one request (such as its usage windows).
-    functions: &'a [Arc<ScalarUDF>],
+    pub functions: &'a [Arc<ScalarUDF>],
     /// The event type whose every stored version the statement may read.
-    versions_of: Option<&'a str>,
+    pub versions_of: Option<&'a str>,
+    /// A table of rows in memory, and its name (the partial rows a decomposed metric merges).
+    pub memory_table: Option<(&'a str, &'a Arc<dyn TableProvider>)>,
 }
 
 pub struct QueryOutput {
@@ -284,6 +297,7 @@ pub struct QueryEngine {
     registry: Arc<dyn ObjectStoreRegistry>,
     metadata_cache: Arc<FileMetadataCache>,
     read_cache: Option<Arc<ReadCache>>,
+    pub(crate) partials: Option<PartialsCache>,
     observer: Arc<dyn QueryObserver>,
     admission: Arc<Admission>,
 }
@@ -335,6 +349,8 @@ impl QueryEngine {
             registry,
             metadata_cache: Arc::new(DefaultCache::new(256 << 20)),
             read_cache,
+            partials: (config.partials_bytes > 0)
+                .then(|| PartialsCache::new(config.partials_bytes)),
             observer,
             admission: Admission::new(config.concurrency, config.concurrency_per_org),
             config,
@@ -348,6 +364,11 @@ impl QueryEngine {
     /// What the cache of data file bytes has done; `None` when it is off.
     pub fn cache_stats(&self) -> Option<CacheStats> {
         self.read_cache.as_ref().map(|c| c.stats())
+    }
+
+    /// Bytes of per-file partial aggregates held now; `None` when none are kept.
+    pub fn partials_bytes(&self) -> Option<u64> {
+        self.partials.as_ref().map(PartialsCache::bytes)
     }
 
     /// Queries running and waiting now, and how many could not start in time so far.
@@ -374,6 +395,7 @@ impl QueryEngine {
             Extras {
                 functions: &[],
                 versions_of: None,
+                memory_table: None,
             },
         )
     }
@@ -434,8 +456,14 @@ impl QueryEngine {
         for f in extras.functions {
             ctx.register_udf(f.as_ref().clone());
         }
+        if let Some((name, table)) = extras.memory_table {
+            ctx.register_table(name, table.clone()).map_err(df)?;
+        }
         // Billing totals must not depend on row order, partitioning or thread count.
-        for aggregate in exact_aggregates() {
+        for aggregate in exact_aggregates()
+            .into_iter()
+            .chain(partial_state_aggregates())
+        {
             ctx.register_udaf(aggregate);
         }
         for snap in tables {
@@ -497,6 +525,7 @@ impl QueryEngine {
             Extras {
                 functions: &[],
                 versions_of: None,
+                memory_table: None,
             },
         )?;
         let plan = ctx.state().create_logical_plan(sql).await.map_err(df)?;
@@ -561,6 +590,7 @@ impl QueryEngine {
                 let extras = Extras {
                     functions: &[],
                     versions_of: Some(slug),
+                    memory_table: None,
                 };
                 self.run(tables, sql, params, as_of, extras, self.cap(caller.kind))
                     .await
@@ -593,6 +623,7 @@ impl QueryEngine {
                     Extras {
                         functions: &functions,
                         versions_of: None,
+                        memory_table: None,
                     },
                     self.cap(caller.kind),
                 )
@@ -604,7 +635,7 @@ impl QueryEngine {
         result
     }
 
-    async fn run(
+    pub(crate) async fn run(
         &self,
         tables: Vec<TableSnapshot>,
         sql: String,

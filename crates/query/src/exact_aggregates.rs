@@ -43,7 +43,7 @@ const MICROS_PER_HOUR: u64 = 3_600_000_000;
 
 /// How an exact float total becomes the aggregate's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Finish {
+pub(crate) enum Finish {
     Total,
     Mean,
     PerHour,
@@ -70,7 +70,7 @@ fn exact_avg_for(input: &DataType, distinct: bool) -> Option<Exact> {
     (input == &DataType::Float64 && !distinct).then_some(Exact::Float(Finish::Mean))
 }
 
-fn state_fields(name: &str) -> Vec<FieldRef> {
+pub(crate) fn state_fields(name: &str) -> Vec<FieldRef> {
     vec![
         Arc::new(Field::new(
             format!("{name}[exact_sum]"),
@@ -276,7 +276,7 @@ fn finish(sum: &ExactSum, count: u64, how: Finish) -> Option<f64> {
     })
 }
 
-fn state_error(e: impl std::fmt::Display) -> DataFusionError {
+pub(crate) fn state_error(e: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::Internal(e.to_string())
 }
 
@@ -345,11 +345,11 @@ fn integer_result(sum: i128, count: u64, unsigned: bool) -> Result<ScalarValue> 
     })
 }
 
-struct FloatAccumulator {
-    sum: ExactSum,
-    count: u64,
-    finish: Finish,
-    weighted: bool,
+pub(crate) struct FloatAccumulator {
+    pub(crate) sum: ExactSum,
+    pub(crate) count: u64,
+    pub(crate) finish: Finish,
+    pub(crate) weighted: bool,
 }
 
 impl std::fmt::Debug for FloatAccumulator {
@@ -418,11 +418,11 @@ impl Accumulator for FloatAccumulator {
     }
 }
 
-struct FloatGroups {
-    sums: Vec<ExactSum>,
-    counts: Vec<u64>,
-    finish: Finish,
-    weighted: bool,
+pub(crate) struct FloatGroups {
+    pub(crate) sums: Vec<ExactSum>,
+    pub(crate) counts: Vec<u64>,
+    pub(crate) finish: Finish,
+    pub(crate) weighted: bool,
 }
 
 impl GroupsAccumulator for FloatGroups {

@@ -11,21 +11,29 @@
 //! deduplicated, `as_of`-aware view of one event type over its raw sources), `versions`
 //! (every stored version of one event type, to explain what the view leaves out), `utc_trunc`
 //! (`date_trunc` for UTC timestamps), `exact_sum` (an exact, order-independent float sum),
-//! `exact_aggregates` (`sum`, `avg` and the time-weighted sum on it), `cancel` (deadlines
+//! `exact_aggregates` (`sum`, `avg` and the time-weighted sum on it), `partial_states` (the
+//! exact float sum as a state to keep and its merge), `partials_plan` (which files of a
+//! snapshot answer from per-file partial aggregates, and their keys), `partials` (those
+//! partials kept in memory), `cancel` (deadlines
 //! and caller cancellation in every operator), `admission` (how many queries run,
 //! organisations taking turns), `engine` (`QueryEngine`: sessions, sandbox, execution),
-//! `statement` (a wire-protocol client's parsed statement: described, or run with its rows
-//! streamed batch by batch), `events` (the SQL of the events listing and deletion counts),
+//! `decomposed` (a metric answered from per-file partials plus the raw rest), `statement` (a
+//! wire-protocol client's parsed statement: described, or run with its rows streamed batch by
+//! batch), `events` (the SQL of the events listing and deletion counts),
 //! `reconcile` (counts, sums and digests per customer and bucket, with the per-event hash
 //! as a SQL function), `format` (results as JSON, NDJSON, CSV, Arrow IPC, Parquet).
 
 mod admission;
 mod cancel;
+mod decomposed;
 mod engine;
 pub mod events;
 mod exact_aggregates;
 mod exact_sum;
 pub mod format;
+mod partial_states;
+mod partials;
+mod partials_plan;
 mod provider;
 mod read_cache;
 pub mod reconcile;
@@ -36,9 +44,10 @@ mod versions;
 mod view;
 
 pub use admission::Load;
+pub use decomposed::{Decomposed, PARTIALS_TABLE, Served};
 pub use engine::{
-    Caller, DEFAULT_CACHE_BYTES, QueryConfig, QueryEngine, QueryError, QueryKind, QueryObserver,
-    QueryOutput,
+    Caller, DEFAULT_CACHE_BYTES, DEFAULT_PARTIALS_BYTES, QueryConfig, QueryEngine, QueryError,
+    QueryKind, QueryObserver, QueryOutput,
 };
 pub use exact_aggregates::exact_aggregates;
 pub use exact_sum::ExactSum;

@@ -18,15 +18,15 @@ const ROW_NUMBER: &str = "__meterbase_version";
 
 /// Where each source goes: straight (cannot hold a second version of any of its keys) or
 /// through deduplication.
-struct Split {
-    clean: Vec<FileMeta>,
-    dirty: Vec<FileMeta>,
-    buffer_clean: bool,
+pub(crate) struct Split {
+    pub clean: Vec<FileMeta>,
+    pub dirty: Vec<FileMeta>,
+    pub buffer_clean: bool,
 }
 
 /// Sources whose time ranges overlap another source, or that may repeat a key themselves,
 /// are deduplicated; the rest are read straight.
-fn split_sources(snap: &TableSnapshot, as_of: Option<i64>) -> Split {
+pub(crate) fn split_sources(snap: &TableSnapshot, as_of: Option<i64>) -> Split {
     // Files of an upload committed after `as_of` were invisible then, whatever their rows'
     // arrival instants.
     let visible: Vec<FileMeta>;

@@ -49,7 +49,7 @@ pub use config::ServerConfig;
 pub use error::ServerError;
 pub use meterbase_delta::{CHECKPOINT_EVERY as DELTA_CHECKPOINT_EVERY, DeltaConfig};
 pub use meterbase_pgwire::PgConfig;
-pub use meterbase_query::DEFAULT_CACHE_BYTES;
+pub use meterbase_query::{DEFAULT_CACHE_BYTES, DEFAULT_PARTIALS_BYTES};
 pub use meterbase_storage::{
     DEFAULT_BUFFER_WAIT, DEFAULT_COMPACTION_MAX_ROWS, DEFAULT_FLUSH_BYTES,
     DEFAULT_MAX_BUFFER_BYTES, DEFAULT_PERSIST_COMPARE_ROWS,

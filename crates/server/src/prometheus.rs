@@ -193,6 +193,7 @@ impl Metrics {
         &self,
         load: Option<Load>,
         cache: Option<CacheStats>,
+        partials_bytes: Option<u64>,
         store: Option<&Store>,
     ) -> String {
         let mut out = Vec::new();
@@ -220,6 +221,14 @@ impl Metrics {
         }
         if let Some(cache) = cache {
             render_cache(&mut out, cache);
+        }
+        if let Some(bytes) = partials_bytes {
+            gauge(
+                &mut out,
+                "meterbase_partials_bytes",
+                "Bytes of per-file partial aggregates of billable metrics held now (--partials-bytes).",
+                bytes,
+            );
         }
         if let Some(store) = store {
             render_store(&mut out, store);
@@ -433,7 +442,7 @@ mod tests {
             Err(&QueryError::Cancelled),
         );
         m.record_request("/sql", "POST", 200, Duration::from_millis(3));
-        let text = m.render(None, None, None);
+        let text = m.render(None, None, None, None);
         assert!(
             text.contains("meterbase_query_seconds_total{kind=\"sql\"} 1.5"),
             "{text}"

@@ -376,11 +376,27 @@ pub(crate) async fn usage(
             .headers_mut()
             .insert(WINDOWS_HEADER, axum::http::HeaderValue::from_static(how));
     }
+    if let Some(served) = evaluations.iter().find_map(|e| e.served) {
+        let text = format!(
+            "kept={}; computed={}; combined={}; raw_files={}; buffered_rows={}",
+            served.cached_files,
+            served.computed_files,
+            served.combined_files,
+            served.raw_files,
+            served.buffered_rows
+        );
+        if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
+            response.headers_mut().insert(PARTIALS_HEADER, value);
+        }
+    }
     Ok(response)
 }
 
 /// Says how a windowed usage answer was computed.
 const WINDOWS_HEADER: &str = "x-meterbase-windows";
+
+/// Says where an answer from per-file partial aggregates came from.
+const PARTIALS_HEADER: &str = "x-meterbase-partials";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

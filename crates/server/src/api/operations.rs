@@ -35,10 +35,11 @@ pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let app = shared.ready_app();
     let load = app.map(|app| app.engine.load());
     let cache = app.and_then(|app| app.engine.cache_stats());
+    let partials = app.and_then(|app| app.engine.partials_bytes());
     let store = app.map(|app| app.store.as_ref());
     bytes_response(
         StatusCode::OK,
         "text/plain; version=0.0.4",
-        Bytes::from(shared.metrics.render(load, cache, store)),
+        Bytes::from(shared.metrics.render(load, cache, partials, store)),
     )
 }

@@ -404,6 +404,10 @@ fn billable_metrics() -> Vec<Op> {
                 "description": "With `window`: `one-query` when one query answered every window, `per-window` when a SQL metric's shape needed one query per window (docs/metrics.md).",
                 "schema": { "type": "string", "enum": ["one-query", "per-window"] },
             }))
+            .response_header(200, "x-meterbase-partials", json!({
+                "description": "Present when the answer came from per-file partial aggregates: how many files answered from partials already kept, how many had theirs computed by this request, how many of those went through one combined set (compacted files), how many files were read raw, and how many buffered rows were read (docs/metrics.md).",
+                "schema": { "type": "string", "example": "kept=41; computed=1; combined=40; raw_files=2; buffered_rows=1800" },
+            }))
             .problems(&[400, 404, 422]),
         metric_slug(op("get", "/billable_metrics/{slug}/usage/explain", "explainUsage", "billable metrics", "Which events made one customer's value", Tenant))
             .describe("The usage endpoint's value for one customer and period, with a page of the events included (and each one's contribution) or of those left out (`show=excluded`) and why.")
