@@ -65,6 +65,7 @@ bench-scale:
 	scripts/venv.sh
 	$(CARGO) build --release -p meterbase -p meterbase-bench
 	for n in $(SCALES); do .venv/bin/python scripts/bench.py --only scale --scale $$n --bin $${CARGO_TARGET_DIR:-target}/release || exit 1; done
+	.venv/bin/python scripts/bench.py --only scale-table
 
 ## Where the release server's time goes: perf (Debian's linux-perf) during batched ingest
 ## (PROFILE=ingest) or a loop of one billing query over SCALE events (PROFILE=q1 … q4).
