@@ -146,9 +146,16 @@ def timed_in_turns(fns, runs):
     """Median seconds of each of `fns` (name -> query), after one warm-up each. They run in
     turns, so every system meets the same moments of a shared machine: timed one after the
     other, minutes apart, meterbase's Q1 came out at 511 ms in one run and 393-436 ms in
-    three others on the same files."""
-    for fn in fns.values():
-        fn()
+    three others on the same files. A query whose warm-up fails (a 422 at the memory cap, say)
+    is left out of the turns: its median is None and `<name>_error` says why."""
+    failed = {}
+    for name, fn in fns.items():
+        try:
+            fn()
+        except Exception as e:
+            log(f"{name} failed: {str(e)[:300]}")
+            failed[name] = str(e)[:300]
+    fns = {name: fn for name, fn in fns.items() if name not in failed}
     times = {name: [] for name in fns}
 
     def wants_more(name):
@@ -160,7 +167,10 @@ def timed_in_turns(fns, runs):
                 t = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    out = {name: statistics.median(ts) for name, ts in times.items()}
+    for name, why in failed.items():
+        out[name], out[name + "_error"] = None, why
+    return out
 
 
 MONTH_START, MONTH_END = "2025-02-01T00:00:00Z", "2025-03-01T00:00:00Z"
@@ -421,10 +431,11 @@ def scale_report(a):
         "| Events | Load | Peak RSS | Bytes/event | Q1 `/sql` / metric | Q1 metric, first | Q2 `/sql` / metric | Q3 `/sql` | Q4 `/sql` / metric | DuckDB Q1–Q4 | chDB Q1–Q4 | Q1 with 1% corrections `/sql` / metric |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    ms = lambda x: f"{x * 1000:,.0f}" if x >= 0.1 else f"{x * 1000:,.1f}"
+    ms = lambda x: "failed" if x is None else f"{x * 1000:,.0f}" if x >= 0.1 else f"{x * 1000:,.1f}"
     for r in runs:
         q, c = r["queries"], r["corrections"]["stages"]["resolved"]
-        both = lambda k: f"{ms(q[k]['meterbase_sql'])} / {ms(q[k]['meterbase_metric'])} ms"
+        both = lambda k: f"{ms(q[k]['meterbase_sql'])} / {ms(q[k]['meterbase_metric'])}" + (
+            "" if q[k]['meterbase_metric'] is None else " ms")
         peers = lambda name: " / ".join(ms(q[k][name]) for k in SQL_DF) + " ms"
         lines.append(
             f"| {r['scale']:,} | {r['stream']['events_per_sec']:,.0f} events/s | {r['peak_rss_bytes'] / 2**20:,.0f} MiB "
@@ -432,6 +443,12 @@ def scale_report(a):
             f"| {ms(r['q1_metric_first']) + ' ms' if 'q1_metric_first' in r else '—'} | {both('Q2')} | {ms(q['Q3']['meterbase_sql'])} ms "
             f"| {both('Q4')} | {peers('duckdb')} | {peers('chdb')} "
             f"| {ms(c['meterbase_sql'])} / {ms(c['meterbase_metric'])} ms |")
+    for r in runs:
+        for k, times in r["queries"].items():
+            for name, why in times.items():
+                if name.endswith("_error"):
+                    why = why.removeprefix("b'").replace("\\n", " ")
+                    lines.append(f"\n{k} ({name[:-len('_error')]}) failed at {r['scale']:,} events: {why[:400]}…")
     return lines
 
 
