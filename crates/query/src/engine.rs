@@ -2,6 +2,7 @@
 //! dedicated runtime, with a memory pool and a deadline.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use datafusion::datasource::view::ViewTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
 use datafusion::execution::cache::default_cache::DefaultCache;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
@@ -425,7 +427,13 @@ impl QueryEngine {
     ) -> Result<SessionContext, QueryError> {
         let df = |e| QueryError::from_df(e, self.config.memory_limit);
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(self.config.memory_limit, 1.0)
+            // A fair pool caps each spillable operator at its share, so a sort spills before
+            // it leaves its own merge no room: with the greedy pool the month's sort of a
+            // 200M-event table took the whole cap and its merge then failed (422).
+            .with_memory_pool(Arc::new(TrackConsumersPool::new(
+                FairSpillPool::new(self.config.memory_limit),
+                NonZeroUsize::MIN.saturating_add(4),
+            )))
             .with_object_store_registry(self.registry.clone())
             .with_cache_manager(
                 CacheManagerConfig::default()
