@@ -163,8 +163,9 @@ impl QueryEngine {
                     served.cached_files += settled.len();
                 }
                 None => {
+                    let members = settled.iter().zip(keys);
                     let rows = self
-                        .files_partials(snap, &settled, d, &params, &budget, &mut served)
+                        .files_partials(snap, members, d, &params, &budget, &mut served)
                         .await?;
                     let combined = self
                         .over_rows(None, rows, &d.combine_sql, HashMap::new(), &[], &budget)
@@ -179,8 +180,9 @@ impl QueryEngine {
         } else {
             fresh.extend(settled);
         }
+        let fresh = fresh.iter().map(|f| (f, key(snap, f, &d.partial_sql)));
         parts.extend(
-            self.files_partials(snap, &fresh, d, &params, &budget, &mut served)
+            self.files_partials(snap, fresh, d, &params, &budget, &mut served)
                 .await?,
         );
         let rest = self
@@ -208,12 +210,12 @@ impl QueryEngine {
         Ok((out, served))
     }
 
-    /// The partial rows of `files`, kept or computed (and kept), a few files at a time: each
-    /// is a query of its own on the query runtime.
-    async fn files_partials(
+    /// The partial rows of `files` (with their keys), kept or computed (and kept), a few files
+    /// at a time: each is a query of its own on the query runtime.
+    async fn files_partials<'f>(
         &self,
         snap: &TableSnapshot,
-        files: &[FileMeta],
+        files: impl Iterator<Item = (&'f FileMeta, PartialKey)>,
         d: &Decomposed,
         params: &HashMap<String, ScalarValue>,
         budget: &Budget,
@@ -221,8 +223,7 @@ impl QueryEngine {
     ) -> Result<Vec<RecordBatch>, QueryError> {
         let mut rows: Vec<RecordBatch> = Vec::new();
         let mut missing = Vec::new();
-        for f in files {
-            let k = key(snap, f, &d.partial_sql);
+        for (f, k) in files {
             match self.partials.as_ref().and_then(|c| c.get(&k)) {
                 Some(kept) => {
                     rows.extend(kept.iter().cloned());

@@ -34,12 +34,13 @@ pub(crate) fn plan(snap: &TableSnapshot, start: i64, end: i64) -> Option<Partial
     let split = split_sources(snap, None);
     let in_period = |f: &FileMeta| overlaps_until(f.min_ts, f.max_ts, start, end);
     let from_partials: Vec<FileMeta> = split.clean.into_iter().filter(in_period).collect();
-    let kept: Vec<&str> = from_partials.iter().map(|f| f.path.as_str()).collect();
+    let kept: std::collections::HashSet<&str> =
+        from_partials.iter().map(|f| f.path.as_str()).collect();
     let rest_files: Vec<FileMeta> = snap
         .manifest
         .files
         .iter()
-        .filter(|f| !kept.contains(&f.path.as_str()))
+        .filter(|f| !kept.contains(f.path.as_str()))
         .cloned()
         .collect();
     let raw_files = rest_files.iter().filter(|f| in_period(f)).count();
@@ -80,7 +81,7 @@ pub(crate) struct PartialKey {
 pub(crate) fn key(snap: &TableSnapshot, file: &FileMeta, sql: &str) -> PartialKey {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     sql.hash(&mut h);
-    format!("{:?}", snap.schema).hash(&mut h);
+    snap.schema.hash(&mut h);
     if let Some(dv) = &file.deletion_vector {
         (&dv.uuid, dv.offset, dv.cardinality).hash(&mut h);
     }
