@@ -10,7 +10,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Server, compact, customer_totals, digest_reference, num, reconcile_buckets, tempdir};
+use common::{
+    Reply, Server, compact, customer_totals, digest_reference, num, reconcile_buckets, tempdir,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -183,6 +185,68 @@ fn server_state(s: &Server, as_of: Option<&str>) -> BTreeMap<String, (u64, i64)>
         .collect()
 }
 
+/// The time-weighted sum per customer over `[start, end)` (each value held until the
+/// customer's next event or the end; the last value before `start` held into it), in hours,
+/// from the exact Σ value × seconds divided once: the bits the server's exact sum gives.
+fn time_weighted(rows: &BTreeMap<Key, i64>, start: i64, end: i64) -> BTreeMap<String, f64> {
+    let mut by_customer: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
+    for ((c, ts), v) in rows {
+        if *ts < end {
+            by_customer.entry(c.as_str()).or_default().push((*ts, *v));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (c, points) in by_customer {
+        // Keys are (customer, timestamp): one point per instant, already in time order.
+        let from = points.partition_point(|(t, _)| *t < start);
+        let mut held: Vec<(i64, i64)> = points[from..].to_vec();
+        if let Some((_, v)) = from.checked_sub(1).map(|i| points[i]) {
+            held.insert(0, (start, v));
+        }
+        if held.is_empty() {
+            continue;
+        }
+        let total: i128 = held
+            .iter()
+            .enumerate()
+            .map(|(i, (t, v))| {
+                let next = held.get(i + 1).map_or(end, |p| p.0);
+                i128::from(*v) * i128::from(next - t)
+            })
+            .sum();
+        out.insert(c.to_string(), total as f64 / 3600.0);
+    }
+    out
+}
+
+/// Each row's `value` by `customer_id`, read from the answer's text by Rust's float parser:
+/// serde_json's default one is not always correctly rounded (3961.7744444444443 reads as
+/// 3961.774444444444), and these values are compared bit for bit.
+fn values_as_written(text: &str) -> BTreeMap<String, f64> {
+    text.split("{\"customer_id\":\"")
+        .skip(1)
+        .map(|row| {
+            let (customer, rest) = row.split_once('"').unwrap_or_default();
+            let value = rest
+                .split_once("\"value\":")
+                .map(|(_, v)| v.split([',', '}']).next().unwrap_or_default())
+                .unwrap_or_default();
+            (customer.to_string(), value.parse().unwrap_or(f64::NAN))
+        })
+        .collect()
+}
+
+/// A metric's usage for every customer over `[start, end)`; panics unless 200.
+fn usage(s: &Server, metric: &str, start: i64, end: i64) -> Reply {
+    let r = s.get(&format!(
+        "/billable_metrics/{metric}/usage?start_date={}&end_date={}",
+        iso(start),
+        iso(end)
+    ));
+    assert_eq!(r.status, 200, "{}", r.text);
+    r
+}
+
 fn iso(secs: i64) -> String {
     chrono::DateTime::from_timestamp(secs, 0)
         .unwrap()
@@ -269,6 +333,13 @@ fn random_history(h: History) -> usize {
                 "aggregation": "sum", "field": "cpu_hours_consumed"}),
     );
     assert_eq!(r.status, 201, "{}", r.text);
+    let r = s.post_json(
+        "/billable_metrics",
+        &json!({"name": "CPU held", "slug": "cpu_tw", "usage_event": "compute_events",
+                "aggregation": "time_weighted_sum", "field": "cpu_hours_consumed"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let mut time_weighted_from_partials = 0usize;
     let mut rng = StdRng::seed_from_u64(0x6d65_7465_7262_6173);
     let mut ops: Vec<(usize, Op)> = Vec::new();
     let mut current: BTreeMap<Key, i64> = BTreeMap::new();
@@ -387,21 +458,12 @@ fn random_history(h: History) -> usize {
         // rest raw; the sums must be the reference's.
         let ps = T0 + rng.random_range(0..DAYS * 24) * 3600;
         let pe = (ps + rng.random_range(1..DAYS * 24) * 3600).min(T0 + DAYS * 86_400);
-        let r = s.get(&format!(
-            "/billable_metrics/cpu/usage?start_date={}&end_date={}",
-            iso(ps),
-            iso(pe)
-        ));
-        assert_eq!(r.status, 200, "{}", r.text);
+        let r = usage(&s, "cpu", ps, pe);
         let served = r.header("x-meterbase-partials").map(str::to_string);
         partial_answers += usize::from(served.is_some());
         // Asked again, files answer from the partials the first answer kept (unless a
         // compaction pass the persists woke changed them in between), with the same rows.
-        let again = s.get(&format!(
-            "/billable_metrics/cpu/usage?start_date={}&end_date={}",
-            iso(ps),
-            iso(pe)
-        ));
+        let again = usage(&s, "cpu", ps, pe);
         let served_again = again.header("x-meterbase-partials").unwrap_or_default();
         if again.body["rows"] != r.body["rows"] {
             mismatches.push(format!(
@@ -432,6 +494,20 @@ fn random_history(h: History) -> usize {
         if got != want {
             mismatches.push(format!(
                 "phase {phase}: usage over [{}, {}) ({served:?}): server {got:?}\n reference {want:?}",
+                iso(ps),
+                iso(pe)
+            ));
+        }
+        // The time-weighted metric over the same period: from partials where no customer's
+        // files interleave in time (a late event's file does, until compaction), bit for bit.
+        let r = usage(&s, "cpu_tw", ps, pe);
+        let served = r.header("x-meterbase-partials").map(str::to_string);
+        time_weighted_from_partials += usize::from(served.is_some());
+        let got = values_as_written(&r.text);
+        let want = time_weighted(&current, ps, pe);
+        if got != want {
+            mismatches.push(format!(
+                "phase {phase}: time-weighted over [{}, {}) ({served:?}): server {got:?}\n reference {want:?}",
                 iso(ps),
                 iso(pe)
             ));
@@ -485,6 +561,13 @@ fn random_history(h: History) -> usize {
         combined_partials || !h.keep_history,
         "no usage answer combined the partials of compacted files"
     );
-    eprintln!("{done} operations in {phases} phases, zero mismatches");
+    assert!(
+        time_weighted_from_partials > 0,
+        "no time-weighted answer came from partials"
+    );
+    eprintln!(
+        "{done} operations in {phases} phases, zero mismatches; \
+         {time_weighted_from_partials} time-weighted answers from partials"
+    );
     files_one_seq
 }

@@ -281,13 +281,13 @@ fn time_weighted_windowed(table: &str, field: &str, keys: &str, extra: &str) -> 
 fn time_weighted(table: &str, field: &str, keys: &str, extra: &str) -> String {
     format!(
         "WITH points AS (\
- SELECT {keys}, timestamp AS t, 1 AS src, {field} AS v FROM {table} WHERE timestamp >= {{{{start_date}}}} AND timestamp < {{{{end_date}}}}{extra} \
+ SELECT {keys}, timestamp AS t, 1 AS src, _ingested_at AS i, {field} AS v FROM {table} WHERE timestamp >= {{{{start_date}}}} AND timestamp < {{{{end_date}}}}{extra} \
  UNION ALL \
- SELECT {keys}, {{{{start_date}}}} AS t, 0 AS src, v FROM (\
+ SELECT {keys}, {{{{start_date}}}} AS t, 0 AS src, {{{{start_date}}}} AS i, v FROM (\
  SELECT {keys}, last_value({field} ORDER BY timestamp, _ingested_at) AS v \
  FROM {table} WHERE timestamp < {{{{start_date}}}}{extra} GROUP BY {keys}) AS before_start), \
  spans AS (\
- SELECT {keys}, v, t, coalesce(lead(t) OVER (PARTITION BY {keys} ORDER BY t, src), {{{{end_date}}}}) AS t_next FROM points) \
+ SELECT {keys}, v, t, coalesce(lead(t) OVER (PARTITION BY {keys} ORDER BY t, src, i), {{{{end_date}}}}) AS t_next FROM points) \
  SELECT {keys}, meterbase_time_weighted_hours(CAST(v AS DOUBLE), CAST(t_next AS BIGINT) - CAST(t AS BIGINT)) AS value \
  FROM spans WHERE v IS NOT NULL GROUP BY {keys}"
     )

@@ -376,6 +376,7 @@ async fn from_partials(
         combine_sql: d.combine_sql,
         rest_sql: for_customer(bound(&d.rest_sql)?, req.customer_id),
         final_sql: for_customer(bound(&d.final_sql)?, req.customer_id),
+        overlaps_sql: d.overlaps_sql,
         slug: d.slug,
     };
     let functions = if several {
@@ -383,7 +384,7 @@ async fn from_partials(
     } else {
         Vec::new()
     };
-    let (output, served) = engine
+    let Some((output, served)) = engine
         .execute_decomposed(
             Caller {
                 org,
@@ -395,7 +396,10 @@ async fn from_partials(
             (req.start, req.end),
             functions,
         )
-        .await?;
+        .await?
+    else {
+        return Ok(None);
+    };
     Ok(Some(Evaluation {
         window_start: match (several, req.window) {
             (false, Some(_)) => periods.first().map(|p| p.0),

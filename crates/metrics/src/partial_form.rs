@@ -12,9 +12,19 @@
 //! | `avg` of a float | the exact sum's state and the count | `meterbase_exact_mean_merge` |
 //! | `min`, `max` | `min`, `max` | `min`, `max` |
 //!
-//! `unique_count` (a distinct count does not add up), `latest`, `earliest`,
-//! `time_weighted_sum` (they depend on rows beyond a bucket) and `avg` of integers and
-//! decimals (DataFusion's own rounding) are not split: they read raw rows.
+//! `time_weighted_sum` splits too, for one period (not by window): each bucket of each file
+//! keeps its first and last event (time and value) and the exact Σ value × micros of the
+//! values held within it; the merge orders a group's rows by time and adds, exactly, each
+//! row's last value held until the next row's first event (or the period end), the value
+//! held into the period from the last row before it, and the rows' own sums. That is the
+//! same set of products the compiled SQL adds over the events, so the same bits; it holds
+//! only where no two rows of one group overlap in time (files of one customer's late events
+//! may), which `Decomposed::overlaps_sql` checks before any merge: where they do, the answer
+//! reads events.
+//!
+//! `unique_count` (a distinct count does not add up), `latest`, `earliest` (they depend on
+//! rows beyond a bucket), `time_weighted_sum` by window, and `avg` of integers and decimals
+//! (DataFusion's own rounding) are not split: they read raw rows.
 
 use meterbase_query::Decomposed;
 use meterbase_schema::{BaseType, EventTypeDef};
@@ -80,25 +90,33 @@ fn split(states: &str, combine: &str, merge: &str) -> Split {
     }
 }
 
+/// The type of `b`'s field, if it names one of `def`.
+fn field_base(b: &Builder, def: &EventTypeDef) -> Option<BaseType> {
+    let name = b.field.as_deref()?;
+    let name = name.strip_prefix("data.").unwrap_or(name);
+    def.fields()
+        .ok()?
+        .into_iter()
+        .find(|(f, _)| f == name)
+        .map(|(_, t)| t.base)
+}
+
+fn integer(t: &BaseType) -> bool {
+    use BaseType as B;
+    matches!(
+        t,
+        B::Int8 | B::Int16 | B::Int32 | B::Int64 | B::UInt8 | B::UInt16 | B::UInt32 | B::UInt64
+    )
+}
+
+fn float(t: &BaseType) -> bool {
+    matches!(t, BaseType::Float32 | BaseType::Float64)
+}
+
 fn states_and_merge(b: &Builder, def: &EventTypeDef) -> Option<Split> {
-    let base = || -> Option<BaseType> {
-        let name = b.field.as_deref()?;
-        let name = name.strip_prefix("data.").unwrap_or(name);
-        let fields = def.fields().ok()?;
-        fields
-            .into_iter()
-            .find(|(f, _)| f == name)
-            .map(|(_, t)| t.base)
-    };
+    let base = || field_base(b, def);
     let col = || b.field.as_deref().and_then(|f| field_column(def, f).ok());
     use BaseType as B;
-    let integer = |t: &BaseType| {
-        matches!(
-            t,
-            B::Int8 | B::Int16 | B::Int32 | B::Int64 | B::UInt8 | B::UInt16 | B::UInt32 | B::UInt64
-        )
-    };
-    let float = |t: &BaseType| matches!(t, B::Float32 | B::Float64);
     let exact_state =
         |f: &str| format!("meterbase_exact_state(CAST({f} AS DOUBLE)) AS __s, count({f}) AS __n");
     let exact_combine = "meterbase_exact_combine(__s, __n) AS __s, sum(__n) AS __n";
@@ -159,26 +177,15 @@ pub fn decompose(
     bucket: Bucket,
     windowed: bool,
 ) -> Option<Decomposed> {
+    if b.aggregation == Aggregation::TimeWeightedSum {
+        return (!windowed).then(|| time_weighted(b, def, bucket)).flatten();
+    }
     let Split {
         states,
         combine,
         merge,
     } = states_and_merge(b, def)?;
-    let dims = b
-        .group_by
-        .iter()
-        .map(|d| field_column(def, d))
-        .collect::<Result<Vec<_>, _>>()
-        .ok()?;
-    let keys = std::iter::once("customer_id".to_string())
-        .chain(dims)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let extra = match filter_condition(b, def).ok()? {
-        Some(c) => format!(" AND {c}"),
-        None => String::new(),
-    };
-    let table = format!("\"{}\"", def.api_slug);
+    let (keys, extra, table) = keys_filter_table(b, def)?;
     let bucket_of = format!("date_trunc('{}', timestamp)", bucket.unit());
     let partial_sql = format!(
         "SELECT {keys}, {bucket_of} AS __bucket, {states} FROM {table} \
@@ -203,6 +210,116 @@ pub fn decompose(
         partial_sql,
         combine_sql,
         final_sql,
+        overlaps_sql: None,
+    })
+}
+
+/// The group keys, the filters' condition and the table of `b`, as its statements use them.
+fn keys_filter_table(b: &Builder, def: &EventTypeDef) -> Option<(String, String, String)> {
+    let dims = b
+        .group_by
+        .iter()
+        .map(|d| field_column(def, d))
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let keys = std::iter::once("customer_id".to_string())
+        .chain(dims)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let extra = match filter_condition(b, def).ok()? {
+        Some(c) => format!(" AND {c}"),
+        None => String::new(),
+    };
+    Some((keys, extra, format!("\"{}\"", def.api_slug)))
+}
+
+/// `time_weighted_sum` for one period as partials (see the module comment). A partial row:
+/// the keys, `__bucket`, `__first_t`/`__first_v` and `__last_t`/`__last_v` (its first and last
+/// event by time, then arrival), `__s` (the exact Σ value × micros of each value held until
+/// the next event of the row) and `__n` (how many products `__s` holds). The raw rest reads
+/// the events before the period as well: the value held into it may be in any of them.
+fn time_weighted(b: &Builder, def: &EventTypeDef, bucket: Bucket) -> Option<Decomposed> {
+    let f = b.field.as_deref().and_then(|f| field_column(def, f).ok())?;
+    let t = field_base(b, def)?;
+    if !(integer(&t) || float(&t) || matches!(t, BaseType::Decimal { .. })) {
+        return None;
+    }
+    let (keys, extra, table) = keys_filter_table(b, def)?;
+    let bucket_of = format!("date_trunc('{}', timestamp)", bucket.unit());
+    let states = |bounds: &str| {
+        format!(
+            "WITH r AS (SELECT {keys}, {bucket_of} AS __bucket, timestamp AS __t, \
+             _ingested_at AS __i, CAST({f} AS DOUBLE) AS __v FROM {table} WHERE {bounds}{extra}), \
+             s AS (SELECT {keys}, __bucket, __t, __i, __v, \
+             lead(__t) OVER (PARTITION BY {keys}, __bucket ORDER BY __t, __i) AS __next FROM r) \
+             SELECT {keys}, __bucket, min(__t) AS __first_t, \
+             first_value(__v ORDER BY __t, __i) AS __first_v, max(__t) AS __last_t, \
+             last_value(__v ORDER BY __t, __i) AS __last_v, \
+             meterbase_exact_weighted_state(__v, CAST(__next AS BIGINT) - CAST(__t AS BIGINT)) AS __s, \
+             count(CASE WHEN __v IS NOT NULL THEN __next END) AS __n \
+             FROM s GROUP BY {keys}, __bucket"
+        )
+    };
+    let partial_sql = states("timestamp >= {{start_date}} AND timestamp < {{end_date}}");
+    let rest_sql = states("timestamp < {{end_date}}");
+    let partials = meterbase_query::PARTIALS_TABLE;
+    // The product of a row's last value held until the next row's first event.
+    let held = |until: &str, from: &str| {
+        format!(
+            "meterbase_exact_term(__last_v, CAST({until} AS BIGINT) - CAST({from} AS BIGINT)) AS __s, \
+             CASE WHEN __last_v IS NULL THEN 0 ELSE 1 END AS __n"
+        )
+    };
+    let ordered = |within: &str, bounds: &str| {
+        format!(
+            "SELECT {keys}, __bucket, __first_t, __first_v, __last_t, __last_v, __s, __n, \
+             lead(__first_t) OVER (PARTITION BY {within} ORDER BY __first_t, __last_t) AS __next_t \
+             FROM {partials}{bounds}"
+        )
+    };
+    // Rows of one bucket (compacted files) into one: the value held from each row into the
+    // next is a product of the combined row's sum; duplicated rows leave the ends alone.
+    let combine_sql = format!(
+        "WITH o AS ({}), t AS (\
+         SELECT {keys}, __bucket, __first_t, __first_v, __last_t, __last_v, __s, __n FROM o \
+         UNION ALL SELECT {keys}, __bucket, __first_t, __first_v, __last_t, __last_v, {} \
+         FROM o WHERE __next_t IS NOT NULL) \
+         SELECT {keys}, __bucket, min(__first_t) AS __first_t, \
+         first_value(__first_v ORDER BY __first_t) AS __first_v, max(__last_t) AS __last_t, \
+         last_value(__last_v ORDER BY __last_t) AS __last_v, \
+         meterbase_exact_combine(__s, __n) AS __s, sum(__n) AS __n \
+         FROM t GROUP BY {keys}, __bucket",
+        ordered(&format!("{keys}, __bucket"), ""),
+        held("__next_t", "__last_t"),
+    );
+    // The period's own rows, and each row's last value held until the next row (or the
+    // period end), from the period start at the earliest: the last row before the period
+    // holds its value into it.
+    let final_sql = format!(
+        "WITH o AS ({}), t AS (\
+         SELECT {keys}, __s, __n FROM o WHERE __bucket >= {{{{start_date}}}} \
+         UNION ALL SELECT {keys}, {} FROM o \
+         WHERE coalesce(__next_t, {{{{end_date}}}}) >= {{{{start_date}}}}) \
+         SELECT {keys}, meterbase_exact_hours_merge(__s, __n) AS value FROM t \
+         GROUP BY {keys} HAVING sum(__n) > 0",
+        ordered(&keys, " WHERE __bucket < {{end_date}}"),
+        held(
+            "coalesce(__next_t, {{end_date}})",
+            "greatest(__last_t, {{start_date}})"
+        ),
+    );
+    let overlaps_sql = format!(
+        "SELECT count(*) AS overlapping FROM (SELECT __first_t, \
+         lag(__last_t) OVER (PARTITION BY {keys} ORDER BY __first_t, __last_t) AS __previous \
+         FROM {partials}) AS o WHERE __previous >= __first_t"
+    );
+    Some(Decomposed {
+        slug: def.api_slug.clone(),
+        partial_sql,
+        rest_sql,
+        combine_sql,
+        final_sql,
+        overlaps_sql: Some(overlaps_sql),
     })
 }
 
@@ -261,19 +378,40 @@ mod tests {
             ("avg", Some("f")),
             ("min", Some("s")),
             ("max", Some("d")),
+            ("time_weighted_sum", Some("n")),
+            ("time_weighted_sum", Some("d")),
         ] {
-            assert!(splits(a, f).is_some(), "{a} {f:?}");
+            let d = splits(a, f).unwrap_or_else(|| panic!("{a} {f:?}"));
+            // Only a value held from one row into the next asks that rows do not overlap.
+            assert_eq!(d.overlaps_sql.is_some(), a == "time_weighted_sum");
         }
         for (a, f) in [
             ("unique_count", Some("n")),
             ("latest", Some("n")),
             ("earliest", Some("n")),
-            ("time_weighted_sum", Some("n")),
+            ("time_weighted_sum", Some("s")),
             ("avg", Some("n")),
             ("avg", Some("d")),
         ] {
             assert!(splits(a, f).is_none(), "{a} {f:?}");
         }
+        // By window, a held value would have to be cut at each window's edge: events.
+        assert!(
+            decompose(
+                &builder("time_weighted_sum", Some("n")),
+                &d,
+                Bucket::Day,
+                true
+            )
+            .is_none()
+        );
+        let held = splits("time_weighted_sum", Some("n")).unwrap();
+        assert!(
+            held.rest_sql.contains("WHERE timestamp < {{end_date}}")
+                && !held.rest_sql.contains("timestamp >= {{start_date}}"),
+            "the raw rest reads the events before the period: {}",
+            held.rest_sql
+        );
         let decimal = splits("sum", Some("d")).unwrap();
         assert!(
             decimal

@@ -36,6 +36,12 @@ pub struct Decomposed {
     pub combine_sql: String,
     /// The answer, over `meterbase_partials`.
     pub final_sql: String,
+    /// Set where a group's value is held from one partial row into the next (the
+    /// time-weighted sum): its partials are read from the start of history (the value held
+    /// into the period), and they merge only where no two rows of one group overlap in time.
+    /// Over `meterbase_partials`, one row whose first column counts the overlapping rows;
+    /// where there are any, the answer must read events.
+    pub overlaps_sql: Option<String>,
 }
 
 /// Where a decomposed answer's rows came from: files answered by partials already kept,
@@ -94,7 +100,8 @@ fn ts(us: i64) -> ScalarValue {
 impl QueryEngine {
     /// Runs `d` for the period `[start, end)` (on its buckets' edges) over the current data
     /// of `tables`; `params` holds `start_date`, `end_date` and whatever else the statements
-    /// use. Never for `as_of`: history reads every version.
+    /// use. Never for `as_of`: history reads every version. `None` where the partials cannot
+    /// give the answer (`Decomposed::overlaps_sql` found overlapping rows): read events.
     pub async fn execute_decomposed(
         &self,
         caller: Caller<'_>,
@@ -103,7 +110,7 @@ impl QueryEngine {
         params: HashMap<String, ScalarValue>,
         period: (i64, i64),
         functions: Vec<Arc<ScalarUDF>>,
-    ) -> Result<(QueryOutput, Served), QueryError> {
+    ) -> Result<Option<(QueryOutput, Served)>, QueryError> {
         let mut observed = self.observe(caller.kind);
         let cap = self.cap(caller.kind);
         let result = match self.admit(caller).await {
@@ -117,6 +124,37 @@ impl QueryEngine {
         result
     }
 
+    /// Whether `d`'s partial rows `rows` may merge: no check, or it found no overlap.
+    async fn mergeable(
+        &self,
+        d: &Decomposed,
+        schema: Option<SchemaRef>,
+        rows: &[RecordBatch],
+        budget: &Budget,
+    ) -> Result<bool, QueryError> {
+        let Some(sql) = &d.overlaps_sql else {
+            return Ok(true);
+        };
+        let out = self
+            .over_rows(schema, rows.to_vec(), sql, HashMap::new(), &[], budget)
+            .await?;
+        let overlapping = out
+            .batches
+            .iter()
+            .filter(|b| b.num_columns() > 0 && b.num_rows() > 0)
+            .filter_map(|b| {
+                arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64)
+                    .ok()
+                    .and_then(|c| {
+                        c.as_any()
+                            .downcast_ref::<arrow::array::Int64Array>()
+                            .map(|a| a.value(0))
+                    })
+            })
+            .sum::<i64>();
+        Ok(overlapping == 0)
+    }
+
     async fn decomposed(
         &self,
         tables: Vec<TableSnapshot>,
@@ -125,7 +163,7 @@ impl QueryEngine {
         (start, end): (i64, i64),
         functions: &[Arc<ScalarUDF>],
         cap: Duration,
-    ) -> Result<(QueryOutput, Served), QueryError> {
+    ) -> Result<Option<(QueryOutput, Served)>, QueryError> {
         let budget = Budget {
             deadline: Instant::now() + cap,
             cap,
@@ -134,7 +172,13 @@ impl QueryEngine {
             .iter()
             .find(|t| t.slug == d.slug)
             .ok_or_else(|| QueryError::Invalid(format!("no event type {:?}", d.slug)))?;
-        let split = plan(snap, start, end)
+        // A value held into the period may come from any earlier file.
+        let from = if d.overlaps_sql.is_some() {
+            i64::MIN
+        } else {
+            start
+        };
+        let split = plan(snap, from, end)
             .ok_or_else(|| QueryError::Execution("a snapshot of history has no partials".into()))?;
         let mut served = Served {
             raw_files: split.raw_files,
@@ -167,6 +211,9 @@ impl QueryEngine {
                     let rows = self
                         .files_partials(snap, members, d, &params, &budget, &mut served)
                         .await?;
+                    if !self.mergeable(d, None, &rows, &budget).await? {
+                        return Ok(None);
+                    }
                     let combined = self
                         .over_rows(None, rows, &d.combine_sql, HashMap::new(), &[], &budget)
                         .await?;
@@ -197,6 +244,12 @@ impl QueryEngine {
             .await
             .map_err(|e| budget.at_cap(e))?;
         parts.extend(rest.batches);
+        if !self
+            .mergeable(d, Some(rest.schema.clone()), &parts, &budget)
+            .await?
+        {
+            return Ok(None);
+        }
         let out = self
             .over_rows(
                 Some(rest.schema),
@@ -207,7 +260,7 @@ impl QueryEngine {
                 &budget,
             )
             .await?;
-        Ok((out, served))
+        Ok(Some((out, served)))
     }
 
     /// The partial rows of `files` (with their keys), kept or computed (and kept), a few files

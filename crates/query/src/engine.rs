@@ -28,7 +28,7 @@ use url::Url;
 use crate::admission::{Admission, Load, Permit};
 use crate::cancel::{CancelToken, Stop, cancellable, stop_of};
 use crate::exact_aggregates::exact_aggregates;
-use crate::partial_states::partial_state_aggregates;
+use crate::partial_states::{partial_state_aggregates, partial_state_functions};
 use crate::partials::PartialsCache;
 use crate::provider::STORE_URL;
 use crate::read_cache::{CacheStats, ReadCache};
@@ -461,6 +461,9 @@ impl QueryEngine {
         ctx.register_udf(ScalarUDF::new_from_impl(
             crate::utc_trunc::UtcDateTrunc::default(),
         ));
+        for f in partial_state_functions() {
+            ctx.register_udf(f);
+        }
         for f in extras.functions {
             ctx.register_udf(f.as_ref().clone());
         }

@@ -555,6 +555,44 @@ mod tests {
         assert!(s.to_f64().is_nan());
     }
 
+    /// An exact integer divided once is IEEE division of the two (both exact as binary64).
+    #[test]
+    fn quotients_of_integers_are_ieee_quotients() {
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let random: Vec<i64> = (0..20_000).map(|_| (next() >> 31) as i64).collect();
+        for n in [14_262_388i64, 1, 3599, 3601, 7_199_999]
+            .into_iter()
+            .chain(random)
+        {
+            // Hours from value × seconds summed in parts, as the time-weighted sum adds them.
+            let mut s = ExactSum::new();
+            let mut seconds = 0i64;
+            let parts = 1 + (next() % 90) as usize;
+            for _ in 0..parts {
+                let (v, secs) = (1 + (next() % 99) as i64, (next() % 400_000) as i64);
+                s.add_product(v as f64, secs * 1_000_000);
+                seconds += v * secs;
+            }
+            assert_eq!(
+                s.divided_by(3_600_000_000),
+                seconds as f64 / 3600.0,
+                "{seconds} value-seconds in {parts} parts"
+            );
+            for (weight, divisor) in [(1_000_000i64, 3_600_000_000u64), (1, 3), (1, 7)] {
+                let mut s = ExactSum::new();
+                s.add_product(n as f64, weight);
+                let want = (n * weight) as f64 / divisor as f64;
+                assert_eq!(s.divided_by(divisor), want, "{n} × {weight} / {divisor}");
+            }
+        }
+    }
+
     #[test]
     fn windows_widen_and_state_round_trips() {
         let mut s = ExactSum::new();

@@ -6,18 +6,25 @@
 //! `meterbase_exact_combine(state, n)` adds them up into one state again (partials of many
 //! files merged once and kept). A rounded partial sum would not do: adding rounded sums is not
 //! the rounded sum of the values.
+//!
+//! The time-weighted sum's pieces are the same state, of products:
+//! `meterbase_exact_weighted_state(value, micros)` is the exact Σ value × micros of a group,
+//! `meterbase_exact_term(value, micros)` the state of one product (a value held across the
+//! edge of two partials), and `meterbase_exact_hours_merge(state, n)` adds states up and
+//! divides by an hour's micros, rounding once, as `meterbase_time_weighted_hours` does over
+//! the rows.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BinaryArray, BooleanArray};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, FieldRef};
+use arrow::datatypes::{DataType, FieldRef, Float64Type, Int64Type};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::AggregateOrderSensitivity;
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, ReversedUDAF,
-    Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, EmitTo, GroupsAccumulator,
+    ReversedUDAF, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
 use crate::exact_aggregates::{Finish, FloatAccumulator, FloatGroups, state_error, state_fields};
@@ -32,6 +39,11 @@ pub fn partial_state_aggregates() -> Vec<AggregateUDF> {
             Stage::VALUES_TO_STATE,
         ),
         (
+            "meterbase_exact_weighted_state",
+            Finish::Total,
+            Stage::PRODUCTS_TO_STATE,
+        ),
+        (
             "meterbase_exact_merge",
             Finish::Total,
             Stage::STATES_TO_VALUE,
@@ -39,6 +51,11 @@ pub fn partial_state_aggregates() -> Vec<AggregateUDF> {
         (
             "meterbase_exact_mean_merge",
             Finish::Mean,
+            Stage::STATES_TO_VALUE,
+        ),
+        (
+            "meterbase_exact_hours_merge",
+            Finish::PerHour,
             Stage::STATES_TO_VALUE,
         ),
         (
@@ -52,11 +69,18 @@ pub fn partial_state_aggregates() -> Vec<AggregateUDF> {
     .collect()
 }
 
+/// The scalar functions of partial states, registered beside the aggregates.
+pub fn partial_state_functions() -> Vec<ScalarUDF> {
+    vec![ScalarUDF::new_from_impl(ExactTerm::default())]
+}
+
 /// What a stage of the exact sum reads and gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Stage {
     /// Reads (state, count) rows rather than values.
     reads_states: bool,
+    /// Reads (value, micros) rows and adds their products.
+    weighted: bool,
     /// Gives the state rather than the finished value.
     gives_state: bool,
 }
@@ -64,14 +88,22 @@ struct Stage {
 impl Stage {
     const VALUES_TO_STATE: Stage = Stage {
         reads_states: false,
+        weighted: false,
+        gives_state: true,
+    };
+    const PRODUCTS_TO_STATE: Stage = Stage {
+        reads_states: false,
+        weighted: true,
         gives_state: true,
     };
     const STATES_TO_VALUE: Stage = Stage {
         reads_states: true,
+        weighted: false,
         gives_state: false,
     };
     const STATES_TO_STATE: Stage = Stage {
         reads_states: true,
+        weighted: false,
         gives_state: true,
     };
 }
@@ -102,6 +134,8 @@ impl ExactStage {
     fn new(name: &'static str, finish: Finish, stage: Stage) -> ExactStage {
         let inputs = if stage.reads_states {
             vec![DataType::Binary, DataType::Int64]
+        } else if stage.weighted {
+            vec![DataType::Float64, DataType::Int64]
         } else {
             vec![DataType::Float64]
         };
@@ -134,7 +168,7 @@ impl AggregateUDFImpl for ExactStage {
                 sum: ExactSum::new(),
                 count: 0,
                 finish: self.finish,
-                weighted: false,
+                weighted: self.stage.weighted,
             },
             stage: self.stage,
         }))
@@ -151,7 +185,7 @@ impl AggregateUDFImpl for ExactStage {
                 sums: Vec::new(),
                 counts: Vec::new(),
                 finish: self.finish,
-                weighted: false,
+                weighted: self.stage.weighted,
             },
             stage: self.stage,
         }))
@@ -195,6 +229,52 @@ impl Accumulator for Staged {
     }
     fn size(&self) -> usize {
         self.inner.size()
+    }
+}
+
+/// `meterbase_exact_term(value, micros)`: the exact sum's state of the one product
+/// value × micros (null where either is), for a partial whose value is held into the next.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ExactTerm {
+    signature: Signature,
+}
+
+impl Default for ExactTerm {
+    fn default() -> Self {
+        ExactTerm {
+            signature: Signature::exact(
+                vec![DataType::Float64, DataType::Int64],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+impl ScalarUDFImpl for ExactTerm {
+    fn name(&self) -> &str {
+        "meterbase_exact_term"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Binary)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let values = arrays[0].as_primitive::<Float64Type>();
+        let micros = arrays[1].as_primitive::<Int64Type>();
+        let states: BinaryArray = values
+            .iter()
+            .zip(micros.iter())
+            .map(|(v, m)| {
+                let (v, m) = (v?, m?);
+                let mut sum = ExactSum::new();
+                sum.add_product(v, m);
+                Some(sum.to_bytes())
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(states)))
     }
 }
 
