@@ -68,7 +68,8 @@ bench-scale:
 	.venv/bin/python scripts/bench.py --only scale-table
 
 ## Where the release server's time goes: perf (Debian's linux-perf) during batched ingest
-## (PROFILE=ingest) or a loop of one billing query over SCALE events (PROFILE=q1 … q4).
+## (PROFILE=ingest) or a loop of one billing query over SCALE events: its hand SQL through
+## /sql (PROFILE=q1 … q4) or its billable metric's usage (PROFILE=q1-metric, q2-metric, q4-metric).
 PROFILE ?= ingest
 profile:
 	$(CARGO) build --release -p meterbase -p meterbase-bench
