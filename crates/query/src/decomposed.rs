@@ -15,7 +15,7 @@ use datafusion::logical_expr::ScalarUDF;
 use meterbase_storage::{FileLayout, FileMeta, TableSnapshot};
 
 use crate::engine::{Caller, Extras, QueryEngine, QueryError, QueryOutput};
-use crate::partials_plan::{PartialKey, key, plan, set_key, with_files};
+use crate::partials_plan::{PartialKey, apart_in_time, key, plan, set_key, with_files};
 
 /// The table the merge statement reads the partial rows from.
 pub const PARTIALS_TABLE: &str = "meterbase_partials";
@@ -188,23 +188,34 @@ impl QueryEngine {
         // Compacted files change only at the next compaction: their partials are combined
         // once into one state per group and bucket, and kept, so a period's merge reads about
         // one row per customer whatever the number of files. Files of recent flushes come and
-        // go; theirs are merged file by file.
-        let (settled, mut fresh): (Vec<FileMeta>, Vec<FileMeta>) = split
-            .from_partials
+        // go; theirs are merged file by file. A held value reads files whose times overlap
+        // as one source (`apart_in_time`), so a late file and the compacted one it lands in
+        // are one unit, merged unit by unit until compaction folds it in.
+        let units: Vec<Vec<FileMeta>> = if d.overlaps_sql.is_some() {
+            apart_in_time(split.from_partials)
+        } else {
+            split.from_partials.into_iter().map(|f| vec![f]).collect()
+        };
+        let unit_key = |files: &[FileMeta]| match files {
+            [one] => key(snap, one, &d.partial_sql),
+            many => {
+                let members: Vec<PartialKey> =
+                    many.iter().map(|f| key(snap, f, &d.partial_sql)).collect();
+                set_key(&members, &d.partial_sql)
+            }
+        };
+        let (settled, mut fresh): (Vec<Vec<FileMeta>>, Vec<Vec<FileMeta>>) = units
             .into_iter()
-            .partition(|f| f.layout == FileLayout::Compacted);
+            .partition(|u| u.iter().all(|f| f.layout == FileLayout::Compacted));
         let mut parts: Vec<RecordBatch> = Vec::new();
         if settled.len() > 1 {
-            served.combined_files = settled.len();
-            let keys: Vec<PartialKey> = settled
-                .iter()
-                .map(|f| key(snap, f, &d.partial_sql))
-                .collect();
+            served.combined_files = settled.iter().map(Vec::len).sum();
+            let keys: Vec<PartialKey> = settled.iter().map(|u| unit_key(u)).collect();
             let together = set_key(&keys, &d.combine_sql);
             match self.partials.as_ref().and_then(|c| c.get(&together)) {
                 Some(kept) => {
                     parts.extend(kept.iter().cloned());
-                    served.cached_files += settled.len();
+                    served.cached_files += served.combined_files;
                 }
                 None => {
                     let members = settled.iter().zip(keys);
@@ -227,9 +238,10 @@ impl QueryEngine {
         } else {
             fresh.extend(settled);
         }
-        let fresh = fresh.iter().map(|f| (f, key(snap, f, &d.partial_sql)));
+        let fresh: Vec<(&Vec<FileMeta>, PartialKey)> =
+            fresh.iter().map(|u| (u, unit_key(u))).collect();
         parts.extend(
-            self.files_partials(snap, fresh, d, &params, &budget, &mut served)
+            self.files_partials(snap, fresh.into_iter(), d, &params, &budget, &mut served)
                 .await?,
         );
         let rest = self
@@ -263,12 +275,13 @@ impl QueryEngine {
         Ok(Some((out, served)))
     }
 
-    /// The partial rows of `files` (with their keys), kept or computed (and kept), a few files
-    /// at a time: each is a query of its own on the query runtime.
+    /// The partial rows of `units` (each one file, or files read as one source, with its
+    /// key), kept or computed (and kept), a few units at a time: each is a query of its own on
+    /// the query runtime.
     async fn files_partials<'f>(
         &self,
         snap: &TableSnapshot,
-        files: impl Iterator<Item = (&'f FileMeta, PartialKey)>,
+        units: impl Iterator<Item = (&'f Vec<FileMeta>, PartialKey)>,
         d: &Decomposed,
         params: &HashMap<String, ScalarValue>,
         budget: &Budget,
@@ -276,17 +289,20 @@ impl QueryEngine {
     ) -> Result<Vec<RecordBatch>, QueryError> {
         let mut rows: Vec<RecordBatch> = Vec::new();
         let mut missing = Vec::new();
-        for (f, k) in files {
+        for (unit, k) in units {
             match self.partials.as_ref().and_then(|c| c.get(&k)) {
                 Some(kept) => {
                     rows.extend(kept.iter().cloned());
-                    served.cached_files += 1;
+                    served.cached_files += unit.len();
                 }
                 None => {
+                    let from = unit.iter().map(|f| f.min_ts).min().unwrap_or(i64::MIN);
+                    let to = unit.iter().map(|f| f.max_ts).max().unwrap_or(i64::MAX);
                     let mut file_params = params.clone();
-                    file_params.insert("start_date".into(), ts(f.min_ts));
-                    file_params.insert("end_date".into(), ts(f.max_ts.saturating_add(1)));
-                    missing.push((with_files(snap, vec![f.clone()], false), file_params, k));
+                    file_params.insert("start_date".into(), ts(from));
+                    file_params.insert("end_date".into(), ts(to.saturating_add(1)));
+                    let files = unit.len();
+                    missing.push((with_files(snap, unit.clone(), false), file_params, k, files));
                 }
             }
         }
@@ -299,9 +315,9 @@ impl QueryEngine {
             if wave.is_empty() {
                 break;
             }
-            served.computed_files += wave.len();
+            served.computed_files += wave.iter().map(|w| w.3).sum::<usize>();
             let timeout = budget.left()?;
-            let runs = wave.into_iter().map(|(one, file_params, k)| {
+            let runs = wave.into_iter().map(|(one, file_params, k, _)| {
                 self.file_partials(one, d.partial_sql.clone(), file_params, k, timeout)
             });
             let computed = futures::future::try_join_all(runs)

@@ -51,6 +51,30 @@ pub(crate) fn plan(snap: &TableSnapshot, start: i64, end: i64) -> Option<Partial
     })
 }
 
+/// `files` in groups whose time ranges touch or overlap, each group apart in time from the
+/// others. A value held from one row into the next (the time-weighted sum) is stitched in
+/// time order across groups, which holds only where the groups' rows of one customer never
+/// interleave: a group is read as one source, so a late file and the file it lands inside
+/// give one sequence.
+pub(crate) fn apart_in_time(mut files: Vec<FileMeta>) -> Vec<Vec<FileMeta>> {
+    files.sort_by_key(|f| (f.min_ts, f.max_ts));
+    let mut groups: Vec<Vec<FileMeta>> = Vec::new();
+    let mut reach = i64::MIN;
+    for f in files {
+        match groups.last_mut() {
+            Some(group) if f.min_ts <= reach => {
+                reach = reach.max(f.max_ts);
+                group.push(f);
+            }
+            _ => {
+                reach = f.max_ts;
+                groups.push(vec![f]);
+            }
+        }
+    }
+    groups
+}
+
 /// `snap` with only `files`, and its buffer only when `keep_buffer`.
 pub(crate) fn with_files(
     snap: &TableSnapshot,
@@ -172,6 +196,22 @@ mod tests {
         });
         assert_ne!(key(&later, &a, "q"), before);
         assert_ne!(key(&snap, &a, "other statement"), before);
+    }
+
+    #[test]
+    fn files_whose_times_touch_or_overlap_are_one_group() {
+        let groups = apart_in_time(vec![
+            file("late", 40, 45),
+            file("b", 100, 200),
+            file("a", 0, 50),
+            file("c", 200, 210),
+            file("d", 211, 300),
+        ]);
+        let names: Vec<Vec<&str>> = groups
+            .iter()
+            .map(|g| g.iter().map(|f| f.path.as_str()).collect())
+            .collect();
+        assert_eq!(names, vec![vec!["a", "late"], vec!["b", "c"], vec!["d"]]);
     }
 
     #[test]
