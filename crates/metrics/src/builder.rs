@@ -71,7 +71,7 @@ fn column(def: &EventTypeDef, name: &str) -> Result<String, MetricError> {
 }
 
 /// `sum`, `avg` and `time_weighted_sum` add values up: only numbers can be.
-fn check_numeric(
+pub(crate) fn check_numeric(
     def: &EventTypeDef,
     aggregation: Aggregation,
     name: &str,

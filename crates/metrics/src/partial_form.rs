@@ -29,7 +29,7 @@
 use meterbase_query::Decomposed;
 use meterbase_schema::{BaseType, EventTypeDef};
 
-use crate::builder::{Aggregation, Builder, field_column, filter_condition};
+use crate::builder::{Aggregation, Builder, check_numeric, field_column, filter_condition};
 use crate::window_functions::WINDOW_START;
 
 /// How finely partials are kept: a period and its windows must fall on these edges (UTC).
@@ -240,10 +240,7 @@ fn keys_filter_table(b: &Builder, def: &EventTypeDef) -> Option<(String, String,
 /// the events before the period as well: the value held into it may be in any of them.
 fn time_weighted(b: &Builder, def: &EventTypeDef, bucket: Bucket) -> Option<Decomposed> {
     let f = b.field.as_deref().and_then(|f| field_column(def, f).ok())?;
-    let t = field_base(b, def)?;
-    if !(integer(&t) || float(&t) || matches!(t, BaseType::Decimal { .. })) {
-        return None;
-    }
+    check_numeric(def, b.aggregation, b.field.as_deref()?).ok()?;
     let (keys, extra, table) = keys_filter_table(b, def)?;
     let bucket_of = format!("date_trunc('{}', timestamp)", bucket.unit());
     let states = |bounds: &str| {

@@ -40,7 +40,8 @@ pub struct Decomposed {
     /// time-weighted sum): its partials are read from the start of history (the value held
     /// into the period), and they merge only where no two rows of one group overlap in time.
     /// Over `meterbase_partials`, one row whose first column counts the overlapping rows;
-    /// where there are any, the answer must read events.
+    /// where there are any (the raw rest's rows inside a file's run), the answer must read
+    /// events.
     pub overlaps_sql: Option<String>,
 }
 
@@ -222,9 +223,6 @@ impl QueryEngine {
                     let rows = self
                         .files_partials(snap, members, d, &params, &budget, &mut served)
                         .await?;
-                    if !self.mergeable(d, None, &rows, &budget).await? {
-                        return Ok(None);
-                    }
                     let combined = self
                         .over_rows(None, rows, &d.combine_sql, HashMap::new(), &[], &budget)
                         .await?;
@@ -256,6 +254,8 @@ impl QueryEngine {
             .await
             .map_err(|e| budget.at_cap(e))?;
         parts.extend(rest.batches);
+        // Units are apart in time and a unit's rows of one group are one per bucket, so
+        // only the raw rest's rows can interleave with theirs.
         if !self
             .mergeable(d, Some(rest.schema.clone()), &parts, &budget)
             .await?
